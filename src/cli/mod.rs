@@ -1,0 +1,184 @@
+//! The command line: parse, dispatch, map errors to exit codes.
+//!
+//! Exit codes: 0 success; 2 invalid input (the message names the flag and the rule);
+//! 1 a runtime failure (database, filesystem, ...).
+
+mod groups;
+mod output;
+mod tasks;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::actions::ActionError;
+use crate::config::Config;
+use crate::model::ValidationError;
+use crate::paths::Paths;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rust_claw",
+    version,
+    about = "A self-hosted personal AI assistant daemon for Discord"
+)]
+pub struct Cli {
+    /// The RustClaw root directory (default: the working directory).
+    #[arg(long, global = true, env = "RUST_CLAW_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (channels, IPC watcher, scheduler, agents) until SIGTERM/SIGINT.
+    Run,
+    /// Register the main group: the chat that answers every message and administers the rest.
+    BootstrapMain(groups::BootstrapMainArgs),
+    /// Register another chat as a group.
+    RegisterGroup(groups::RegisterGroupArgs),
+    /// List registered groups.
+    ListGroups(ListArgs),
+    /// Unregister a chat. Its folder, tasks and history stay on disk.
+    UnregisterGroup(groups::UnregisterGroupArgs),
+    /// Create a scheduled task.
+    CreateTask(tasks::CreateTaskArgs),
+    /// List scheduled tasks.
+    ListTasks(tasks::ListTasksArgs),
+    /// Stop a task's future runs, keeping its schedule.
+    PauseTask(tasks::TaskIdArgs),
+    /// Resume a paused task; its next run is computed from now.
+    ResumeTask(tasks::TaskIdArgs),
+    /// Delete a task and its run history.
+    CancelTask(tasks::TaskIdArgs),
+    /// Show a task's recent runs.
+    TaskRuns(tasks::TaskRunsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// An error as the CLI reports it.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The user's input was wrong: exit code 2.
+    #[error("{0}")]
+    Invalid(String),
+    /// Something failed at run time: exit code 1.
+    #[error(transparent)]
+    Runtime(#[from] anyhow::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Invalid(_) => ExitCode::from(2),
+            CliError::Runtime(_) => ExitCode::from(1),
+        }
+    }
+}
+
+/// `schedule_value` → `--schedule-value`: validation errors name the flag the user typed.
+fn flag(field: &str) -> String {
+    if field.starts_with("--") {
+        field.to_owned()
+    } else {
+        format!("--{}", field.replace('_', "-"))
+    }
+}
+
+impl From<ValidationError> for CliError {
+    fn from(e: ValidationError) -> Self {
+        CliError::Invalid(format!("invalid {}: {}", flag(&e.field), e.reason))
+    }
+}
+
+impl From<ActionError> for CliError {
+    fn from(e: ActionError) -> Self {
+        match e {
+            ActionError::Invalid(v) => v.into(),
+            ActionError::Store(s) => CliError::Runtime(s.into()),
+            other => CliError::Invalid(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        CliError::Runtime(e.into())
+    }
+}
+
+/// What every verb gets: the root's paths and its configuration.
+pub struct Context {
+    pub paths: Paths,
+    pub config: Config,
+}
+
+impl Context {
+    pub fn open_store(&self) -> Result<Store, CliError> {
+        Ok(Store::open(&self.paths.database())?)
+    }
+}
+
+/// Parses the command line and runs it; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Run));
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match &e {
+                CliError::Invalid(msg) => eprintln!("error: {msg}"),
+                CliError::Runtime(err) => eprintln!("error: {err:#}"),
+            }
+            e.exit_code()
+        }
+    }
+}
+
+/// Human-readable logs on stderr (journald keeps them). `RUST_LOG` tunes them; the
+/// default is `info` for the daemon and `warn` for one-shot admin verbs.
+fn init_logging(daemon: bool) {
+    let default = if daemon { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let root = match cli.root {
+        Some(r) => r,
+        None => std::env::current_dir()
+            .map_err(|e| anyhow::anyhow!("cannot read the working directory: {e}"))?,
+    };
+    let config = Config::load(&root).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let ctx = Context {
+        paths: Paths::new(root),
+        config,
+    };
+    match cli.command {
+        Command::Run => crate::daemon::run(&ctx.paths, &ctx.config).map_err(CliError::Runtime),
+        Command::BootstrapMain(a) => groups::bootstrap_main(&ctx, a),
+        Command::RegisterGroup(a) => groups::register(&ctx, a),
+        Command::ListGroups(a) => groups::list(&ctx, a),
+        Command::UnregisterGroup(a) => groups::unregister(&ctx, a),
+        Command::CreateTask(a) => tasks::create(&ctx, a),
+        Command::ListTasks(a) => tasks::list(&ctx, a),
+        Command::PauseTask(a) => tasks::pause(&ctx, a),
+        Command::ResumeTask(a) => tasks::resume(&ctx, a),
+        Command::CancelTask(a) => tasks::cancel(&ctx, a),
+        Command::TaskRuns(a) => tasks::runs(&ctx, a),
+    }
+}

@@ -1,0 +1,107 @@
+//! Listings: an aligned table for people, JSON for programs.
+
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+
+use super::CliError;
+
+/// Prints `rows` as JSON (one array on one line) or as a table with `headers`.
+pub fn print_listing<T: Serialize>(
+    json: bool,
+    items: &[T],
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    let result = if json {
+        serde_json::to_writer(&mut out, items)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+        write_table(&mut out, headers, &rows)
+    };
+    match result {
+        // `rust_claw list-tasks | head` closes the pipe early: not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map_err(|e| CliError::Runtime(e.into())),
+    }
+}
+
+fn write_table(
+    out: &mut impl Write,
+    headers: &[&str],
+    rows: &[Vec<String>],
+) -> std::io::Result<()> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| -> String {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i + 1 == widths.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(cell);
+                s.extend(std::iter::repeat_n(' ', w - cell.chars().count() + 2));
+            }
+        }
+        s.trim_end().to_owned()
+    };
+    writeln!(out, "{}", line(&mut headers.iter().copied()))?;
+    for r in rows {
+        writeln!(out, "{}", line(&mut r.iter().map(String::as_str)))?;
+    }
+    Ok(())
+}
+
+/// A time for a table cell, in `tz`, to the minute.
+pub fn when(t: Option<DateTime<Utc>>, tz: Tz) -> String {
+    match t {
+        Some(t) => t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string(),
+        None => "-".to_owned(),
+    }
+}
+
+/// At most `max` characters of `text` on one line, with an ellipsis if cut.
+pub fn clip(text: &str, max: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() <= max {
+        flat
+    } else {
+        let mut s: String = flat.chars().take(max.saturating_sub(1)).collect();
+        s.push('…');
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_by_characters() {
+        let mut out = Vec::new();
+        let rows = vec![vec!["a".to_owned(), "한국어".to_owned(), "x".to_owned()]];
+        write_table(&mut out, &["LONG", "B", "C"], &rows).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "LONG  B    C\na     한국어  x\n"
+        );
+    }
+
+    #[test]
+    fn clipping() {
+        assert_eq!(clip("hello\nworld", 20), "hello world");
+        assert_eq!(clip("abcdef", 4), "abc…");
+    }
+}

@@ -1,0 +1,184 @@
+//! `create-task`, `list-tasks`, `pause-task`, `resume-task`, `cancel-task`, `task-runs`.
+
+use chrono_tz::Tz;
+use clap::Args;
+
+use super::output::{clip, print_listing, when};
+use super::{CliError, Context};
+use crate::actions::{self, NewTask};
+use crate::control::{self, Topic};
+use crate::model::{ContextMode, FolderName, Jid, ScheduleType, TaskId, TaskStatus};
+use crate::store::tasks::{self, Task};
+
+#[derive(Debug, Args)]
+pub struct CreateTaskArgs {
+    /// Task id (default: generated).
+    #[arg(long)]
+    pub id: Option<TaskId>,
+    /// The group the task belongs to.
+    #[arg(long)]
+    pub group_folder: FolderName,
+    /// The chat the output goes to; must be the group's registered chat.
+    #[arg(long)]
+    pub chat_jid: Jid,
+    /// What the agent is asked to do at each run.
+    #[arg(long)]
+    pub prompt: String,
+    /// cron | interval | once
+    #[arg(long)]
+    pub schedule_type: ScheduleType,
+    /// cron: 5-field crontab; interval: milliseconds; once: RFC 3339 or local YYYY-MM-DDTHH:MM.
+    #[arg(long, allow_hyphen_values = true)]
+    pub schedule_value: String,
+    /// group (the group's ongoing session) | isolated (a fresh one).
+    #[arg(long, default_value = "group")]
+    pub context_mode: ContextMode,
+    /// IANA timezone for the schedule (default: TIMEZONE).
+    #[arg(long, value_parser = parse_tz)]
+    pub timezone: Option<Tz>,
+}
+
+fn parse_tz(s: &str) -> Result<Tz, String> {
+    s.parse::<Tz>()
+        .map_err(|_| format!("{s:?} is not an IANA timezone name (e.g. Asia/Seoul, UTC)"))
+}
+
+#[derive(Debug, Args)]
+pub struct ListTasksArgs {
+    /// Only this group's tasks.
+    #[arg(long)]
+    pub group: Option<FolderName>,
+    /// Only tasks with this status (active | paused | completed | failed).
+    #[arg(long)]
+    pub status: Option<TaskStatus>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskIdArgs {
+    #[arg(long)]
+    pub id: TaskId,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskRunsArgs {
+    #[arg(long)]
+    pub id: TaskId,
+    /// How many of the latest runs to show.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit: u32,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn create(ctx: &Context, a: CreateTaskArgs) -> Result<(), CliError> {
+    let mut store = ctx.open_store()?;
+    let req = NewTask {
+        id: a.id,
+        group_folder: a.group_folder,
+        chat_jid: a.chat_jid,
+        prompt: a.prompt,
+        schedule_type: a.schedule_type,
+        schedule_value: a.schedule_value,
+        context_mode: a.context_mode,
+        timezone: a.timezone,
+    };
+    let tz = ctx.config.timezone;
+    let task = store.write(|tx| actions::create_task(tx, req, "cli", tz, chrono::Utc::now()))?;
+    control::notify(&ctx.paths, Topic::Tasks);
+    println!(
+        "created task {} (next run {})",
+        task.id,
+        when(task.next_run, task.timezone)
+    );
+    Ok(())
+}
+
+fn schedule_cell(t: &Task) -> String {
+    format!("{} {}", t.schedule_type, clip(&t.schedule_value, 30))
+}
+
+pub fn list(ctx: &Context, a: ListTasksArgs) -> Result<(), CliError> {
+    let store = ctx.open_store()?;
+    let all = tasks::list(store.conn(), a.group.as_ref(), a.status)?;
+    print_listing(
+        a.json,
+        &all,
+        &[
+            "ID", "GROUP", "SCHEDULE", "MODE", "STATUS", "NEXT_RUN", "LAST_RUN", "PROMPT",
+        ],
+        |t| {
+            vec![
+                t.id.to_string(),
+                t.group_folder.to_string(),
+                schedule_cell(t),
+                t.context_mode.to_string(),
+                t.status.to_string(),
+                when(t.next_run, t.timezone),
+                when(t.last_run, t.timezone),
+                clip(&t.prompt, 40),
+            ]
+        },
+    )
+}
+
+fn change(
+    ctx: &Context,
+    id: &TaskId,
+    verb: &str,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<Task, actions::ActionError>,
+) -> Result<(), CliError> {
+    let mut store = ctx.open_store()?;
+    let task = store.write(f)?;
+    control::notify(&ctx.paths, Topic::Tasks);
+    println!(
+        "{verb} task {id} (status {}, next run {})",
+        task.status,
+        when(task.next_run, task.timezone)
+    );
+    Ok(())
+}
+
+pub fn pause(ctx: &Context, a: TaskIdArgs) -> Result<(), CliError> {
+    change(ctx, &a.id, "paused", |tx| actions::pause_task(tx, &a.id))
+}
+
+pub fn resume(ctx: &Context, a: TaskIdArgs) -> Result<(), CliError> {
+    change(ctx, &a.id, "resumed", |tx| {
+        actions::resume_task(tx, &a.id, chrono::Utc::now())
+    })
+}
+
+pub fn cancel(ctx: &Context, a: TaskIdArgs) -> Result<(), CliError> {
+    let mut store = ctx.open_store()?;
+    store.write(|tx| actions::cancel_task(tx, &a.id))?;
+    control::notify(&ctx.paths, Topic::Tasks);
+    println!("cancelled task {} (deleted with its run history)", a.id);
+    Ok(())
+}
+
+pub fn runs(ctx: &Context, a: TaskRunsArgs) -> Result<(), CliError> {
+    let store = ctx.open_store()?;
+    let task = actions::get_task(store.conn(), &a.id)?;
+    let runs = tasks::runs(store.conn(), &a.id, a.limit as usize)?;
+    print_listing(
+        a.json,
+        &runs,
+        &["RUN", "DUE", "STARTED", "DURATION", "STATUS", "RESULT"],
+        |r| {
+            vec![
+                r.run_id.to_string(),
+                when(Some(r.due_at), task.timezone),
+                when(Some(r.started_at), task.timezone),
+                r.duration_ms
+                    .map(|d| format!("{d} ms"))
+                    .unwrap_or_else(|| "-".into()),
+                r.status.as_str().to_owned(),
+                clip(r.error.as_deref().or(r.result.as_deref()).unwrap_or(""), 60),
+            ]
+        },
+    )
+}

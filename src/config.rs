@@ -1,0 +1,377 @@
+//! Configuration: the process environment first, then `<root>/.env`.
+//!
+//! `.env` is read into a private map, never exported into the process environment, so
+//! secrets such as `DISCORD_BOT_TOKEN` are not inherited by the agent processes the
+//! daemon spawns. Every variable is validated once, here; an invalid value stops the
+//! program with a message that names the variable.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use chrono_tz::Tz;
+
+use crate::model::{FolderName, Jid};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid {var}={value:?}: {reason}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("cannot read {path}: {source}")]
+    EnvFile {
+        path: PathBuf,
+        #[source]
+        source: dotenvy::Error,
+    },
+}
+
+/// A secret value: present, but never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Where agent turns run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunnerKind {
+    /// `codex app-server` as a child of the daemon, codex's own sandbox as the boundary.
+    Host,
+    /// `codex app-server` inside a per-group container (podman or docker).
+    Container,
+}
+
+/// Which container CLI to call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerRuntime {
+    /// podman if it is on PATH, else docker.
+    Auto,
+    Podman,
+    Docker,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub discord_bot_token: Option<Secret>,
+    pub auto_register_main_jid: Option<Jid>,
+    pub assistant_name: String,
+    pub main_group_folder: FolderName,
+    pub timezone: Tz,
+    pub max_concurrent_agents: usize,
+    pub agent_runner: RunnerKind,
+    pub container_runtime: ContainerRuntime,
+    pub container_image: String,
+    pub codex_bin: PathBuf,
+    pub codex_auth_dir: PathBuf,
+    pub codex_config: Option<PathBuf>,
+    pub codex_model: Option<String>,
+    pub codex_reasoning_effort: Option<String>,
+    pub idle_timeout_ms: u64,
+}
+
+/// Every variable the daemon reads, its default and what it is for; `.env.example`
+/// and the README table are checked against this list by a test.
+pub const VARIABLES: &[(&str, &str)] = &[
+    (
+        "DISCORD_BOT_TOKEN",
+        "Discord bot token; without it the daemon runs with no Discord channel",
+    ),
+    (
+        "AUTO_REGISTER_MAIN_JID",
+        "<channel id>@discord registered as the main group on `run` if none is",
+    ),
+    (
+        "ASSISTANT_NAME",
+        "the assistant's name; the default trigger is @<ASSISTANT_NAME>",
+    ),
+    ("MAIN_GROUP_FOLDER", "folder of the main group"),
+    (
+        "TIMEZONE",
+        "IANA timezone for schedules and prompts (default: the system's)",
+    ),
+    (
+        "MAX_CONCURRENT_AGENTS",
+        "agent sessions running at once, across all groups",
+    ),
+    ("AGENT_RUNNER", "container | host"),
+    ("CONTAINER_RUNTIME", "auto | podman | docker"),
+    ("CONTAINER_IMAGE", "image the agent containers run"),
+    ("CODEX_BIN", "the codex CLI used by the host runner"),
+    (
+        "CODEX_AUTH_DIR",
+        "directory holding your codex login (auth.json)",
+    ),
+    (
+        "CODEX_CONFIG",
+        "optional TOML fragment merged into every group's codex config.toml",
+    ),
+    (
+        "CODEX_MODEL",
+        "model slug passed to codex (default: codex's own default)",
+    ),
+    ("CODEX_REASONING_EFFORT", "reasoning effort passed to codex"),
+    (
+        "IDLE_TIMEOUT_MS",
+        "an idle agent session is closed after this many milliseconds",
+    ),
+    ("RUST_LOG", "log filter, e.g. info or rust_claw=debug"),
+];
+
+/// Reads variables from the environment, falling back to a `.env` map.
+struct Source {
+    /// False in unit tests, so the machine's environment cannot change their outcome.
+    use_env: bool,
+    file: HashMap<String, String>,
+}
+
+impl Source {
+    fn get(&self, var: &str) -> Option<String> {
+        self.use_env
+            .then(|| std::env::var(var).ok())
+            .flatten()
+            .or_else(|| self.file.get(var).cloned())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+fn invalid(var: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Loads the configuration for `root` (environment first, then `root/.env`).
+    pub fn load(root: &Path) -> Result<Config, ConfigError> {
+        let path = root.join(".env");
+        let mut file = HashMap::new();
+        if path.exists() {
+            let iter = dotenvy::from_path_iter(&path).map_err(|source| ConfigError::EnvFile {
+                path: path.clone(),
+                source,
+            })?;
+            for item in iter {
+                let (k, v) = item.map_err(|source| ConfigError::EnvFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                file.insert(k, v);
+            }
+        }
+        Config::from_source(&Source {
+            use_env: true,
+            file,
+        })
+    }
+
+    fn from_source(src: &Source) -> Result<Config, ConfigError> {
+        let auto_register_main_jid = match src.get("AUTO_REGISTER_MAIN_JID") {
+            None => None,
+            Some(v) => {
+                Some(Jid::parse(&v).map_err(|e| invalid("AUTO_REGISTER_MAIN_JID", &v, e.reason))?)
+            }
+        };
+        let assistant_name = src
+            .get("ASSISTANT_NAME")
+            .unwrap_or_else(|| "Andy".to_owned());
+        if assistant_name.chars().any(char::is_whitespace) || assistant_name.chars().count() > 64 {
+            return Err(invalid(
+                "ASSISTANT_NAME",
+                &assistant_name,
+                "must be 1 to 64 characters without spaces (it becomes the @trigger)",
+            ));
+        }
+        let main_group_folder = {
+            let v = src
+                .get("MAIN_GROUP_FOLDER")
+                .unwrap_or_else(|| "main".to_owned());
+            FolderName::parse(&v).map_err(|e| invalid("MAIN_GROUP_FOLDER", &v, e.reason))?
+        };
+        let timezone = match src.get("TIMEZONE") {
+            Some(v) => v.parse::<Tz>().map_err(|_| {
+                invalid(
+                    "TIMEZONE",
+                    &v,
+                    "must be an IANA timezone name such as Asia/Seoul or UTC",
+                )
+            })?,
+            None => system_timezone(),
+        };
+        let max_concurrent_agents = parse_number(src, "MAX_CONCURRENT_AGENTS", 5, 1, 64)? as usize;
+        let idle_timeout_ms = parse_number(src, "IDLE_TIMEOUT_MS", 300_000, 1_000, 86_400_000)?;
+        let agent_runner = match src.get("AGENT_RUNNER").as_deref() {
+            None | Some("container") => RunnerKind::Container,
+            Some("host") => RunnerKind::Host,
+            Some(v) => return Err(invalid("AGENT_RUNNER", v, "must be container or host")),
+        };
+        let container_runtime = match src.get("CONTAINER_RUNTIME").as_deref() {
+            None | Some("auto") => ContainerRuntime::Auto,
+            Some("podman") => ContainerRuntime::Podman,
+            Some("docker") => ContainerRuntime::Docker,
+            Some(v) => {
+                return Err(invalid(
+                    "CONTAINER_RUNTIME",
+                    v,
+                    "must be auto, podman or docker",
+                ));
+            }
+        };
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/root"));
+        let codex_effort = src.get("CODEX_REASONING_EFFORT");
+        if let Some(v) = &codex_effort
+            && !["minimal", "low", "medium", "high", "xhigh"].contains(&v.as_str())
+        {
+            return Err(invalid(
+                "CODEX_REASONING_EFFORT",
+                v,
+                "must be minimal, low, medium, high or xhigh",
+            ));
+        }
+        Ok(Config {
+            discord_bot_token: src.get("DISCORD_BOT_TOKEN").map(Secret),
+            auto_register_main_jid,
+            assistant_name,
+            main_group_folder,
+            timezone,
+            max_concurrent_agents,
+            agent_runner,
+            container_runtime,
+            container_image: src
+                .get("CONTAINER_IMAGE")
+                .unwrap_or_else(|| "rust-claw-codex-agent:latest".to_owned()),
+            codex_bin: src
+                .get("CODEX_BIN")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("codex")),
+            codex_auth_dir: src
+                .get("CODEX_AUTH_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| home.join(".codex")),
+            codex_config: src.get("CODEX_CONFIG").map(PathBuf::from),
+            codex_model: src.get("CODEX_MODEL"),
+            codex_reasoning_effort: codex_effort,
+            idle_timeout_ms,
+        })
+    }
+
+    /// The default trigger of non-main groups: `@<ASSISTANT_NAME>`.
+    pub fn default_trigger(&self) -> String {
+        format!("@{}", self.assistant_name)
+    }
+}
+
+fn parse_number(
+    src: &Source,
+    var: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    match src.get(var) {
+        None => Ok(default),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(invalid(
+                var,
+                &v,
+                format!("must be a whole number from {min} to {max}"),
+            )),
+        },
+    }
+}
+
+/// The system's timezone: `$TZ`, then `/etc/timezone`, then the `/etc/localtime` link,
+/// else UTC.
+fn system_timezone() -> Tz {
+    let from_tz = std::env::var("TZ")
+        .ok()
+        .map(|v| v.trim_start_matches(':').to_owned());
+    let from_file = || {
+        std::fs::read_to_string("/etc/timezone")
+            .ok()
+            .map(|s| s.trim().to_owned())
+    };
+    let from_link = || {
+        std::fs::read_link("/etc/localtime").ok().and_then(|p| {
+            let s = p.to_string_lossy().into_owned();
+            s.split_once("zoneinfo/").map(|(_, name)| name.to_owned())
+        })
+    };
+    [from_tz, from_file(), from_link()]
+        .into_iter()
+        .flatten()
+        .find_map(|name| name.parse::<Tz>().ok())
+        .unwrap_or(Tz::UTC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(pairs: &[(&str, &str)]) -> Source {
+        Source {
+            use_env: false,
+            file: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    // These tests only use variables unlikely to be set in a test environment; the
+    // file map stands in for the environment.
+    #[test]
+    fn defaults() {
+        let c = Config::from_source(&src(&[])).unwrap();
+        assert_eq!(c.assistant_name, "Andy");
+        assert_eq!(c.default_trigger(), "@Andy");
+        assert_eq!(c.main_group_folder.as_str(), "main");
+        assert_eq!(c.max_concurrent_agents, 5);
+        assert_eq!(c.agent_runner, RunnerKind::Container);
+        assert!(c.discord_bot_token.is_none());
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        for (var, value) in [
+            ("TIMEZONE", "Mars/Olympus"),
+            ("MAX_CONCURRENT_AGENTS", "five"),
+            ("MAX_CONCURRENT_AGENTS", "0"),
+            ("IDLE_TIMEOUT_MS", "-1"),
+            ("AGENT_RUNNER", "vm"),
+            ("CONTAINER_RUNTIME", "lxc"),
+            ("MAIN_GROUP_FOLDER", "../x"),
+            ("AUTO_REGISTER_MAIN_JID", "123"),
+            ("ASSISTANT_NAME", "Andy Bot"),
+            ("CODEX_REASONING_EFFORT", "max"),
+        ] {
+            let e = Config::from_source(&src(&[(var, value)])).unwrap_err();
+            assert!(e.to_string().starts_with(&format!("invalid {var}=")), "{e}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let c = Config::from_source(&src(&[("DISCORD_BOT_TOKEN", "very-secret")])).unwrap();
+        assert!(!format!("{c:?}").contains("very-secret"));
+        assert_eq!(c.discord_bot_token.unwrap().expose(), "very-secret");
+    }
+}

@@ -1,0 +1,16 @@
+//! RustClaw: a self-hosted personal AI assistant daemon.
+//!
+//! Data flows one way through a few modules (see `docs/architecture.md`):
+//! channel → [`store`] → group queue → agent → outbox → channel; the IPC watcher
+//! authorises agents' requests and applies them to the store; the scheduler hands due
+//! tasks to the group queue. The CLI ([`cli`]) administers the same store.
+
+pub mod actions;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod model;
+pub mod paths;
+pub mod schedule;
+pub mod store;

@@ -1,0 +1,102 @@
+//! Registered groups: a chat (jid) bound to a folder.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::{Result, from_ms, parse_col, to_ms};
+use crate::model::{FolderName, Jid};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Group {
+    pub jid: Jid,
+    pub name: String,
+    pub folder: FolderName,
+    pub trigger: String,
+    pub requires_trigger: bool,
+    pub is_main: bool,
+    /// Per-group container settings (JSON), `None` for the defaults.
+    pub container_config: Option<serde_json::Value>,
+    pub added_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str =
+    "jid, name, folder, trigger_word, requires_trigger, is_main, container_config, added_at";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<Group> {
+    let config: Option<String> = row.get("container_config")?;
+    Ok(Group {
+        jid: parse_col(row, "jid", Jid::parse)?,
+        name: row.get("name")?,
+        folder: parse_col(row, "folder", FolderName::parse)?,
+        trigger: row.get("trigger_word")?,
+        requires_trigger: row.get("requires_trigger")?,
+        is_main: row.get("is_main")?,
+        container_config: config.and_then(|c| serde_json::from_str(&c).ok()),
+        added_at: from_ms(row.get("added_at")?),
+    })
+}
+
+pub fn insert(conn: &Connection, g: &Group) -> Result<()> {
+    conn.execute(
+        &format!(
+            "INSERT INTO registered_groups ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        ),
+        params![
+            g.jid.to_string(),
+            g.name,
+            g.folder.as_str(),
+            g.trigger,
+            g.requires_trigger,
+            g.is_main,
+            g.container_config.as_ref().map(|c| c.to_string()),
+            to_ms(g.added_at),
+        ],
+    )?;
+    Ok(())
+}
+
+fn query_one(conn: &Connection, filter: &str, arg: &str) -> Result<Option<Group>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM registered_groups WHERE {filter}"),
+            [arg],
+            from_row,
+        )
+        .optional()?)
+}
+
+pub fn get_by_jid(conn: &Connection, jid: &Jid) -> Result<Option<Group>> {
+    query_one(conn, "jid = ?1", &jid.to_string())
+}
+
+pub fn get_by_folder(conn: &Connection, folder: &FolderName) -> Result<Option<Group>> {
+    query_one(conn, "folder = ?1", folder.as_str())
+}
+
+pub fn get_main(conn: &Connection) -> Result<Option<Group>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM registered_groups WHERE is_main = 1"),
+            [],
+            from_row,
+        )
+        .optional()?)
+}
+
+/// All groups, main first, then by folder.
+pub fn list(conn: &Connection) -> Result<Vec<Group>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM registered_groups ORDER BY is_main DESC, folder"
+    ))?;
+    let rows = stmt.query_map([], from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Removes a group; returns whether it existed.
+pub fn delete(conn: &Connection, jid: &Jid) -> Result<bool> {
+    Ok(conn.execute(
+        "DELETE FROM registered_groups WHERE jid = ?1",
+        [jid.to_string()],
+    )? > 0)
+}

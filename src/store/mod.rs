@@ -1,0 +1,260 @@
+//! The SQLite store (`store/messages.db`): the only module that speaks SQL.
+//!
+//! One file in WAL mode, so CLI processes can read and write while the daemon runs
+//! (`busy_timeout` makes them wait for each other instead of failing). The schema is
+//! versioned with `PRAGMA user_version`; opening a current database runs no migration.
+//!
+//! Query functions live in one submodule per table family and take a `&Connection`,
+//! so they compose inside a [`rusqlite::Transaction`] (which derefs to one): the IPC
+//! watcher applies a request and writes its ledger row in the same transaction.
+//!
+//! Async code never calls SQLite on a runtime thread: it goes through
+//! [`SharedStore::call`], which runs the closure on tokio's blocking pool.
+//!
+//! Durability: `synchronous = NORMAL` in WAL mode survives a crash of the process
+//! (`kill -9`) at any point with every committed transaction intact; after a power
+//! loss the most recent commits may be rolled back, never corrupted.
+
+pub mod chats;
+pub mod groups;
+pub mod ipc_ledger;
+pub mod messages;
+pub mod outbox;
+pub mod sessions;
+pub mod skills;
+pub mod tasks;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::Connection;
+
+/// Migrations in order; `user_version` = how many have been applied.
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the database {path} has schema version {found}, newer than this rust_claw understands ({SCHEMA_VERSION}); upgrade rust_claw"
+    )]
+    TooNew { path: PathBuf, found: i64 },
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// An open database connection with the schema at [`SCHEMA_VERSION`].
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to
+    /// date.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        // journal_mode is persistent: on an existing database this is a cheap read.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        let mut store = Store { conn };
+        store.migrate(path)?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self, path: &Path) -> Result<()> {
+        let current: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if current == SCHEMA_VERSION {
+            return Ok(());
+        }
+        if current > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: path.to_owned(),
+                found: current,
+            });
+        }
+        // IMMEDIATE: two processes opening a fresh database at once must not both
+        // run the migration; the loser waits, then sees the new version.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// Runs `f` in an IMMEDIATE transaction (the write lock is taken up front, so a
+    /// concurrent writer waits instead of failing halfway) and commits if it succeeds.
+    pub fn write<T, E>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<rusqlite::Error>,
+    {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+/// A store shared by the daemon's tasks. SQLite work runs on the blocking pool.
+#[derive(Clone)]
+pub struct SharedStore {
+    inner: Arc<Mutex<Store>>,
+}
+
+impl SharedStore {
+    pub fn new(store: Store) -> SharedStore {
+        SharedStore {
+            inner: Arc::new(Mutex::new(store)),
+        }
+    }
+
+    /// Runs `f` with exclusive access to the store, off the async runtime's threads.
+    pub async fn call<R, F>(&self, f: F) -> R
+    where
+        F: FnOnce(&mut Store) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock poisons it; the connection itself is still
+            // consistent (SQLite rolled back any open transaction), so keep going.
+            let mut guard = inner.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .expect("store task panicked")
+    }
+
+    /// Synchronous access, for code already on a blocking thread.
+    pub fn blocking<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+}
+
+/// A time as stored: milliseconds since the epoch, UTC.
+pub fn to_ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// A stored time back as a `DateTime`.
+pub fn from_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// Reads a validated value out of a text column, reporting bad data as a conversion
+/// error that names the column (a row written by a newer or buggy build, or by hand).
+pub(crate) fn parse_col<T, E: std::fmt::Display>(
+    row: &rusqlite::Row<'_>,
+    idx: &str,
+    parse: impl FnOnce(&str) -> std::result::Result<T, E>,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    parse(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("column {idx}: {e}").into(),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_migrates_once_and_reopens_without_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store").join("messages.db");
+        let store = Store::open(&path).unwrap();
+        let v: i64 = store
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let mode: String = store
+            .conn()
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let fk: i64 = store
+            .conn()
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+        drop(store);
+        // A second open finds the schema current and changes nothing.
+        let store = Store::open(&path).unwrap();
+        let changes: i64 = store
+            .conn()
+            .query_row("SELECT total_changes()", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(changes, 0);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("messages.db");
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .conn()
+                .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+                .unwrap();
+        }
+        let err = Store::open(&path).err().unwrap();
+        assert!(
+            err.to_string().contains("newer than this rust_claw"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn times_round_trip() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 25, 9, 30, 0).unwrap();
+        assert_eq!(from_ms(to_ms(t)), t);
+    }
+}

@@ -1,0 +1,81 @@
+//! The durable outbox: replies are queued here before they are sent.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, params};
+use serde::Serialize;
+
+use super::{Result, from_ms, to_ms};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub chat_jid: String,
+    pub text: String,
+    /// Stable across retries, so the channel can de-duplicate a re-sent create.
+    pub nonce: String,
+    pub origin: String,
+    pub created_at: DateTime<Utc>,
+    pub attempts: i64,
+}
+
+/// Queues a reply; returns its row id.
+pub fn enqueue(
+    conn: &Connection,
+    chat_jid: &str,
+    text: &str,
+    origin: &str,
+    now: DateTime<Utc>,
+) -> Result<i64> {
+    // The nonce is derived from a fresh random value, not the row id, so it is unique
+    // even across databases (Discord keeps nonces for a few minutes per channel).
+    let nonce = format!("{:016x}", rand::random::<u64>());
+    conn.execute(
+        "INSERT INTO outbox (chat_jid, text, nonce, origin, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![chat_jid, text, nonce, origin, to_ms(now)],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Unsent items, oldest first.
+pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<OutboxItem>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, chat_jid, text, nonce, origin, created_at, attempts FROM outbox
+         WHERE sent_at IS NULL ORDER BY id LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit as i64], |r| {
+        Ok(OutboxItem {
+            id: r.get(0)?,
+            chat_jid: r.get(1)?,
+            text: r.get(2)?,
+            nonce: r.get(3)?,
+            origin: r.get(4)?,
+            created_at: from_ms(r.get(5)?),
+            attempts: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn mark_sent(conn: &Connection, id: i64, now: DateTime<Utc>) -> Result<()> {
+    conn.execute(
+        "UPDATE outbox SET sent_at = ?2, attempts = attempts + 1 WHERE id = ?1",
+        params![id, to_ms(now)],
+    )?;
+    Ok(())
+}
+
+pub fn record_failure(conn: &Connection, id: i64, error: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+        params![id, error],
+    )?;
+    Ok(())
+}
+
+/// Deletes sent rows older than `before`; returns how many.
+pub fn prune_sent(conn: &Connection, before: DateTime<Utc>) -> Result<usize> {
+    Ok(conn.execute(
+        "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?1",
+        [to_ms(before)],
+    )?)
+}

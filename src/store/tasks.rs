@@ -1,0 +1,283 @@
+//! Scheduled tasks and their run logs.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::{Result, from_ms, parse_col, to_ms};
+use crate::model::{ContextMode, FolderName, Jid, ScheduleType, TaskId, TaskStatus};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Task {
+    pub id: TaskId,
+    pub group_folder: FolderName,
+    pub chat_jid: Jid,
+    pub prompt: String,
+    pub schedule_type: ScheduleType,
+    pub schedule_value: String,
+    pub context_mode: ContextMode,
+    #[serde(serialize_with = "ser_tz")]
+    pub timezone: Tz,
+    pub next_run: Option<DateTime<Utc>>,
+    pub last_run: Option<DateTime<Utc>>,
+    pub last_result: Option<String>,
+    pub status: TaskStatus,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+fn ser_tz<S: serde::Serializer>(tz: &Tz, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(tz.name())
+}
+
+const COLUMNS: &str = "id, group_folder, chat_jid, prompt, schedule_type, schedule_value, context_mode, \
+     timezone, next_run, last_run, last_result, status, created_by, created_at";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
+    Ok(Task {
+        id: parse_col(row, "id", TaskId::parse)?,
+        group_folder: parse_col(row, "group_folder", FolderName::parse)?,
+        chat_jid: parse_col(row, "chat_jid", Jid::parse)?,
+        prompt: row.get("prompt")?,
+        schedule_type: parse_col(row, "schedule_type", ScheduleType::parse)?,
+        schedule_value: row.get("schedule_value")?,
+        context_mode: parse_col(row, "context_mode", ContextMode::parse)?,
+        timezone: parse_col(row, "timezone", |s| s.parse::<Tz>())?,
+        next_run: row.get::<_, Option<i64>>("next_run")?.map(from_ms),
+        last_run: row.get::<_, Option<i64>>("last_run")?.map(from_ms),
+        last_result: row.get("last_result")?,
+        status: parse_col(row, "status", TaskStatus::parse)?,
+        created_by: row.get("created_by")?,
+        created_at: from_ms(row.get("created_at")?),
+    })
+}
+
+pub fn insert(conn: &Connection, t: &Task) -> Result<()> {
+    conn.execute(
+        &format!(
+            "INSERT INTO scheduled_tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        ),
+        params![
+            t.id.as_str(),
+            t.group_folder.as_str(),
+            t.chat_jid.to_string(),
+            t.prompt,
+            t.schedule_type.as_str(),
+            t.schedule_value,
+            t.context_mode.as_str(),
+            t.timezone.name(),
+            t.next_run.map(to_ms),
+            t.last_run.map(to_ms),
+            t.last_result,
+            t.status.as_str(),
+            t.created_by,
+            to_ms(t.created_at),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Rewrites every mutable column of an existing task (by id); returns whether it existed.
+pub fn update(conn: &Connection, t: &Task) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE scheduled_tasks SET prompt = ?2, schedule_type = ?3, schedule_value = ?4, context_mode = ?5,
+             timezone = ?6, next_run = ?7, last_run = ?8, last_result = ?9, status = ?10
+         WHERE id = ?1",
+        params![
+            t.id.as_str(),
+            t.prompt,
+            t.schedule_type.as_str(),
+            t.schedule_value,
+            t.context_mode.as_str(),
+            t.timezone.name(),
+            t.next_run.map(to_ms),
+            t.last_run.map(to_ms),
+            t.last_result,
+            t.status.as_str(),
+        ],
+    )?;
+    Ok(n > 0)
+}
+
+pub fn get(conn: &Connection, id: &TaskId) -> Result<Option<Task>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM scheduled_tasks WHERE id = ?1"),
+            [id.as_str()],
+            from_row,
+        )
+        .optional()?)
+}
+
+/// Tasks, optionally only one group's and/or one status, ordered by next run then id.
+pub fn list(
+    conn: &Connection,
+    group: Option<&FolderName>,
+    status: Option<TaskStatus>,
+) -> Result<Vec<Task>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM scheduled_tasks
+         WHERE (?1 IS NULL OR group_folder = ?1) AND (?2 IS NULL OR status = ?2)
+         ORDER BY next_run IS NULL, next_run, id"
+    ))?;
+    let rows = stmt.query_map(
+        params![group.map(|g| g.as_str()), status.map(|s| s.as_str())],
+        from_row,
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Deletes a task and (by cascade) its run log; returns whether it existed.
+pub fn delete(conn: &Connection, id: &TaskId) -> Result<bool> {
+    Ok(conn.execute("DELETE FROM scheduled_tasks WHERE id = ?1", [id.as_str()])? > 0)
+}
+
+/// The earliest `next_run` of any active task: when the scheduler must wake next.
+pub fn earliest_due(conn: &Connection) -> Result<Option<DateTime<Utc>>> {
+    let ms: Option<i64> = conn.query_row(
+        "SELECT MIN(next_run) FROM scheduled_tasks WHERE status = 'active' AND next_run IS NOT NULL",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(ms.map(from_ms))
+}
+
+/// Active tasks due at or before `now`, earliest first.
+pub fn due(conn: &Connection, now: DateTime<Utc>, limit: usize) -> Result<Vec<Task>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM scheduled_tasks
+         WHERE status = 'active' AND next_run IS NOT NULL AND next_run <= ?1
+         ORDER BY next_run, id LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![to_ms(now), limit as i64], from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Success,
+    Error,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Success => "success",
+            RunStatus::Error => "error",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    fn parse(s: &str) -> std::result::Result<RunStatus, String> {
+        Ok(match s {
+            "running" => RunStatus::Running,
+            "success" => RunStatus::Success,
+            "error" => RunStatus::Error,
+            "interrupted" => RunStatus::Interrupted,
+            other => return Err(format!("unknown run status {other:?}")),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskRun {
+    pub run_id: i64,
+    pub task_id: TaskId,
+    pub due_at: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: Option<i64>,
+    pub status: RunStatus,
+    pub result: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The longest result or error text kept in a run log row.
+pub const MAX_RUN_TEXT: usize = 4_000;
+
+fn bounded(text: Option<&str>) -> Option<String> {
+    text.map(|t| {
+        if t.len() <= MAX_RUN_TEXT {
+            t.to_owned()
+        } else {
+            let mut end = MAX_RUN_TEXT;
+            while !t.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}…", &t[..end])
+        }
+    })
+}
+
+/// Records that a run started; returns its run id.
+pub fn start_run(
+    conn: &Connection,
+    id: &TaskId,
+    due: DateTime<Utc>,
+    started: DateTime<Utc>,
+) -> Result<i64> {
+    conn.execute(
+        "INSERT INTO task_run_logs (task_id, due_at, started_at, status) VALUES (?1, ?2, ?3, 'running')",
+        params![id.as_str(), to_ms(due), to_ms(started)],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Finishes a run row (bounded text); returns false if the row is gone (task cancelled).
+pub fn finish_run(
+    conn: &Connection,
+    run_id: i64,
+    status: RunStatus,
+    finished: DateTime<Utc>,
+    result: Option<&str>,
+    error: Option<&str>,
+) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE task_run_logs SET status = ?2, finished_at = ?3, duration_ms = ?3 - started_at,
+             result = ?4, error = ?5
+         WHERE id = ?1",
+        params![
+            run_id,
+            status.as_str(),
+            to_ms(finished),
+            bounded(result),
+            bounded(error)
+        ],
+    )?;
+    Ok(n > 0)
+}
+
+/// The latest `limit` runs of a task, newest first.
+pub fn runs(conn: &Connection, id: &TaskId, limit: usize) -> Result<Vec<TaskRun>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, task_id, due_at, started_at, duration_ms, status, result, error
+         FROM task_run_logs WHERE task_id = ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![id.as_str(), limit as i64], |r| {
+        Ok(TaskRun {
+            run_id: r.get(0)?,
+            task_id: parse_col(r, "task_id", TaskId::parse)?,
+            due_at: from_ms(r.get(2)?),
+            started_at: from_ms(r.get(3)?),
+            duration_ms: r.get(4)?,
+            status: parse_col(r, "status", RunStatus::parse)?,
+            result: r.get(6)?,
+            error: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Runs still marked `running`: after a crash, these were interrupted.
+pub fn running_runs(conn: &Connection) -> Result<Vec<(i64, TaskId)>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, task_id FROM task_run_logs WHERE status = 'running'")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get(0)?, parse_col(r, "task_id", TaskId::parse)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
