@@ -259,13 +259,13 @@ impl Config {
                 .unwrap_or_else(|| "rust-claw-codex-agent:latest".to_owned()),
             codex_bin: src
                 .get("CODEX_BIN")
-                .map(PathBuf::from)
+                .map(|v| expand_home(&v, &home))
                 .unwrap_or_else(|| PathBuf::from("codex")),
             codex_auth_dir: src
                 .get("CODEX_AUTH_DIR")
-                .map(PathBuf::from)
+                .map(|v| expand_home(&v, &home))
                 .unwrap_or_else(|| home.join(".codex")),
-            codex_config: src.get("CODEX_CONFIG").map(PathBuf::from),
+            codex_config: src.get("CODEX_CONFIG").map(|v| expand_home(&v, &home)),
             codex_model: src.get("CODEX_MODEL"),
             codex_reasoning_effort: codex_effort,
             idle_timeout_ms,
@@ -295,6 +295,15 @@ fn parse_number(
                 format!("must be a whole number from {min} to {max}"),
             )),
         },
+    }
+}
+
+/// `~/x` → `$HOME/x`, as a shell would (`.env` files are not read by a shell).
+fn expand_home(value: &str, home: &Path) -> PathBuf {
+    match value.strip_prefix("~/") {
+        Some(rest) => home.join(rest),
+        None if value == "~" => home.to_owned(),
+        None => PathBuf::from(value),
     }
 }
 
@@ -366,6 +375,30 @@ mod tests {
             let e = Config::from_source(&src(&[(var, value)])).unwrap_err();
             assert!(e.to_string().starts_with(&format!("invalid {var}=")), "{e}");
         }
+    }
+
+    #[test]
+    fn env_example_documents_every_variable() {
+        let example = include_str!("../.env.example");
+        for (var, _) in VARIABLES {
+            assert!(
+                example.contains(&format!("\n{var}=")),
+                ".env.example lacks {var}"
+            );
+        }
+        // And it is itself a valid configuration.
+        let file = example
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .filter(|(k, _)| !k.starts_with('#'))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let c = Config::from_source(&Source {
+            use_env: false,
+            file,
+        })
+        .unwrap();
+        assert!(c.codex_auth_dir.ends_with(".codex") && !c.codex_auth_dir.starts_with("~"));
     }
 
     #[test]
