@@ -80,6 +80,10 @@ pub struct Config {
     pub codex_model: Option<String>,
     pub codex_reasoning_effort: Option<String>,
     pub idle_timeout_ms: u64,
+    /// First retry delay after a failed agent turn; doubles with each attempt.
+    pub agent_retry_base_ms: u64,
+    /// Retries before the chat is told the agent failed.
+    pub agent_max_retries: u32,
 }
 
 /// Every variable the daemon reads, its default and what it is for; `.env.example`
@@ -126,6 +130,14 @@ pub const VARIABLES: &[(&str, &str)] = &[
     (
         "IDLE_TIMEOUT_MS",
         "an idle agent session is closed after this many milliseconds",
+    ),
+    (
+        "AGENT_RETRY_BASE_MS",
+        "first retry delay after a failed agent turn (doubles each attempt)",
+    ),
+    (
+        "AGENT_MAX_RETRIES",
+        "retries of a failed turn before the chat is told",
     ),
     ("RUST_LOG", "log filter, e.g. info or rust_claw=debug"),
 ];
@@ -215,6 +227,8 @@ impl Config {
         };
         let max_concurrent_agents = parse_number(src, "MAX_CONCURRENT_AGENTS", 5, 1, 64)? as usize;
         let idle_timeout_ms = parse_number(src, "IDLE_TIMEOUT_MS", 300_000, 1_000, 86_400_000)?;
+        let agent_retry_base_ms = parse_number(src, "AGENT_RETRY_BASE_MS", 5_000, 1, 600_000)?;
+        let agent_max_retries = parse_number(src, "AGENT_MAX_RETRIES", 5, 0, 20)? as u32;
         let agent_runner = match src.get("AGENT_RUNNER").as_deref() {
             None | Some("container") => RunnerKind::Container,
             Some("host") => RunnerKind::Host,
@@ -269,6 +283,8 @@ impl Config {
             codex_model: src.get("CODEX_MODEL"),
             codex_reasoning_effort: codex_effort,
             idle_timeout_ms,
+            agent_retry_base_ms,
+            agent_max_retries,
         })
     }
 

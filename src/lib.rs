@@ -6,11 +6,13 @@
 //! tasks to the group queue. The CLI ([`cli`]) administers the same store.
 
 pub mod actions;
+pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod model;
 pub mod paths;
+pub mod router;
 pub mod schedule;
 pub mod store;

@@ -79,3 +79,12 @@ pub fn prune_sent(conn: &Connection, before: DateTime<Utc>) -> Result<usize> {
         [to_ms(before)],
     )?)
 }
+
+/// Gives up on an item that can never be sent (kept, with the reason, for inspection).
+pub fn give_up(conn: &Connection, id: i64, error: &str, now: DateTime<Utc>) -> Result<()> {
+    conn.execute(
+        "UPDATE outbox SET sent_at = ?3, attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+        params![id, error, to_ms(now)],
+    )?;
+    Ok(())
+}

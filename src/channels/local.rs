@@ -1,0 +1,154 @@
+//! The local terminal channel: `rust_claw chat`.
+//!
+//! Lines typed on the terminal (or piped in) become messages in chat `<folder>@local`,
+//! routed to the group with that folder; replies are printed. It is a one-to-one
+//! conversation, so every line is addressed to the assistant whatever the group's
+//! trigger rules. The reader and writer are injected, so tests can drive it through
+//! pipes exactly as a person drives it through a terminal.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Mutex, Notify, mpsc};
+
+use super::{BoxFuture, Channel, ChannelError, Inbound};
+use crate::model::{FolderName, Jid};
+
+type Reader = Box<dyn AsyncBufRead + Send + Unpin>;
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+pub struct LocalChannel {
+    jid: Jid,
+    user: String,
+    assistant: String,
+    reader: Mutex<Option<Reader>>,
+    writer: Arc<Mutex<Writer>>,
+    /// Notified when the input ends (EOF): the chat session is over once replies are out.
+    input_closed: Arc<Notify>,
+}
+
+impl LocalChannel {
+    pub fn new(
+        folder: &FolderName,
+        assistant: &str,
+        reader: Reader,
+        writer: Writer,
+    ) -> LocalChannel {
+        let user = std::env::var("USER").unwrap_or_else(|_| "you".to_owned());
+        LocalChannel {
+            jid: Jid::local_for(folder),
+            user,
+            assistant: assistant.to_owned(),
+            reader: Mutex::new(Some(reader)),
+            writer: Arc::new(Mutex::new(writer)),
+            input_closed: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The terminal's own stdin and stdout.
+    pub fn stdio(folder: &FolderName, assistant: &str) -> LocalChannel {
+        let reader = Box::new(tokio::io::BufReader::new(tokio::io::stdin()));
+        LocalChannel::new(folder, assistant, reader, Box::new(tokio::io::stdout()))
+    }
+
+    pub fn jid(&self) -> &Jid {
+        &self.jid
+    }
+
+    /// Resolves when the input has ended.
+    pub fn input_closed(&self) -> Arc<Notify> {
+        self.input_closed.clone()
+    }
+}
+
+impl Channel for LocalChannel {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn owns(&self, jid: &Jid) -> bool {
+        *jid == self.jid
+    }
+
+    fn connect(&self, inbound: mpsc::Sender<Inbound>) -> BoxFuture<'_, Result<(), ChannelError>> {
+        Box::pin(async move {
+            let Some(mut reader) = self.reader.lock().await.take() else {
+                return Err(ChannelError::Permanent(
+                    "the local channel is already connected".into(),
+                ));
+            };
+            let jid = self.jid.clone();
+            let user = self.user.clone();
+            let closed = self.input_closed.clone();
+            tokio::spawn(async move {
+                let mut line = String::new();
+                let mut n: u64 = 0;
+                loop {
+                    line.clear();
+                    match reader.read_line(&mut line).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let text = line.trim();
+                    if text.is_empty() {
+                        continue;
+                    }
+                    n += 1;
+                    let msg = Inbound {
+                        chat_jid: jid.clone(),
+                        chat_name: Some("terminal".into()),
+                        // Unique per process start and line: a message is stored once.
+                        external_id: Some(format!(
+                            "{}-{}-{n}",
+                            std::process::id(),
+                            Utc::now().timestamp_millis()
+                        )),
+                        sender_id: format!("local:{user}"),
+                        sender_name: user.clone(),
+                        content: text.to_owned(),
+                        sent_at: Utc::now(),
+                        from_self: false,
+                        from_bot: false,
+                        mentions_assistant: false,
+                        direct: true,
+                    };
+                    if inbound.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+                closed.notify_one();
+            });
+            Ok(())
+        })
+    }
+
+    fn send<'a>(
+        &'a self,
+        jid: &'a Jid,
+        text: &'a str,
+        _nonce: &'a str,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            if *jid != self.jid {
+                return Err(ChannelError::Permanent(format!(
+                    "the local channel does not own {jid}"
+                )));
+            }
+            let mut w = self.writer.lock().await;
+            let out = format!("{}: {}\n", self.assistant, text);
+            w.write_all(out.as_bytes())
+                .await
+                .and(w.flush().await)
+                .map_err(|e| ChannelError::Permanent(format!("cannot write to the terminal: {e}")))
+        })
+    }
+
+    fn set_typing<'a>(&'a self, _jid: &'a Jid, _on: bool) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    fn disconnect(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
