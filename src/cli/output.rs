@@ -15,7 +15,9 @@ pub fn print_listing<T: Serialize>(
     headers: &[&str],
     row: impl Fn(&T) -> Vec<String>,
 ) -> Result<(), CliError> {
-    let mut out = std::io::stdout().lock();
+    // Stdout is line-buffered; one JSON line of 1,000 tasks would be flushed in
+    // 1 KiB pieces. A block buffer writes it in a few large writes.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     let result = if json {
         serde_json::to_writer(&mut out, items)
             .map_err(std::io::Error::from)
@@ -23,7 +25,8 @@ pub fn print_listing<T: Serialize>(
     } else {
         let rows: Vec<Vec<String>> = items.iter().map(row).collect();
         write_table(&mut out, headers, &rows)
-    };
+    }
+    .and_then(|()| out.flush());
     match result {
         // `rust_claw list-tasks | head` closes the pipe early: not an error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

@@ -23,17 +23,18 @@ pub struct Group {
 const COLUMNS: &str =
     "jid, name, folder, trigger_word, requires_trigger, is_main, container_config, added_at";
 
+/// Reads a row selected with [`COLUMNS`], by position.
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Group> {
-    let config: Option<String> = row.get("container_config")?;
+    let config: Option<String> = row.get(6)?;
     Ok(Group {
-        jid: parse_col(row, "jid", Jid::parse)?,
-        name: row.get("name")?,
-        folder: parse_col(row, "folder", FolderName::parse)?,
-        trigger: row.get("trigger_word")?,
-        requires_trigger: row.get("requires_trigger")?,
-        is_main: row.get("is_main")?,
+        jid: parse_col(row, 0, Jid::parse)?,
+        name: row.get(1)?,
+        folder: parse_col(row, 2, FolderName::parse)?,
+        trigger: row.get(3)?,
+        requires_trigger: row.get(4)?,
+        is_main: row.get(5)?,
         container_config: config.and_then(|c| serde_json::from_str(&c).ok()),
-        added_at: from_ms(row.get("added_at")?),
+        added_at: from_ms(row.get(7)?),
     })
 }
 

@@ -187,15 +187,16 @@ pub fn from_ms(ms: i64) -> DateTime<Utc> {
 /// error that names the column (a row written by a newer or buggy build, or by hand).
 pub(crate) fn parse_col<T, E: std::fmt::Display>(
     row: &rusqlite::Row<'_>,
-    idx: &str,
+    idx: usize,
     parse: impl FnOnce(&str) -> std::result::Result<T, E>,
 ) -> rusqlite::Result<T> {
     let text: String = row.get(idx)?;
     parse(&text).map_err(|e| {
+        let name = row.as_ref().column_name(idx).unwrap_or("?").to_owned();
         rusqlite::Error::FromSqlConversionFailure(
-            0,
+            idx,
             rusqlite::types::Type::Text,
-            format!("column {idx}: {e}").into(),
+            format!("column {name}: {e}").into(),
         )
     })
 }

@@ -34,22 +34,24 @@ fn ser_tz<S: serde::Serializer>(tz: &Tz, s: S) -> std::result::Result<S::Ok, S::
 const COLUMNS: &str = "id, group_folder, chat_jid, prompt, schedule_type, schedule_value, context_mode, \
      timezone, next_run, last_run, last_result, status, created_by, created_at";
 
+// Columns are read by position (the order of COLUMNS): looking them up by name costs
+// more than the rest of the row's decoding.
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
-        id: parse_col(row, "id", TaskId::parse)?,
-        group_folder: parse_col(row, "group_folder", FolderName::parse)?,
-        chat_jid: parse_col(row, "chat_jid", Jid::parse)?,
-        prompt: row.get("prompt")?,
-        schedule_type: parse_col(row, "schedule_type", ScheduleType::parse)?,
-        schedule_value: row.get("schedule_value")?,
-        context_mode: parse_col(row, "context_mode", ContextMode::parse)?,
-        timezone: parse_col(row, "timezone", |s| s.parse::<Tz>())?,
-        next_run: row.get::<_, Option<i64>>("next_run")?.map(from_ms),
-        last_run: row.get::<_, Option<i64>>("last_run")?.map(from_ms),
-        last_result: row.get("last_result")?,
-        status: parse_col(row, "status", TaskStatus::parse)?,
-        created_by: row.get("created_by")?,
-        created_at: from_ms(row.get("created_at")?),
+        id: parse_col(row, 0, TaskId::parse)?,
+        group_folder: parse_col(row, 1, FolderName::parse)?,
+        chat_jid: parse_col(row, 2, Jid::parse)?,
+        prompt: row.get(3)?,
+        schedule_type: parse_col(row, 4, ScheduleType::parse)?,
+        schedule_value: row.get(5)?,
+        context_mode: parse_col(row, 6, ContextMode::parse)?,
+        timezone: parse_col(row, 7, |s| s.parse::<Tz>())?,
+        next_run: row.get::<_, Option<i64>>(8)?.map(from_ms),
+        last_run: row.get::<_, Option<i64>>(9)?.map(from_ms),
+        last_result: row.get(10)?,
+        status: parse_col(row, 11, TaskStatus::parse)?,
+        created_by: row.get(12)?,
+        created_at: from_ms(row.get(13)?),
     })
 }
 
@@ -260,11 +262,11 @@ pub fn runs(conn: &Connection, id: &TaskId, limit: usize) -> Result<Vec<TaskRun>
     let rows = stmt.query_map(params![id.as_str(), limit as i64], |r| {
         Ok(TaskRun {
             run_id: r.get(0)?,
-            task_id: parse_col(r, "task_id", TaskId::parse)?,
+            task_id: parse_col(r, 1, TaskId::parse)?,
             due_at: from_ms(r.get(2)?),
             started_at: from_ms(r.get(3)?),
             duration_ms: r.get(4)?,
-            status: parse_col(r, "status", RunStatus::parse)?,
+            status: parse_col(r, 5, RunStatus::parse)?,
             result: r.get(6)?,
             error: r.get(7)?,
         })
@@ -276,8 +278,6 @@ pub fn runs(conn: &Connection, id: &TaskId, limit: usize) -> Result<Vec<TaskRun>
 pub fn running_runs(conn: &Connection) -> Result<Vec<(i64, TaskId)>> {
     let mut stmt =
         conn.prepare_cached("SELECT id, task_id FROM task_run_logs WHERE status = 'running'")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((r.get(0)?, parse_col(r, "task_id", TaskId::parse)?))
-    })?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, parse_col(r, 1, TaskId::parse)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
