@@ -5,14 +5,17 @@
 //! serves until SIGTERM or SIGINT.
 
 use std::fs::File;
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::actions::{self, RegisterGroup};
 use crate::config::Config;
+use crate::control::{self, Topic};
 use crate::paths::Paths;
-use crate::store::{Store, groups};
+use crate::scheduler::{NoRunnerSink, Scheduler, SystemClock};
+use crate::store::{SharedStore, Store, groups};
 
 /// An exclusive lock on `store/daemon.lock`, released when dropped (or when the process
 /// dies, however it dies: the kernel drops flocks with the last descriptor).
@@ -86,13 +89,28 @@ pub fn run(paths: &Paths, config: &Config) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        // Task/group/skill changes, from IPC, in-process callers and (through the
+        // control watcher) CLI processes. Subscribers are created before any source.
+        let (topics, _) = tokio::sync::broadcast::channel::<Topic>(256);
+        let store = SharedStore::new(store);
+        // TODO(orchestrator): replace NoRunnerSink with the group queue.
+        let scheduler = Scheduler::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            Arc::new(NoRunnerSink::new(store.clone())),
+            topics.subscribe(),
+        );
+        let _control = control::watch(paths, topics.clone())?;
+        let scheduler = scheduler.spawn();
         tracing::info!(root = %paths.root().display(), "rust_claw daemon started");
         if config.discord_bot_token.is_none() {
             tracing::info!("no DISCORD_BOT_TOKEN configured: running without a Discord channel");
         }
         shutdown_signal().await;
         tracing::info!("shutting down");
-    });
+        scheduler.shutdown().await;
+        Ok::<_, anyhow::Error>(())
+    })?;
     Ok(())
 }
 

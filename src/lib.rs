@@ -13,4 +13,5 @@ pub mod daemon;
 pub mod model;
 pub mod paths;
 pub mod schedule;
+pub mod scheduler;
 pub mod store;
