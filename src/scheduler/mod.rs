@@ -127,10 +127,7 @@ impl Scheduler {
         // Start-up recovery, retried until the store answers.
         loop {
             let now = clock.now();
-            match store
-                .call(move |s| runs::recover_interrupted(s, now))
-                .await
-            {
+            match store.call(move |s| runs::recover_interrupted(s, now)).await {
                 Ok(interrupted) => {
                     for i in &interrupted {
                         tracing::warn!(run = i.run_id, task = %i.task_id, status = ?i.task_status,
@@ -301,12 +298,9 @@ impl SchedulerHandle {
     /// Waits until the status satisfies `f`; returns that status.
     pub async fn wait_for(&self, f: impl FnMut(&SchedulerStatus) -> bool) -> SchedulerStatus {
         let mut rx = self.status.clone();
-        let s = rx
-            .wait_for(f)
-            .await
-            .map(|s| s.clone())
-            .unwrap_or_else(|_| self.status());
-        s
+        let found = rx.wait_for(f).await.map(|s| s.clone());
+        // The loop ended (the scheduler stopped): report where it stopped.
+        found.unwrap_or_else(|_| self.status())
     }
 
     /// Waits until the scheduler sleeps after a pass that started after now-ish: the

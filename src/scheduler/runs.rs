@@ -268,3 +268,120 @@ pub fn recover_interrupted(
         Ok(out)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::{self, NewTask, RegisterGroup, TaskUpdate};
+    use crate::model::{ContextMode, FolderName, Jid, TaskId};
+    use chrono::{Duration, TimeZone};
+    use chrono_tz::Tz;
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 6, 1, 10, 0, 0).unwrap()
+    }
+
+    fn setup(kind: ScheduleType, value: &str) -> (tempfile::TempDir, Store, TaskId) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("db")).unwrap();
+        let id = store
+            .write(|tx| {
+                actions::register_group(
+                    tx,
+                    RegisterGroup {
+                        jid: Jid::parse("1@discord").unwrap(),
+                        name: "Main".into(),
+                        folder: FolderName::parse("main").unwrap(),
+                        trigger: None,
+                        requires_trigger: false,
+                        is_main: true,
+                        container_config: None,
+                    },
+                    "@Andy",
+                    t0(),
+                )?;
+                let req = NewTask {
+                    id: None,
+                    group_folder: FolderName::parse("main").unwrap(),
+                    chat_jid: Jid::parse("1@discord").unwrap(),
+                    prompt: "p".into(),
+                    schedule_type: kind,
+                    schedule_value: value.into(),
+                    context_mode: ContextMode::Group,
+                    timezone: None,
+                };
+                actions::create_task(tx, req, "test", Tz::UTC, t0()).map(|t| t.id)
+            })
+            .unwrap();
+        (dir, store, id)
+    }
+
+    #[test]
+    fn an_unreadable_schedule_fails_the_task_instead_of_looping() {
+        let (_d, mut store, id) = setup(ScheduleType::Cron, "0 9 * * *");
+        store
+            .conn()
+            .execute("UPDATE scheduled_tasks SET schedule_value = 'garbage'", [])
+            .unwrap();
+        let pass = claim_due(&mut store, t0() + Duration::days(1), 10).unwrap();
+        assert_eq!((pass.runs.len(), pass.broken, pass.next_wake), (0, 1, None));
+        let task = tasks::get(store.conn(), &id).unwrap().unwrap();
+        assert_eq!(task.status, TaskStatus::Failed);
+        assert!(task.last_result.unwrap().contains("schedule_value"));
+    }
+
+    #[test]
+    fn a_once_task_rescheduled_during_its_run_is_not_ended_by_that_run() {
+        let (_d, mut store, id) = setup(ScheduleType::Once, "2026-06-01T11:00:00Z");
+        let pass = claim_due(&mut store, t0() + Duration::hours(1), 10).unwrap();
+        let run = pass.runs[0].run_id;
+        let later = t0() + Duration::hours(1);
+        let changes = TaskUpdate {
+            schedule_value: Some("2026-06-02T09:00:00Z".into()),
+            ..Default::default()
+        };
+        store
+            .write(|tx| actions::update_task(tx, &id, changes, later))
+            .unwrap();
+        let done = store
+            .write(|tx| complete(tx, run, &RunOutcome::Interrupted, later))
+            .unwrap();
+        assert_eq!(
+            done,
+            Completion::Recorded {
+                task_status: TaskStatus::Active
+            }
+        );
+        let task = tasks::get(store.conn(), &id).unwrap().unwrap();
+        assert_eq!(
+            task.next_run,
+            Some(Utc.with_ymd_and_hms(2026, 6, 2, 9, 0, 0).unwrap())
+        );
+        assert_eq!(
+            tasks::get_run(store.conn(), run).unwrap().unwrap().status,
+            RunStatus::Interrupted
+        );
+    }
+
+    #[test]
+    fn results_are_bounded_in_the_log_and_last_result() {
+        let (_d, mut store, id) = setup(ScheduleType::Interval, "1000");
+        let pass = claim_due(&mut store, t0() + Duration::seconds(1), 10).unwrap();
+        let huge = "x".repeat(100_000);
+        store
+            .write(|tx| {
+                complete(
+                    tx,
+                    pass.runs[0].run_id,
+                    &RunOutcome::Success { result: huge },
+                    t0() + Duration::seconds(2),
+                )
+            })
+            .unwrap();
+        let task = tasks::get(store.conn(), &id).unwrap().unwrap();
+        assert!(task.last_result.unwrap().len() <= tasks::MAX_RUN_TEXT + 3);
+        let run = &tasks::runs(store.conn(), &id, 1).unwrap()[0];
+        assert!(run.result.as_ref().unwrap().len() <= tasks::MAX_RUN_TEXT + 3);
+        assert_eq!(run.duration_ms, Some(1000));
+    }
+}

@@ -345,3 +345,61 @@ pub fn running_runs(conn: &Connection) -> Result<Vec<(i64, TaskId)>> {
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[test]
+    fn migration_2_keeps_run_logs_and_never_reuses_a_run_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("messages.db");
+        {
+            // A version-1 database with two runs, the newer one deleted.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(include_str!("schema.sql")).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO scheduled_tasks VALUES ('t', 'main', '1@discord', 'p', 'interval', '1000',
+                     'group', 'UTC', 5000, NULL, NULL, 'active', 'cli', 0);
+                 INSERT INTO task_run_logs (task_id, due_at, started_at, status) VALUES ('t', 1, 2, 'success');
+                 INSERT INTO task_run_logs (task_id, due_at, started_at, status) VALUES ('t', 3, 4, 'running');
+                 DELETE FROM task_run_logs WHERE id = 2;",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let c = store.conn();
+        let id = TaskId::parse("t").unwrap();
+        let kept = runs(c, &id, 10).unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!((kept[0].run_id, kept[0].status), (1, RunStatus::Success));
+        let next = start_run(c, &id, from_ms(10), from_ms(11)).unwrap();
+        assert_eq!(next, 3, "run id 2 was used before the migration");
+        assert_eq!(in_flight_run(c, &id).unwrap(), Some(3));
+        let skipped = record_skipped(c, &id, from_ms(12), from_ms(12), "busy").unwrap();
+        assert_eq!(
+            get_run(c, skipped).unwrap().unwrap().status,
+            RunStatus::Skipped
+        );
+        // Only a running row can be finished or interrupted, once.
+        assert!(finish_run(c, 3, RunStatus::Success, from_ms(20), Some("ok"), None).unwrap());
+        assert!(!finish_run(c, 3, RunStatus::Error, from_ms(21), None, Some("x")).unwrap());
+        assert!(!interrupt_run(c, 3, from_ms(22), "x").unwrap());
+        let done = get_run(c, 3).unwrap().unwrap();
+        assert_eq!(
+            (done.status, done.duration_ms),
+            (RunStatus::Success, Some(9))
+        );
+        assert_eq!(in_flight_run(c, &id).unwrap(), None);
+    }
+
+    #[test]
+    fn run_text_is_bounded_on_a_char_boundary() {
+        let long = "가".repeat(MAX_RUN_TEXT);
+        let b = bounded(Some(&long)).unwrap();
+        assert!(b.len() <= MAX_RUN_TEXT + '…'.len_utf8());
+        assert!(b.ends_with('…'));
+    }
+}
