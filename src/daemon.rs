@@ -2,7 +2,8 @@
 //!
 //! Holds the root's single-instance lock for its whole life, opens the store,
 //! registers the main group from `AUTO_REGISTER_MAIN_JID` if it is missing, then
-//! serves until SIGTERM or SIGINT.
+//! serves until SIGTERM or SIGINT: the scheduler (woken by task changes, including
+//! CLI changes heard through the control-directory watcher).
 
 use std::fs::File;
 use std::sync::Arc;
@@ -89,6 +90,7 @@ pub fn run(paths: &Paths, config: &Config) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        let shutdown = shutdown_signal();
         // Task/group/skill changes, from IPC, in-process callers and (through the
         // control watcher) CLI processes. Subscribers are created before any source.
         let (topics, _) = tokio::sync::broadcast::channel::<Topic>(256);
@@ -106,7 +108,7 @@ pub fn run(paths: &Paths, config: &Config) -> Result<()> {
         if config.discord_bot_token.is_none() {
             tracing::info!("no DISCORD_BOT_TOKEN configured: running without a Discord channel");
         }
-        shutdown_signal().await;
+        shutdown.await;
         tracing::info!("shutting down");
         scheduler.shutdown().await;
         Ok::<_, anyhow::Error>(())
@@ -114,13 +116,18 @@ pub fn run(paths: &Paths, config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Resolves on the first SIGTERM or SIGINT. The handlers are installed when this is
+/// called (not when the future is first polled), so call it before announcing that
+/// the daemon is up: a SIGTERM right after start must stop it cleanly, not kill it.
+/// Must be called inside the tokio runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
