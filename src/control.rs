@@ -54,3 +54,90 @@ fn write_note(paths: &Paths, topic: Topic) -> std::io::Result<()> {
     drop(f);
     std::fs::rename(&tmp, dir.join(topic.file_name()))
 }
+
+/// The daemon's side: an inotify watch on `data/control/`. Dropping it stops watching.
+pub struct ControlWatcher {
+    _watcher: notify::RecommendedWatcher,
+}
+
+/// Watches `data/control/` (creating it) and publishes the matching [`Topic`] on
+/// `topics` whenever a CLI process leaves a note. Event-driven: the kernel tells us,
+/// nothing is polled. Events for other names (the writers' `.tmp` files, strays) are
+/// ignored; several events for one note (create, rename) publish the topic more than
+/// once, which subscribers collapse.
+///
+/// Start it before reading the state it guards: a note left between the read and
+/// the watch would otherwise be missed.
+pub fn watch(
+    paths: &Paths,
+    topics: tokio::sync::broadcast::Sender<Topic>,
+) -> anyhow::Result<ControlWatcher> {
+    use anyhow::Context as _;
+    use notify::{EventKind, RecursiveMode, Watcher as _};
+
+    let dir = paths.control_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let event = match res {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(error = %e, "control directory watch error");
+                return;
+            }
+        };
+        if matches!(event.kind, EventKind::Access(_) | EventKind::Remove(_)) {
+            return;
+        }
+        for path in &event.paths {
+            let topic = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(Topic::from_file_name);
+            if let Some(topic) = topic {
+                tracing::debug!(topic = topic.file_name(), "change note from a CLI process");
+                // No subscriber (yet) is not an error: they read the store when they start.
+                let _ = topics.send(topic);
+            }
+        }
+    })
+    .context("cannot start a file watcher for the control directory")?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("cannot watch {}", dir.display()))?;
+    Ok(ControlWatcher { _watcher: watcher })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::sync::broadcast;
+
+    #[tokio::test]
+    async fn a_cli_note_publishes_its_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let (tx, mut rx) = broadcast::channel(16);
+        let _w = watch(&paths, tx).unwrap();
+        // A stray file is ignored; a note is heard.
+        std::fs::write(paths.control_dir().join("stray"), "x").unwrap();
+        notify(&paths, Topic::Groups);
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("no topic published within 5 s")
+            .unwrap();
+        assert_eq!(got, Topic::Groups);
+        notify(&paths, Topic::Tasks);
+        let got = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match rx.recv().await.unwrap() {
+                    Topic::Groups => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .expect("no tasks topic within 5 s");
+        assert_eq!(got, Topic::Tasks);
+    }
+}

@@ -2,17 +2,21 @@
 //!
 //! Holds the root's single-instance lock for its whole life, opens the store,
 //! registers the main group from `AUTO_REGISTER_MAIN_JID` if it is missing, then
-//! serves until SIGTERM or SIGINT.
+//! serves until SIGTERM or SIGINT: the scheduler (woken by task changes, including
+//! CLI changes heard through the control-directory watcher).
 
 use std::fs::File;
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::actions::{self, RegisterGroup};
 use crate::config::Config;
+use crate::control::{self, Topic};
 use crate::paths::Paths;
-use crate::store::{Store, groups};
+use crate::scheduler::{NoRunnerSink, Scheduler, SystemClock};
+use crate::store::{SharedStore, Store, groups};
 
 /// An exclusive lock on `store/daemon.lock`, released when dropped (or when the process
 /// dies, however it dies: the kernel drops flocks with the last descriptor).
@@ -86,23 +90,44 @@ pub fn run(paths: &Paths, config: &Config) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        let shutdown = shutdown_signal();
+        // Task/group/skill changes, from IPC, in-process callers and (through the
+        // control watcher) CLI processes. Subscribers are created before any source.
+        let (topics, _) = tokio::sync::broadcast::channel::<Topic>(256);
+        let store = SharedStore::new(store);
+        // TODO(orchestrator): replace NoRunnerSink with the group queue.
+        let scheduler = Scheduler::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            Arc::new(NoRunnerSink::new(store.clone())),
+            topics.subscribe(),
+        );
+        let _control = control::watch(paths, topics.clone())?;
+        let scheduler = scheduler.spawn();
         tracing::info!(root = %paths.root().display(), "rust_claw daemon started");
         if config.discord_bot_token.is_none() {
             tracing::info!("no DISCORD_BOT_TOKEN configured: running without a Discord channel");
         }
-        shutdown_signal().await;
+        shutdown.await;
         tracing::info!("shutting down");
-    });
+        scheduler.shutdown().await;
+        Ok::<_, anyhow::Error>(())
+    })?;
     Ok(())
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Resolves on the first SIGTERM or SIGINT. The handlers are installed when this is
+/// called (not when the future is first polled), so call it before announcing that
+/// the daemon is up: a SIGTERM right after start must stop it cleanly, not kill it.
+/// Must be called inside the tokio runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }

@@ -15,4 +15,5 @@ pub mod model;
 pub mod paths;
 pub mod router;
 pub mod schedule;
+pub mod scheduler;
 pub mod store;

@@ -72,6 +72,17 @@ pub fn when(t: Option<DateTime<Utc>>, tz: Tz) -> String {
     }
 }
 
+/// A time for a table cell, in `tz`, to the second (run logs of short intervals).
+pub fn when_secs(t: Option<DateTime<Utc>>, tz: Tz) -> String {
+    match t {
+        Some(t) => t
+            .with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M:%S %Z")
+            .to_string(),
+        None => "-".to_owned(),
+    }
+}
+
 /// At most `max` characters of `text` on one line, with an ellipsis if cut.
 pub fn clip(text: &str, max: usize) -> String {
     let flat: String = text

@@ -3,7 +3,7 @@
 use chrono_tz::Tz;
 use clap::Args;
 
-use super::output::{clip, print_listing, when};
+use super::output::{clip, print_listing, when, when_secs};
 use super::{CliError, Context};
 use crate::actions::{self, NewTask};
 use crate::control::{self, Topic};
@@ -167,12 +167,19 @@ pub fn runs(ctx: &Context, a: TaskRunsArgs) -> Result<(), CliError> {
     print_listing(
         a.json,
         &runs,
-        &["RUN", "DUE", "STARTED", "DURATION", "STATUS", "RESULT"],
+        &[
+            "RUN",
+            "DUE",
+            "STARTED",
+            "DURATION",
+            "STATUS",
+            "RESULT / ERROR",
+        ],
         |r| {
             vec![
                 r.run_id.to_string(),
-                when(Some(r.due_at), task.timezone),
-                when(Some(r.started_at), task.timezone),
+                when_secs(Some(r.due_at), task.timezone),
+                when_secs(Some(r.started_at), task.timezone),
                 r.duration_ms
                     .map(|d| format!("{d} ms"))
                     .unwrap_or_else(|| "-".into()),

@@ -32,7 +32,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::Connection;
 
 /// Migrations in order; `user_version` = how many have been applied.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("schema_2_task_runs.sql"),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -163,6 +163,9 @@ pub enum RunStatus {
     Success,
     Error,
     Interrupted,
+    /// The occurrence came due while the task's previous run was still in flight, so
+    /// it was not started (a task never runs twice at once).
+    Skipped,
 }
 
 impl RunStatus {
@@ -172,6 +175,7 @@ impl RunStatus {
             RunStatus::Success => "success",
             RunStatus::Error => "error",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Skipped => "skipped",
         }
     }
 
@@ -181,6 +185,7 @@ impl RunStatus {
             "success" => RunStatus::Success,
             "error" => RunStatus::Error,
             "interrupted" => RunStatus::Interrupted,
+            "skipped" => RunStatus::Skipped,
             other => return Err(format!("unknown run status {other:?}")),
         })
     }
@@ -201,7 +206,7 @@ pub struct TaskRun {
 /// The longest result or error text kept in a run log row.
 pub const MAX_RUN_TEXT: usize = 4_000;
 
-fn bounded(text: Option<&str>) -> Option<String> {
+pub fn bounded(text: Option<&str>) -> Option<String> {
     text.map(|t| {
         if t.len() <= MAX_RUN_TEXT {
             t.to_owned()
@@ -229,7 +234,8 @@ pub fn start_run(
     Ok(conn.last_insert_rowid())
 }
 
-/// Finishes a run row (bounded text); returns false if the row is gone (task cancelled).
+/// Finishes a run row that is still `running` (bounded text); returns false if the row
+/// is gone (task cancelled) or was already finished.
 pub fn finish_run(
     conn: &Connection,
     run_id: i64,
@@ -241,7 +247,7 @@ pub fn finish_run(
     let n = conn.execute(
         "UPDATE task_run_logs SET status = ?2, finished_at = ?3, duration_ms = ?3 - started_at,
              result = ?4, error = ?5
-         WHERE id = ?1",
+         WHERE id = ?1 AND status = 'running'",
         params![
             run_id,
             status.as_str(),
@@ -253,24 +259,82 @@ pub fn finish_run(
     Ok(n > 0)
 }
 
+/// The run of task `id` still in flight (`running`), if any.
+pub fn in_flight_run(conn: &Connection, id: &TaskId) -> Result<Option<i64>> {
+    Ok(conn
+        .query_row(
+            "SELECT id FROM task_run_logs WHERE task_id = ?1 AND status = 'running' LIMIT 1",
+            [id.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Records an occurrence that was not started (see [`RunStatus::Skipped`]); returns
+/// its row id.
+pub fn record_skipped(
+    conn: &Connection,
+    id: &TaskId,
+    due: DateTime<Utc>,
+    at: DateTime<Utc>,
+    reason: &str,
+) -> Result<i64> {
+    conn.execute(
+        "INSERT INTO task_run_logs (task_id, due_at, started_at, finished_at, duration_ms, status, error)
+         VALUES (?1, ?2, ?3, ?3, 0, 'skipped', ?4)",
+        params![id.as_str(), to_ms(due), to_ms(at), bounded(Some(reason))],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Marks a run found `running` after a crash as `interrupted`. Its duration is
+/// unknown (the process died at some point after it started), so it stays NULL.
+pub fn interrupt_run(
+    conn: &Connection,
+    run_id: i64,
+    at: DateTime<Utc>,
+    error: &str,
+) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE task_run_logs SET status = 'interrupted', finished_at = ?2, error = ?3
+         WHERE id = ?1 AND status = 'running'",
+        params![run_id, to_ms(at), bounded(Some(error))],
+    )?;
+    Ok(n > 0)
+}
+
+/// One run by id.
+pub fn get_run(conn: &Connection, run_id: i64) -> Result<Option<TaskRun>> {
+    Ok(conn
+        .query_row(
+            "SELECT id, task_id, due_at, started_at, duration_ms, status, result, error
+             FROM task_run_logs WHERE id = ?1",
+            [run_id],
+            run_from_row,
+        )
+        .optional()?)
+}
+
+fn run_from_row(r: &Row<'_>) -> rusqlite::Result<TaskRun> {
+    Ok(TaskRun {
+        run_id: r.get(0)?,
+        task_id: parse_col(r, 1, TaskId::parse)?,
+        due_at: from_ms(r.get(2)?),
+        started_at: from_ms(r.get(3)?),
+        duration_ms: r.get(4)?,
+        status: parse_col(r, 5, RunStatus::parse)?,
+        result: r.get(6)?,
+        error: r.get(7)?,
+    })
+}
+
 /// The latest `limit` runs of a task, newest first.
 pub fn runs(conn: &Connection, id: &TaskId, limit: usize) -> Result<Vec<TaskRun>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, task_id, due_at, started_at, duration_ms, status, result, error
          FROM task_run_logs WHERE task_id = ?1 ORDER BY id DESC LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![id.as_str(), limit as i64], |r| {
-        Ok(TaskRun {
-            run_id: r.get(0)?,
-            task_id: parse_col(r, 1, TaskId::parse)?,
-            due_at: from_ms(r.get(2)?),
-            started_at: from_ms(r.get(3)?),
-            duration_ms: r.get(4)?,
-            status: parse_col(r, 5, RunStatus::parse)?,
-            result: r.get(6)?,
-            error: r.get(7)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![id.as_str(), limit as i64], run_from_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -280,4 +344,62 @@ pub fn running_runs(conn: &Connection) -> Result<Vec<(i64, TaskId)>> {
         conn.prepare_cached("SELECT id, task_id FROM task_run_logs WHERE status = 'running'")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, parse_col(r, 1, TaskId::parse)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[test]
+    fn migration_2_keeps_run_logs_and_never_reuses_a_run_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("messages.db");
+        {
+            // A version-1 database with two runs, the newer one deleted.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(include_str!("schema.sql")).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO scheduled_tasks VALUES ('t', 'main', '1@discord', 'p', 'interval', '1000',
+                     'group', 'UTC', 5000, NULL, NULL, 'active', 'cli', 0);
+                 INSERT INTO task_run_logs (task_id, due_at, started_at, status) VALUES ('t', 1, 2, 'success');
+                 INSERT INTO task_run_logs (task_id, due_at, started_at, status) VALUES ('t', 3, 4, 'running');
+                 DELETE FROM task_run_logs WHERE id = 2;",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let c = store.conn();
+        let id = TaskId::parse("t").unwrap();
+        let kept = runs(c, &id, 10).unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!((kept[0].run_id, kept[0].status), (1, RunStatus::Success));
+        let next = start_run(c, &id, from_ms(10), from_ms(11)).unwrap();
+        assert_eq!(next, 3, "run id 2 was used before the migration");
+        assert_eq!(in_flight_run(c, &id).unwrap(), Some(3));
+        let skipped = record_skipped(c, &id, from_ms(12), from_ms(12), "busy").unwrap();
+        assert_eq!(
+            get_run(c, skipped).unwrap().unwrap().status,
+            RunStatus::Skipped
+        );
+        // Only a running row can be finished or interrupted, once.
+        assert!(finish_run(c, 3, RunStatus::Success, from_ms(20), Some("ok"), None).unwrap());
+        assert!(!finish_run(c, 3, RunStatus::Error, from_ms(21), None, Some("x")).unwrap());
+        assert!(!interrupt_run(c, 3, from_ms(22), "x").unwrap());
+        let done = get_run(c, 3).unwrap().unwrap();
+        assert_eq!(
+            (done.status, done.duration_ms),
+            (RunStatus::Success, Some(9))
+        );
+        assert_eq!(in_flight_run(c, &id).unwrap(), None);
+    }
+
+    #[test]
+    fn run_text_is_bounded_on_a_char_boundary() {
+        let long = "가".repeat(MAX_RUN_TEXT);
+        let b = bounded(Some(&long)).unwrap();
+        assert!(b.len() <= MAX_RUN_TEXT + '…'.len_utf8());
+        assert!(b.ends_with('…'));
+    }
 }

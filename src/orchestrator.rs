@@ -1,0 +1,390 @@
+//! The orchestrator: from a stored chat message to a queued reply.
+//!
+//! * [`Orchestrator::ingest`] stores what a channel received (content only for
+//!   registered chats) and says which group should look at it.
+//! * As the queue's [`GroupHandler`], it answers a group's unanswered messages and runs
+//!   its scheduled tasks in the group's live agent session.
+//!
+//! Exactly once: a turn's replies are committed to the outbox in the same transaction
+//! that moves the chat's cursor past the messages they answer (or that finishes the
+//! scheduled run). A crash before that commit re-runs the turn after restart; a crash
+//! after it re-sends nothing that was sent (see `delivery`).
+//!
+//! A chat is routed to a group by its registered jid, or — for the local terminal
+//! channel — by `<folder>@local`, which is the terminal's view of group `<folder>`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::broadcast;
+
+use crate::agent::{AgentError, Agents, Session, TurnOutcome};
+use crate::channels::{BoxFuture, Inbound};
+use crate::config::Config;
+use crate::control::Topic;
+use crate::delivery::Delivery;
+use crate::model::{ContextMode, FolderName, Jid};
+use crate::queue::{AfterMessages, GroupHandler};
+use crate::router::{self, Decision};
+use crate::scheduler::{DueRun, RunOutcome, runs};
+use crate::store::groups::{self, Group};
+use crate::store::{SharedStore, StoreError, chats, messages, outbox};
+
+/// The longest error text shown in a chat.
+const MAX_ERROR_CHARS: usize = 300;
+
+pub struct Orchestrator {
+    config: Arc<Config>,
+    store: SharedStore,
+    agents: Agents,
+    delivery: Arc<Delivery>,
+    bus: broadcast::Sender<Topic>,
+    /// Failed attempts at each group's current messages.
+    attempts: Mutex<HashMap<FolderName, u32>>,
+}
+
+impl Orchestrator {
+    pub fn new(
+        config: Arc<Config>,
+        store: SharedStore,
+        agents: Agents,
+        delivery: Arc<Delivery>,
+        bus: broadcast::Sender<Topic>,
+    ) -> Orchestrator {
+        Orchestrator {
+            config,
+            store,
+            agents,
+            delivery,
+            bus,
+            attempts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Stores a received message. Returns the group to wake, if the chat is registered
+    /// and the message is new.
+    pub async fn ingest(&self, m: Inbound) -> Result<Option<FolderName>, StoreError> {
+        self.store
+            .call(move |s| {
+                s.write(|tx| {
+                    let channel = if m.chat_jid.is_discord() { "discord" } else { "local" };
+                    let jid = m.chat_jid.to_string();
+                    chats::upsert(tx, &jid, m.chat_name.as_deref(), channel, m.sent_at)?;
+                    let Some(group) = group_for_chat(tx, &m.chat_jid)? else {
+                        return Ok(None);
+                    };
+                    let id = messages::insert(
+                        tx,
+                        &messages::NewMessage {
+                            chat_jid: &jid,
+                            external_id: m.external_id.as_deref(),
+                            sender_id: &m.sender_id,
+                            sender_name: &m.sender_name,
+                            content: &m.content,
+                            sent_at: m.sent_at,
+                            is_from_bot: m.from_self || m.from_bot,
+                            mentions_bot: m.mentions_assistant || m.direct,
+                        },
+                    )?;
+                    Ok(id.map(|_| group.folder))
+                })
+            })
+            .await
+    }
+
+    /// Groups with messages past their cursor (to queue at start-up).
+    pub async fn groups_with_unanswered(&self) -> Result<Vec<FolderName>, StoreError> {
+        self.store
+            .call(|s| {
+                let conn = s.conn();
+                let mut out = Vec::new();
+                for g in groups::list(conn)? {
+                    for chat in chats_of(&g) {
+                        if messages::latest_id(conn, &chat)? > messages::cursor(conn, &chat)? {
+                            out.push(g.folder.clone());
+                            break;
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn typing(&self, chat: &str, on: bool) {
+        if let Ok(jid) = Jid::parse(chat)
+            && let Some(channel) = self.delivery.channel_for(&jid)
+        {
+            channel.set_typing(&jid, on).await;
+        }
+    }
+
+    /// Opens the group's session if it has none.
+    async fn ensure_session<'s>(
+        &self,
+        group: &Group,
+        session: &'s mut Option<Session>,
+    ) -> Result<&'s mut Session, AgentError> {
+        if session.is_none() {
+            *session = Some(self.agents.start(&group.folder, group.is_main, ContextMode::Group).await?);
+        }
+        Ok(session.as_mut().expect("just opened"))
+    }
+
+    /// One turn in the group's session; a failed session is dropped so the next
+    /// attempt starts a fresh process (resuming the same thread).
+    async fn group_turn(
+        &self,
+        group: &Group,
+        session: &mut Option<Session>,
+        prompt: &str,
+    ) -> Result<TurnOutcome, AgentError> {
+        let result = match self.ensure_session(group, session).await {
+            Ok(s) => s.run_turn(prompt).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err()
+            && let Some(mut s) = session.take()
+        {
+            s.kill().await;
+        }
+        result
+    }
+
+    fn user_error(e: &AgentError) -> String {
+        let text = if e.is_login_required() {
+            "I couldn't reach Codex: login required. Run `codex login --device-auth` on the host.".to_owned()
+        } else {
+            let first = e.to_string();
+            let first = first.lines().next().unwrap_or("unknown error");
+            format!("I couldn't answer because the agent failed: {first}")
+        };
+        router_clip(&text, MAX_ERROR_CHARS)
+    }
+
+    fn retry_delay(&self, attempt: u32) -> Duration {
+        let base = self.config.agent_retry_base_ms;
+        Duration::from_millis(base.saturating_mul(1 << (attempt.saturating_sub(1)).min(16)))
+    }
+
+    async fn answer_chat(
+        &self,
+        group: &Group,
+        chat: &str,
+        session: &mut Option<Session>,
+    ) -> Result<bool, (AgentError, i64)> {
+        loop {
+            let c = chat.to_owned();
+            let page = self
+                .store
+                .call(move |s| {
+                    let cursor = messages::cursor(s.conn(), &c)?;
+                    messages::since(s.conn(), &c, cursor, router::PAGE)
+                })
+                .await;
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read messages");
+                    return Ok(false);
+                }
+            };
+            match router::decide(group, &page) {
+                Decision::Wait { advance_to: None } => return Ok(true),
+                Decision::Wait { advance_to: Some(id) } => {
+                    let c = chat.to_owned();
+                    let _ = self
+                        .store
+                        .call(move |s| messages::advance_cursor(s.conn(), &c, id, Utc::now()))
+                        .await;
+                }
+                Decision::Answer { messages: batch, through } => {
+                    let prompt = router::format_messages(&batch, self.config.timezone);
+                    tracing::info!(group = %group.folder, chat, messages = batch.len(), "starting a turn");
+                    self.typing(chat, true).await;
+                    let result = self.group_turn(group, session, &prompt).await;
+                    self.typing(chat, false).await;
+                    let outcome = result.map_err(|e| (e, through))?;
+                    self.commit_replies(chat, &outcome.messages, "reply", through).await;
+                    self.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&group.folder);
+                }
+            }
+        }
+    }
+
+    /// Queues `replies` for `chat` and moves its cursor to `through`, atomically.
+    async fn commit_replies(&self, chat: &str, replies: &[String], origin: &str, through: i64) {
+        let (c, r, o) = (chat.to_owned(), replies.to_vec(), origin.to_owned());
+        let res = self
+            .store
+            .call(move |s| {
+                s.write(|tx| {
+                    let now = Utc::now();
+                    for text in &r {
+                        outbox::enqueue(tx, &c, text, &o, now)?;
+                    }
+                    messages::advance_cursor(tx, &c, through, now)
+                })
+            })
+            .await;
+        match res {
+            Ok(()) => self.delivery.wake(),
+            Err(e) => tracing::error!(error = %e, chat, "cannot queue the reply; the turn will be retried"),
+        }
+    }
+}
+
+/// The group a chat belongs to: by registered jid, or `<folder>@local` for the terminal.
+pub fn group_for_chat(conn: &rusqlite::Connection, jid: &Jid) -> Result<Option<Group>, StoreError> {
+    match jid {
+        Jid::Local(name) => match FolderName::parse(name) {
+            Ok(folder) => groups::get_by_folder(conn, &folder),
+            Err(_) => Ok(None),
+        },
+        _ => groups::get_by_jid(conn, jid),
+    }
+}
+
+/// The chats whose messages a group answers: its registered chat and its terminal chat.
+fn chats_of(g: &Group) -> [String; 2] {
+    [g.jid.to_string(), Jid::local_for(&g.folder).to_string()]
+}
+
+fn router_clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut s: String = text.chars().take(max - 1).collect();
+        s.push('…');
+        s
+    }
+}
+
+impl GroupHandler for Orchestrator {
+    type Session = Session;
+
+    fn messages<'a>(&'a self, folder: &'a FolderName, session: &'a mut Option<Session>) -> BoxFuture<'a, AfterMessages> {
+        Box::pin(async move {
+            let f = folder.clone();
+            let group = match self.store.call(move |s| groups::get_by_folder(s.conn(), &f)).await {
+                Ok(Some(g)) => g,
+                Ok(None) => return AfterMessages::Done,
+                Err(e) => {
+                    tracing::error!(group = %folder, error = %e, "cannot read the group");
+                    return AfterMessages::RetryAfter(self.retry_delay(1));
+                }
+            };
+            for chat in chats_of(&group) {
+                match self.answer_chat(&group, &chat, session).await {
+                    Ok(_) => {}
+                    Err((e, through)) => {
+                        let attempt = {
+                            let mut a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+                            let n = a.entry(group.folder.clone()).or_insert(0);
+                            *n += 1;
+                            *n
+                        };
+                        if attempt <= self.config.agent_max_retries {
+                            let delay = self.retry_delay(attempt);
+                            tracing::warn!(group = %folder, attempt, retry_in = ?delay, error = %e, "agent turn failed");
+                            return AfterMessages::RetryAfter(delay);
+                        }
+                        tracing::error!(group = %folder, attempt, error = %e, "agent turn failed; giving up and telling the chat");
+                        self.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&group.folder);
+                        self.commit_replies(&chat, &[Self::user_error(&e)], "error", through).await;
+                        // Other messages may still be waiting.
+                        return AfterMessages::RetryAfter(Duration::ZERO);
+                    }
+                }
+            }
+            AfterMessages::Done
+        })
+    }
+
+    fn task<'a>(&'a self, run: DueRun, session: &'a mut Option<Session>) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let task = run.task.clone();
+            let f = task.group_folder.clone();
+            let group = match self.store.call(move |s| groups::get_by_folder(s.conn(), &f)).await {
+                Ok(Some(g)) => g,
+                other => {
+                    let why = match other {
+                        Err(e) => e.to_string(),
+                        _ => format!("group {} is no longer registered", task.group_folder),
+                    };
+                    self.finish_run(&run, RunOutcome::Error { error: why }, None).await;
+                    return;
+                }
+            };
+            let prompt = router::format_task(&task, run.due_at, task.timezone);
+            let chat = task.chat_jid.to_string();
+            tracing::info!(task = %task.id, group = %group.folder, mode = %task.context_mode, "running a scheduled task");
+            self.typing(&chat, true).await;
+            let result = match task.context_mode {
+                ContextMode::Group => self.group_turn(&group, session, &prompt).await,
+                ContextMode::Isolated => {
+                    // A fresh, ephemeral thread in its own process: the group's session is
+                    // neither used nor replaced.
+                    match self.agents.start(&group.folder, group.is_main, ContextMode::Isolated).await {
+                        Ok(mut s) => {
+                            let r = s.run_turn(&prompt).await;
+                            s.close().await;
+                            r
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            self.typing(&chat, false).await;
+            match result {
+                Ok(outcome) => {
+                    let summary = outcome.final_message.clone().unwrap_or_default();
+                    self.finish_run(&run, RunOutcome::Success { result: summary }, Some(outcome.messages))
+                        .await
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    let note = format!("Scheduled task {} failed. {}", task.id, Self::user_error(&e));
+                    self.finish_run(&run, RunOutcome::Error { error }, Some(vec![note])).await
+                }
+            }
+        })
+    }
+
+    fn close(&self, folder: &FolderName, session: Session) -> BoxFuture<'_, ()> {
+        let folder = folder.clone();
+        Box::pin(async move {
+            tracing::info!(group = %folder, "closing the idle agent session");
+            session.close().await;
+        })
+    }
+}
+
+impl Orchestrator {
+    /// Finishes a scheduled run and queues its output, in one transaction.
+    async fn finish_run(&self, run: &DueRun, outcome: RunOutcome, replies: Option<Vec<String>>) {
+        let (run_id, chat, origin) = (run.run_id, run.task.chat_jid.to_string(), format!("task:{}", run.task.id));
+        let res = self
+            .store
+            .call(move |s| {
+                s.write(|tx| {
+                    let now = Utc::now();
+                    for text in replies.iter().flatten() {
+                        outbox::enqueue(tx, &chat, text, &origin, now)?;
+                    }
+                    runs::complete(tx, run_id, &outcome, now)?;
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .await;
+        match res {
+            Ok(()) => {
+                self.delivery.wake();
+                let _ = self.bus.send(Topic::Tasks);
+            }
+            Err(e) => tracing::error!(run_id, error = %e, "cannot record the end of a scheduled run"),
+        }
+    }
+}

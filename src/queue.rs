@@ -1,0 +1,290 @@
+//! The group queue: at most one agent session per group, at most `MAX_CONCURRENT_AGENTS`
+//! in total, first come first served beyond that.
+//!
+//! Work arrives as "this group has new messages" (a flag: the messages themselves are
+//! in the store) or as a scheduled run. A group with work and a free slot gets a
+//! *worker*: one tokio task that opens the group's agent session when it first needs
+//! it, does the group's work — scheduled runs first, then messages — and then waits,
+//! idle, for more. Follow-up messages that arrive meanwhile go into the same live
+//! session as its next turn. The worker closes the session and frees its slot after
+//! `IDLE_TIMEOUT_MS` without work, or at once when another group is waiting for a slot.
+//!
+//! Groups waiting for a slot are served in arrival order, except that groups with a
+//! scheduled run waiting go first.
+//!
+//! The queue knows nothing about agents or chats: a [`GroupHandler`] does the work.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::channels::BoxFuture;
+use crate::model::FolderName;
+use crate::scheduler::DueRun;
+
+/// What a handler asks the queue to do after processing messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterMessages {
+    /// Done (or nothing to do).
+    Done,
+    /// It failed; try the group's messages again after this delay.
+    RetryAfter(Duration),
+}
+
+/// Does one group's work inside the worker the queue gives it.
+pub trait GroupHandler: Send + Sync + 'static {
+    /// A live agent session; opened lazily by the handler, closed by [`close`](Self::close).
+    type Session: Send + 'static;
+
+    /// Answers the group's unanswered messages.
+    fn messages<'a>(
+        &'a self,
+        folder: &'a FolderName,
+        session: &'a mut Option<Self::Session>,
+    ) -> BoxFuture<'a, AfterMessages>;
+
+    /// Runs one scheduled task run.
+    fn task<'a>(&'a self, run: DueRun, session: &'a mut Option<Self::Session>) -> BoxFuture<'a, ()>;
+
+    /// Ends a session (idle timeout, preemption or shutdown).
+    fn close(&self, folder: &FolderName, session: Self::Session) -> BoxFuture<'_, ()>;
+}
+
+#[derive(Default)]
+struct GroupState {
+    /// A worker holds a slot for this group.
+    running: bool,
+    /// The worker has a session and nothing to do (it may be preempted).
+    idle: bool,
+    /// The worker should close its session and exit when idle.
+    close_requested: bool,
+    pending_messages: bool,
+    pending_runs: VecDeque<DueRun>,
+    /// Wakes the worker (a stored permit means no wake-up is ever lost).
+    wake: Arc<Notify>,
+    /// Waiting for a slot.
+    queued: bool,
+}
+
+impl GroupState {
+    fn has_work(&self) -> bool {
+        self.pending_messages || !self.pending_runs.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    groups: HashMap<FolderName, GroupState>,
+    active: usize,
+    waiting: VecDeque<FolderName>,
+    shutting_down: bool,
+}
+
+pub struct GroupQueue<H: GroupHandler> {
+    handler: Arc<H>,
+    state: Mutex<State>,
+    max_active: usize,
+    idle_timeout: Duration,
+    workers: Mutex<JoinSet<()>>,
+    /// Notified whenever a worker exits (used by `wait_idle` and shutdown).
+    worker_done: Notify,
+}
+
+impl<H: GroupHandler> GroupQueue<H> {
+    pub fn new(handler: Arc<H>, max_active: usize, idle_timeout: Duration) -> Arc<Self> {
+        Arc::new(GroupQueue {
+            handler,
+            state: Mutex::new(State::default()),
+            max_active: max_active.max(1),
+            idle_timeout,
+            workers: Mutex::new(JoinSet::new()),
+            worker_done: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The group has unanswered messages in the store.
+    pub fn enqueue_messages(self: &Arc<Self>, folder: &FolderName) {
+        self.enqueue(folder, |g| g.pending_messages = true);
+    }
+
+    /// A scheduled run is due for the group.
+    pub fn enqueue_run(self: &Arc<Self>, run: DueRun) {
+        let folder = run.task.group_folder.clone();
+        self.enqueue(&folder, |g| g.pending_runs.push_back(run));
+    }
+
+    fn enqueue(self: &Arc<Self>, folder: &FolderName, add: impl FnOnce(&mut GroupState)) {
+        let mut st = self.lock();
+        if st.shutting_down {
+            return;
+        }
+        let g = st.groups.entry(folder.clone()).or_default();
+        add(g);
+        if g.running {
+            g.idle = false;
+            g.wake.notify_one();
+            return;
+        }
+        if g.queued {
+            return;
+        }
+        if st.active < self.max_active {
+            self.start_worker(&mut st, folder.clone());
+        } else {
+            st.groups.get_mut(folder).expect("just inserted").queued = true;
+            st.waiting.push_back(folder.clone());
+            // A group idling on a slot gives it up for one that has work.
+            if let Some((_, idle)) = st.groups.iter_mut().find(|(_, g)| g.running && g.idle && !g.close_requested) {
+                idle.close_requested = true;
+                idle.wake.notify_one();
+            }
+        }
+    }
+
+    fn start_worker(self: &Arc<Self>, st: &mut State, folder: FolderName) {
+        st.active += 1;
+        let g = st.groups.entry(folder.clone()).or_default();
+        g.running = true;
+        g.idle = false;
+        g.close_requested = false;
+        g.queued = false;
+        let wake = g.wake.clone();
+        let me = self.clone();
+        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        // Reap finished workers so the set does not grow over months of uptime.
+        while workers.try_join_next().is_some() {}
+        workers.spawn(async move { me.worker(folder, wake).await });
+    }
+
+    async fn worker(self: Arc<Self>, folder: FolderName, wake: Arc<Notify>) {
+        let mut session: Option<H::Session> = None;
+        loop {
+            enum Next {
+                Run(DueRun),
+                Messages,
+                Idle,
+                Exit,
+            }
+            let next = {
+                let mut st = self.lock();
+                let shutting_down = st.shutting_down;
+                let others_waiting = !st.waiting.is_empty();
+                let g = st.groups.get_mut(&folder).expect("worker's group exists");
+                if shutting_down {
+                    Next::Exit
+                } else if let Some(run) = g.pending_runs.pop_front() {
+                    Next::Run(run)
+                } else if g.pending_messages {
+                    g.pending_messages = false;
+                    Next::Messages
+                } else if session.is_none() || g.close_requested || others_waiting {
+                    Next::Exit
+                } else {
+                    g.idle = true;
+                    Next::Idle
+                }
+            };
+            match next {
+                Next::Run(run) => self.handler.task(run, &mut session).await,
+                Next::Messages => {
+                    if let AfterMessages::RetryAfter(delay) = self.handler.messages(&folder, &mut session).await {
+                        let me = self.clone();
+                        let f = folder.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            me.enqueue_messages(&f);
+                        });
+                    }
+                }
+                Next::Idle => {
+                    let timed_out = tokio::time::timeout(self.idle_timeout, wake.notified()).await.is_err();
+                    let mut st = self.lock();
+                    let g = st.groups.get_mut(&folder).expect("worker's group exists");
+                    g.idle = false;
+                    if timed_out && !g.has_work() {
+                        break;
+                    }
+                }
+                Next::Exit => break,
+            }
+        }
+        if let Some(s) = session.take() {
+            self.handler.close(&folder, s).await;
+        }
+        let mut st = self.lock();
+        st.active -= 1;
+        let g = st.groups.get_mut(&folder).expect("worker's group exists");
+        g.running = false;
+        g.idle = false;
+        g.close_requested = false;
+        let again = g.has_work() && !st.shutting_down;
+        if again {
+            // Work arrived while closing: queue up again, behind those already waiting.
+            g.queued = true;
+            st.waiting.push_back(folder.clone());
+        }
+        self.start_waiting(&mut st);
+        drop(st);
+        self.worker_done.notify_waiters();
+    }
+
+    /// Fills free slots from the waiting list, groups with scheduled runs first.
+    fn start_waiting(self: &Arc<Self>, st: &mut State) {
+        while st.active < self.max_active && !st.shutting_down {
+            let pos = st
+                .waiting
+                .iter()
+                .position(|f| st.groups.get(f).is_some_and(|g| !g.pending_runs.is_empty()))
+                .or(if st.waiting.is_empty() { None } else { Some(0) });
+            let Some(pos) = pos else { break };
+            let folder = st.waiting.remove(pos).expect("position is in range");
+            self.start_worker(st, folder);
+        }
+    }
+
+    /// How many workers hold a slot.
+    pub fn active(&self) -> usize {
+        self.lock().active
+    }
+
+    /// Waits until no worker is running and nothing is waiting.
+    pub async fn wait_idle(&self) {
+        loop {
+            let done = self.worker_done.notified();
+            {
+                let st = self.lock();
+                if st.active == 0 && st.waiting.is_empty() {
+                    return;
+                }
+            }
+            done.await;
+        }
+    }
+
+    /// Stops taking work, lets workers finish what they are doing for up to `grace`,
+    /// then aborts the rest (their sessions are dropped, which kills the agent process).
+    pub async fn shutdown(&self, grace: Duration) {
+        {
+            let mut st = self.lock();
+            st.shutting_down = true;
+            st.waiting.clear();
+            for g in st.groups.values_mut() {
+                g.close_requested = true;
+                g.wake.notify_one();
+            }
+        }
+        let mut workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        let drained = tokio::time::timeout(grace, async { while workers.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(left = workers.len(), "agent sessions still busy at shutdown; interrupting them");
+            workers.shutdown().await;
+        }
+    }
+}

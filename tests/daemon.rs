@@ -1,0 +1,209 @@
+//! The built `rust_claw run` in a temporary root: one daemon per root, and the
+//! scheduler inside it woken by CLI processes (control notes → inotify → scheduler).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rust_claw");
+const MAIN: &str = "123456789012345678@discord";
+
+fn command(root: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(root)
+        .env_remove("RUST_CLAW_ROOT")
+        .env_remove("DISCORD_BOT_TOKEN")
+        .env_remove("AUTO_REGISTER_MAIN_JID")
+        .env("TIMEZONE", "UTC")
+        .env("NO_COLOR", "1");
+    c
+}
+
+fn cli(root: &Path, args: &[&str]) -> Output {
+    let out = command(root)
+        .env("RUST_LOG", "warn")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A running daemon with its log lines (stderr) arriving on a channel.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    fn start(root: &Path) -> Daemon {
+        let mut child = command(root)
+            .env("RUST_LOG", "info")
+            .arg("run")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut d = Daemon { child, lines };
+        d.expect_line("rust_claw daemon started", Duration::from_secs(20));
+        d
+    }
+
+    /// Waits for a log line containing `needle`; fails with everything seen so far.
+    fn expect_line(&mut self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        let mut seen = vec![];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!(
+                    "no log line containing {needle:?} within {within:?}; the daemon said:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// SIGTERM; the daemon must exit within 5 s.
+    fn stop(mut self) -> ExitStatus {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        wait_timeout(&mut self.child, Duration::from_secs(5))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_timeout(child: &mut Child, within: Duration) -> ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit within {within:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_second_daemon_on_the_same_root_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let first = Daemon::start(root.path());
+
+    let mut second = command(root.path())
+        .env("RUST_LOG", "warn")
+        .arg("run")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut second, Duration::from_secs(10));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "the second daemon must fail: {err}");
+    assert!(
+        err.contains("another rust_claw daemon is already running"),
+        "unclear refusal: {err}"
+    );
+
+    // The first one is unaffected, stops cleanly, and frees the root.
+    assert!(first.stop().success());
+    let again = Daemon::start(root.path());
+    assert!(again.stop().success());
+}
+
+#[test]
+fn a_task_created_by_the_cli_wakes_the_running_daemon() {
+    let root = tempfile::tempdir().unwrap();
+    cli(root.path(), &["bootstrap-main", "--jid", MAIN]);
+    // Started with no tasks: its scheduler sleeps with no timer at all, so only the
+    // CLI's note can make it fire this task.
+    let mut daemon = Daemon::start(root.path());
+    cli(
+        root.path(),
+        &[
+            "create-task",
+            "--id",
+            "ping",
+            "--group-folder",
+            "main",
+            "--chat-jid",
+            MAIN,
+            "--prompt",
+            "ping",
+            "--schedule-type",
+            "interval",
+            "--schedule-value",
+            "500",
+        ],
+    );
+    let line = daemon.expect_line("task due", Duration::from_secs(10));
+    assert!(line.contains("ping"), "{line}");
+
+    // Until the group queue lands, the daemon records each run as an honest error.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let run = loop {
+        let out = cli(root.path(), &["task-runs", "--id", "ping", "--json"]);
+        let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if let Some(r) = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["status"] == "error")
+        {
+            break r.clone();
+        }
+        assert!(Instant::now() < deadline, "no finished run: {runs}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(run["error"], rust_claw::scheduler::NO_RUNNER_ERROR);
+    assert!(run["duration_ms"].as_i64().unwrap() >= 0);
+    let table = String::from_utf8(cli(root.path(), &["task-runs", "--id", "ping"]).stdout).unwrap();
+    assert!(table.starts_with("RUN"), "{table}");
+    assert!(table.contains("no agent runner"), "{table}");
+
+    // Pausing from the CLI reaches the daemon too: no run starts after it.
+    cli(root.path(), &["pause-task", "--id", "ping"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let count = |root: &Path| {
+        let out = cli(
+            root,
+            &["task-runs", "--id", "ping", "--json", "--limit", "10000"],
+        );
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = count(root.path());
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(count(root.path()), before, "a paused task ran");
+    assert!(daemon.stop().success());
+}
