@@ -6,6 +6,7 @@
 //! tasks to the group queue. The CLI ([`cli`]) administers the same store.
 
 pub mod actions;
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -13,4 +14,5 @@ pub mod daemon;
 pub mod model;
 pub mod paths;
 pub mod schedule;
+pub mod skills;
 pub mod store;
