@@ -378,8 +378,7 @@ async fn memory_files_and_enabled_skills_reach_the_model() {
         .unwrap()
         .iter()
         .map(Value::to_string)
-        .filter(|i| i.contains("<skills_instructions>"))
-        .next_back()
+        .rfind(|i| i.contains("<skills_instructions>"))
         .expect("a skills listing");
     assert!(listing.contains("DESC-OF-beta-skill"), "{listing}");
     assert!(!listing.contains("DESC-OF-alpha-skill"), "{listing}");
