@@ -450,3 +450,47 @@ async fn a_missing_login_is_one_clear_error() {
     assert_eq!(err.to_string(), LOGIN_REQUIRED);
     assert!(err.is_login_required());
 }
+
+/// Runs `cmd` through codex's shell tool in `folder`'s sandbox (approval "never").
+async fn sandboxed_shell(t: &TestRoot, folder_name: &str, is_main: bool, cmd: &str) {
+    t.mock.push([
+        Reply::call(
+            "exec_command",
+            json!({"cmd": cmd, "login": false, "yield_time_ms": 2000}),
+        ),
+        Reply::text("done"),
+    ]);
+    let f = folder(folder_name);
+    let mut s = t
+        .agents()
+        .start(&f, is_main, ContextMode::Group)
+        .await
+        .unwrap();
+    let out = s.run_turn("write a note").await.unwrap();
+    assert_eq!(out.final_message.as_deref(), Some("done"));
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_mains_agent_can_write_the_global_memory() {
+    let t = TestRoot::new("global-write").await;
+    let global = t.paths.global_dir().join("AGENTS.md");
+    t.write(&global, "shared\n");
+    sandboxed_shell(&t, "main", true, "echo FROM-MAIN >> ../global/AGENTS.md").await;
+    sandboxed_shell(
+        &t,
+        "team",
+        false,
+        "echo FROM-TEAM >> ../global/AGENTS.md; echo OWN > AGENTS.md",
+    )
+    .await;
+    let text = std::fs::read_to_string(&global).unwrap();
+    assert!(text.contains("FROM-MAIN"), "main could not write: {text:?}");
+    assert!(
+        !text.contains("FROM-TEAM"),
+        "a non-main agent wrote the global memory"
+    );
+    let own =
+        std::fs::read_to_string(t.paths.group_dir(&folder("team")).join("AGENTS.md")).unwrap();
+    assert_eq!(own.trim(), "OWN", "a group's agent writes its own memory");
+}

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
@@ -67,6 +67,12 @@ pub trait Runner: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Spawns `codex app-server` for `spec`. Must be called inside a tokio runtime.
     fn spawn(&self, spec: &SpawnSpec) -> Result<AgentProcess, RunnerError>;
+    /// Where a host path (the `rust_claw` executable, the group's IPC dir,
+    /// `groups/global`) appears to codex, for the paths written into config.toml.
+    /// The host runner: unchanged; a container runner: its mount points.
+    fn agent_path(&self, host_path: &Path) -> PathBuf {
+        host_path.to_owned()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

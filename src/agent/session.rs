@@ -151,8 +151,16 @@ impl Agents {
         let prepared = {
             let (paths, settings, folder) =
                 (self.paths.clone(), self.settings.clone(), folder.clone());
+            let runner = self.runner.clone();
             tokio::task::spawn_blocking(move || {
-                prepare(&paths, &settings, &folder, is_main, &enabled)
+                prepare(
+                    &paths,
+                    &settings,
+                    runner.as_ref(),
+                    &folder,
+                    is_main,
+                    &enabled,
+                )
             })
             .await
             .expect("prepare panicked")?
@@ -178,7 +186,7 @@ impl Agents {
             codex_home: spec.codex_home.clone(),
             login_required: prepared.login_required,
         };
-        match self.open_thread(&mut session, &spec).await {
+        match self.open_thread(&mut session).await {
             Ok(()) => Ok(session),
             Err(e) => {
                 session.kill().await;
@@ -187,13 +195,12 @@ impl Agents {
         }
     }
 
-    async fn open_thread(&self, session: &mut Session, spec: &SpawnSpec) -> Result<(), AgentError> {
+    async fn open_thread(&self, session: &mut Session) -> Result<(), AgentError> {
         let client = session.handle.client.clone();
         timed(session, "initialize", client.initialize()).await?;
-        let base = ThreadParams {
-            cwd: Some(spec.workdir.to_string_lossy().into_owned()),
-            ..ThreadParams::default()
-        };
+        // No `cwd`: the runner started codex in the group folder (a host path here, a
+        // mount point in a container), and codex uses its own working directory.
+        let base = ThreadParams::default();
         let folder = session.folder.clone();
         let thread_id = match session.mode {
             ContextMode::Isolated => {
@@ -276,6 +283,7 @@ struct Prepared {
 fn prepare(
     paths: &Paths,
     settings: &AgentSettings,
+    runner: &dyn Runner,
     folder: &FolderName,
     is_main: bool,
     enabled_skills: &[String],
@@ -299,8 +307,8 @@ fn prepare(
         model: settings.model.clone(),
         reasoning_effort: settings.reasoning_effort.clone(),
         approval_policy: settings.approval_policy.clone(),
-        tools_exe: settings.tools_exe.clone(),
-        ipc_dir: paths.ipc_dir(folder),
+        tools_exe: runner.agent_path(&settings.tools_exe),
+        ipc_dir: runner.agent_path(&paths.ipc_dir(folder)),
         writable_roots,
         user_fragment: fragment.clone(),
     };

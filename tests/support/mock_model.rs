@@ -52,6 +52,7 @@ impl Reply {
 struct Inner {
     script: Mutex<VecDeque<Reply>>,
     requests: Mutex<Vec<Value>>,
+    arrivals: Mutex<Vec<std::time::Instant>>,
     arrived: Notify,
 }
 
@@ -92,6 +93,11 @@ impl MockModel {
         self.inner.requests.lock().unwrap().clone()
     }
 
+    /// When each request arrived (for benchmarks: time spent before the model).
+    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+        self.inner.arrivals.lock().unwrap().clone()
+    }
+
     /// Waits until at least `n` requests arrived (panics after 30 s).
     pub async fn wait_requests(&self, n: usize) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -112,6 +118,11 @@ impl MockModel {
 }
 
 async fn respond(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    inner
+        .arrivals
+        .lock()
+        .unwrap()
+        .push(std::time::Instant::now());
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let n = {
         let mut r = inner.requests.lock().unwrap();

@@ -45,8 +45,12 @@ pub struct TestRoot {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// Where test roots live: `target/test-homes/` (CARGO_TARGET_TMPDIR is `target/tmp`).
+/// Where test roots live: `$RUST_CLAW_TEST_HOMES`, else `target/test-homes/`
+/// (CARGO_TARGET_TMPDIR is `target/tmp`).
 pub fn homes_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RUST_CLAW_TEST_HOMES") {
+        return PathBuf::from(dir);
+    }
     let base = option_env!("CARGO_TARGET_TMPDIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tmp"));
