@@ -31,7 +31,7 @@ fn rss_kib() -> u64 {
 fn stats(name: &str, mut xs: Vec<Duration>) {
     xs.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let (ms, unit) = if xs[xs.len() - 1] < Duration::from_millis(1) {
+    let (ms, unit) = if xs[xs.len() / 2] < Duration::from_millis(1) {
         (
             Box::new(|d: Duration| d.as_secs_f64() * 1e6) as Box<dyn Fn(Duration) -> f64>,
             "µs",
