@@ -111,6 +111,7 @@ async fn run(full: bool) {
     let mut fresh = Vec::new();
     let mut resumed = Vec::new();
     let mut isolated = Vec::new();
+    let mut closes = Vec::new();
     for i in 0..starts {
         let started = Instant::now();
         let s = agents.start(&f, false, ContextMode::Group).await.unwrap();
@@ -119,7 +120,9 @@ async fn run(full: bool) {
         } else {
             resumed.push(started.elapsed());
         }
+        let closing = Instant::now();
         s.close().await;
+        closes.push(closing.elapsed());
         let started = Instant::now();
         let s = agents
             .start(&f, false, ContextMode::Isolated)
@@ -133,6 +136,7 @@ async fn run(full: bool) {
         stats("spawn → ready (thread/resume)", resumed);
     }
     stats("spawn → ready (isolated, ephemeral)", isolated);
+    stats("close (stdin closed → codex exited)", closes);
 
     // Turn overhead on a warm thread: the mock answers immediately.
     let mut s = agents.start(&f, false, ContextMode::Group).await.unwrap();

@@ -494,3 +494,45 @@ async fn only_mains_agent_can_write_the_global_memory() {
         std::fs::read_to_string(t.paths.group_dir(&folder("team")).join("AGENTS.md")).unwrap();
     assert_eq!(own.trim(), "OWN", "a group's agent writes its own memory");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_still_held_by_a_previous_codex_is_waited_for_not_replaced() {
+    let t = TestRoot::new("writer").await;
+    let f = folder("team");
+    let mut first = t
+        .agents()
+        .start(&f, false, ContextMode::Group)
+        .await
+        .unwrap();
+    first.run_turn("hello").await.unwrap();
+    let thread = first.thread_id().to_owned();
+    let agents = t.agents();
+    let f2 = f.clone();
+    let second = tokio::spawn(async move { agents.start(&f2, false, ContextMode::Group).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.close().await;
+    let second = second.await.unwrap().unwrap();
+    assert_eq!(
+        second.thread_id(),
+        thread,
+        "the group's thread was replaced"
+    );
+    second.close().await;
+}
+
+#[test]
+fn the_tool_finder_sees_namespaced_tools() {
+    let req = json!({"tools": [
+        {"type": "function", "name": "exec_command"},
+        {"type": "namespace", "name": "mcp__rust_claw__", "tools": [{"type": "function", "name": "schedule_task"}]},
+    ]});
+    assert_eq!(
+        support::find_tool(&req, "schedule_task"),
+        Some(("mcp__rust_claw__".to_owned(), "schedule_task".to_owned()))
+    );
+    assert_eq!(
+        support::find_tool(&req, "exec_command"),
+        Some((String::new(), "exec_command".to_owned()))
+    );
+    assert!(support::find_tool(&req, "nope").is_none());
+}

@@ -31,6 +31,8 @@ use crate::store::{SharedStore, StoreError, sessions, skills};
 const RPC_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a closed codex may take to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(3);
+/// How often (every 100 ms) to retry a thread another codex process still holds.
+const WRITER_RETRIES: u32 = 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -227,14 +229,7 @@ impl Agents {
                             exclude_turns: Some(true),
                             ..base.clone()
                         };
-                        match timed(session, "thread/resume", client.thread_resume(&params)).await {
-                            Ok(r) => Some(r.thread.id),
-                            Err(e) => {
-                                tracing::warn!(group = %folder, thread = %id, error = %e,
-                                    "the group's thread cannot be resumed; starting a fresh one");
-                                None
-                            }
-                        }
+                        resume(session, &params).await?
                     }
                 };
                 match resumed {
@@ -256,6 +251,38 @@ impl Agents {
         tracing::info!(group = %folder, thread = %thread_id, mode = %session.mode, "agent session ready");
         session.handle.thread_id = Arc::from(thread_id);
         Ok(())
+    }
+}
+
+/// Resumes the stored thread. `Ok(None)` when codex cannot resume it (gone,
+/// corrupt): the caller starts a fresh one. A thread still held by a previous codex
+/// process of this group ("active writer") is waited for, bounded, and never replaced:
+/// replacing it would silently drop the group's context.
+async fn resume(session: &Session, params: &ThreadParams) -> Result<Option<String>, AgentError> {
+    let client = session.handle.client.clone();
+    let id = params.thread_id.as_deref().unwrap_or_default();
+    let mut attempt = 0;
+    loop {
+        match timed(session, "thread/resume", client.thread_resume(params)).await {
+            Ok(r) => return Ok(Some(r.thread.id)),
+            Err(AgentError::Rpc { source, .. }) if source.to_string().contains("active writer") => {
+                attempt += 1;
+                if attempt >= WRITER_RETRIES {
+                    return Err(AgentError::rpc(
+                        "thread/resume",
+                        source,
+                        session.stderr_tail(),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e @ AgentError::Timeout { .. }) => return Err(e),
+            Err(e) => {
+                tracing::warn!(group = %session.folder, thread = %id, error = %e,
+                    "the group's thread cannot be resumed; starting a fresh one");
+                return Ok(None);
+            }
+        }
     }
 }
 

@@ -148,3 +148,26 @@ pub fn folder(name: &str) -> FolderName {
 pub fn body_text(req: &serde_json::Value) -> String {
     req.to_string()
 }
+
+/// The name of the tool ending with `suffix` that codex offered the model (MCP tools
+/// get a server prefix and may sit inside a `namespace` entry, whose name is returned
+/// as `prefix`), for scripting a `Reply::call`: e.g. `find_tool(&req, "schedule_task")`.
+pub fn find_tool(req: &serde_json::Value, suffix: &str) -> Option<(String, String)> {
+    fn walk(v: &serde_json::Value, suffix: &str, prefix: &str) -> Option<(String, String)> {
+        match v {
+            serde_json::Value::Array(items) => items.iter().find_map(|i| walk(i, suffix, prefix)),
+            serde_json::Value::Object(map) => {
+                let name = map.get("name").and_then(|n| n.as_str()).unwrap_or("");
+                if map.get("type").and_then(|t| t.as_str()) == Some("namespace") {
+                    return map.get("tools").and_then(|t| walk(t, suffix, name));
+                }
+                if name.ends_with(suffix) {
+                    return Some((prefix.to_owned(), name.to_owned()));
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+    walk(&req["tools"], suffix, "")
+}
