@@ -6,6 +6,7 @@
 //! tasks to the group queue. The CLI ([`cli`]) administers the same store.
 
 pub mod actions;
+pub mod agent;
 pub mod channels;
 pub mod cli;
 pub mod config;
@@ -16,4 +17,5 @@ pub mod paths;
 pub mod router;
 pub mod schedule;
 pub mod scheduler;
+pub mod skills;
 pub mod store;

@@ -81,6 +81,31 @@ impl Paths {
             .join(folder.as_str())
     }
 
+    /// The group's codex home (`CODEX_HOME`): config.toml, auth.json, skills, threads.
+    pub fn codex_home(&self, folder: &FolderName) -> PathBuf {
+        self.sessions_dir(folder).join("codex")
+    }
+
+    /// The agent's private temporary directory (`TMPDIR`), outside the codex home.
+    pub fn agent_tmp_dir(&self, folder: &FolderName) -> PathBuf {
+        self.sessions_dir(folder).join("tmp")
+    }
+
+    /// `HOME` for the agent's commands.
+    pub fn agent_home_dir(&self, folder: &FolderName) -> PathBuf {
+        self.sessions_dir(folder).join("home")
+    }
+
+    /// A group's own skills: `groups/<folder>/skills/`.
+    pub fn group_skills_dir(&self, folder: &FolderName) -> PathBuf {
+        self.group_dir(folder).join("skills")
+    }
+
+    /// Skills every group may enable: `groups/global/skills/`.
+    pub fn global_skills_dir(&self) -> PathBuf {
+        self.global_dir().join("skills")
+    }
+
     /// Where CLI processes leave wake-up notes for a daemon running on the same root.
     pub fn control_dir(&self) -> PathBuf {
         self.root.join("data").join("control")

@@ -457,3 +457,47 @@ fn root_flag_and_env_select_the_root() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(MAIN));
 }
+
+#[test]
+fn skills_list_enable_disable() {
+    let r = with_groups();
+    for (dir, name) in [
+        ("groups/global/skills", "web"),
+        ("groups/team-ops/skills", "deploy"),
+    ] {
+        let d = r.path().join(dir).join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("SKILL.md"), format!("---\nname: {name}\n---\n")).unwrap();
+    }
+    let list = r.json(&["skills", "list", "--group", "team-ops", "--json"]);
+    assert_eq!(
+        list,
+        serde_json::json!([
+            {"name": "deploy", "enabled": false, "source": "group"},
+            {"name": "web", "enabled": false, "source": "global"},
+        ])
+    );
+    r.ok(&["skills", "enable", "--group", "team-ops", "deploy"]);
+    assert!(
+        r.path().join("data/control/skills").is_file(),
+        "daemon is notified"
+    );
+    let list = r.json(&["skills", "list", "--group", "team-ops", "--json"]);
+    assert_eq!(list[0]["enabled"], true);
+    assert_eq!(list[1]["enabled"], false);
+    r.ok(&["skills", "disable", "--group", "team-ops", "deploy"]);
+    let list = r.json(&["skills", "list", "--group", "team-ops", "--json"]);
+    assert_eq!(list[0]["enabled"], false);
+    // main does not see team-ops' own skill.
+    let main = r.json(&["skills", "list", "--group", "main", "--json"]);
+    assert_eq!(main.as_array().unwrap().len(), 1);
+
+    let e = r.fails(2, &["skills", "enable", "--group", "main", "deploy"]);
+    assert!(e.contains("no skill \"deploy\""), "{e}");
+    let e = r.fails(2, &["skills", "enable", "--group", "team-ops", "../x"]);
+    assert!(e.contains("skill"), "{e}");
+    let e = r.fails(2, &["skills", "list", "--group", "nobody"]);
+    assert!(e.contains("no registered group"), "{e}");
+    let table = r.ok(&["skills", "list", "--group", "team-ops"]);
+    assert!(table.starts_with("NAME"), "{table}");
+}

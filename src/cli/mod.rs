@@ -5,6 +5,7 @@
 
 mod groups;
 mod output;
+mod skills;
 mod tasks;
 
 use std::path::PathBuf;
@@ -57,6 +58,8 @@ pub enum Command {
     CancelTask(tasks::TaskIdArgs),
     /// Show a task's recent runs.
     TaskRuns(tasks::TaskRunsArgs),
+    /// List, enable or disable a group's skills.
+    Skills(skills::SkillsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -180,5 +183,6 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::ResumeTask(a) => tasks::resume(&ctx, a),
         Command::CancelTask(a) => tasks::cancel(&ctx, a),
         Command::TaskRuns(a) => tasks::runs(&ctx, a),
+        Command::Skills(a) => skills::run(&ctx, a),
     }
 }

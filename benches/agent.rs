@@ -1,0 +1,205 @@
+//! Agent benchmarks with the real codex (RUST_CLAW_TEST_CODEX) and the mock model.
+//!
+//!   cargo bench --bench agent          full run, prints the numbers
+//!   cargo test  --bench agent          (what `cargo test --all-targets` does) a smoke run
+//!
+//! - spawn → ready thread: `Agents::start` (codex home prepared, codex spawned,
+//!   initialize, thread/start or thread/resume).
+//! - turn overhead: a warm thread, the mock answering at once, so the whole turn time
+//!   is overhead beyond the model (codex + our client + HTTP on 127.0.0.1).
+//! - host memory: this process's RSS with N live sessions vs none (codex's own memory
+//!   is in its own processes and not counted).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use rust_claw::model::ContextMode;
+use support::mock_model::Reply;
+use support::{TestRoot, folder};
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn stats(name: &str, mut xs: Vec<Duration>) {
+    xs.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let (ms, unit) = if xs[xs.len() / 2] < Duration::from_millis(1) {
+        (
+            Box::new(|d: Duration| d.as_secs_f64() * 1e6) as Box<dyn Fn(Duration) -> f64>,
+            "µs",
+        )
+    } else {
+        (Box::new(ms) as Box<dyn Fn(Duration) -> f64>, "ms")
+    };
+    let p = |q: f64| xs[((xs.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "{name:<42} n={:<4} min {:>7.1} {unit}  p50 {:>7.1} {unit}  p90 {:>7.1} {unit}  max {:>7.1} {unit}",
+        xs.len(),
+        ms(xs[0]),
+        ms(p(0.5)),
+        ms(p(0.9)),
+        ms(xs[xs.len() - 1])
+    );
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(full));
+}
+
+/// Our client's own cost: a JSON-RPC round trip through the reader/writer tasks to an
+/// in-memory peer that answers at once (no codex involved).
+async fn rpc_round_trip(n: usize) {
+    use rust_claw::agent::rpc::{HandlerError, RpcClient};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (client_out, server_in) = tokio::io::duplex(64 * 1024);
+    let (mut server_out, client_in) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(server_in).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let answer = serde_json::json!({"id": v["id"], "result": {"turn": {"id": "t", "status": "inProgress"}}});
+            server_out
+                .write_all(format!("{answer}\n").as_bytes())
+                .await
+                .unwrap();
+        }
+    });
+    let refuse = std::sync::Arc::new(|_: &str, _: &serde_json::Value| {
+        Err(HandlerError {
+            code: -32601,
+            message: String::new(),
+        })
+    });
+    let (client, _notes) = RpcClient::spawn(client_in, client_out, refuse);
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let _: serde_json::Value = client
+            .request(
+                "turn/start",
+                &serde_json::json!({"threadId": "t", "input": [{"type": "text", "text": "hi"}]}),
+            )
+            .await
+            .unwrap();
+        times.push(started.elapsed());
+    }
+    stats("our JSON-RPC round trip (no codex)", times);
+}
+
+async fn run(full: bool) {
+    let (starts, turns, live) = if full { (10, 40, 8) } else { (1, 2, 1) };
+    rpc_round_trip(if full { 2000 } else { 10 }).await;
+    let t = TestRoot::new("bench").await;
+    let agents = t.agents();
+    let f = folder("bench");
+
+    // Spawn → ready thread: the first start creates the thread, later ones resume it.
+    let mut fresh = Vec::new();
+    let mut resumed = Vec::new();
+    let mut isolated = Vec::new();
+    let mut closes = Vec::new();
+    for i in 0..starts {
+        let started = Instant::now();
+        let s = agents.start(&f, false, ContextMode::Group).await.unwrap();
+        if i == 0 {
+            fresh.push(started.elapsed());
+        } else {
+            resumed.push(started.elapsed());
+        }
+        let closing = Instant::now();
+        s.close().await;
+        closes.push(closing.elapsed());
+        let started = Instant::now();
+        let s = agents
+            .start(&f, false, ContextMode::Isolated)
+            .await
+            .unwrap();
+        isolated.push(started.elapsed());
+        s.close().await;
+    }
+    stats("spawn → ready (new thread, first run)", fresh);
+    if !resumed.is_empty() {
+        stats("spawn → ready (thread/resume)", resumed);
+    }
+    stats("spawn → ready (isolated, ephemeral)", isolated);
+    stats("close (stdin closed → codex exited)", closes);
+
+    // Turn overhead on a warm thread: the mock answers immediately.
+    let mut s = agents.start(&f, false, ContextMode::Group).await.unwrap();
+    s.run_turn("warm up").await.unwrap();
+    let mut times = Vec::new();
+    let (mut before_model, mut after_model) = (Vec::new(), Vec::new());
+    for i in 0..turns {
+        t.mock.push([Reply::text("pong")]);
+        let started = Instant::now();
+        let out = s.run_turn(&format!("ping {i}")).await.unwrap();
+        let done = Instant::now();
+        times.push(done - started);
+        let arrived = *t.mock.arrivals().last().unwrap();
+        before_model.push(arrived - started);
+        after_model.push(done - arrived);
+        assert_eq!(out.final_message.as_deref(), Some("pong"));
+    }
+    stats("turn overhead (warm thread, instant mock)", times);
+    stats("  turn/start → model request", before_model);
+    stats("  model request → turn completed", after_model);
+    // The same with a mock that takes 100 ms: overhead = turn time - 100 ms.
+    let mut slow = Vec::new();
+    for _ in 0..(turns / 4).max(1) {
+        t.mock.push([Reply::Stream {
+            pieces: vec!["po".into(), "ng".into()],
+            gap: Duration::from_millis(50),
+        }]);
+        let started = Instant::now();
+        s.run_turn("slow ping").await.unwrap();
+        slow.push(started.elapsed().saturating_sub(Duration::from_millis(100)));
+    }
+    stats("turn overhead beyond a 100 ms mock", slow);
+    s.close().await;
+
+    // Host-side memory per live agent.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = rss_kib();
+    let mut sessions = Vec::new();
+    for i in 0..live {
+        let g = folder(&format!("live-{i}"));
+        let mut s = agents.start(&g, false, ContextMode::Group).await.unwrap();
+        s.run_turn("hello").await.unwrap();
+        sessions.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = rss_kib();
+    let codex_rss: u64 = sessions
+        .iter()
+        .filter_map(|s| s.pid())
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|st| {
+            st.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .sum();
+    println!(
+        "host RSS: {before} KiB with 0 sessions, {after} KiB with {live} live → {:.0} KiB per session \
+         (codex processes: {:.0} MiB each)",
+        (after.saturating_sub(before)) as f64 / live as f64,
+        codex_rss as f64 / 1024.0 / live as f64
+    );
+    for s in sessions {
+        s.close().await;
+    }
+}

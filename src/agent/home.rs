@@ -1,0 +1,406 @@
+//! The group's codex home (`data/sessions/<folder>/codex/`), rewritten before each run.
+//!
+//! ```text
+//! codex/
+//!   config.toml     written here: model, sandbox, features, our MCP server, + CODEX_CONFIG
+//!   auth.json       the owner's login, synced by `auth.rs` (nothing else of ~/.codex)
+//!   AGENTS.md       a copy of groups/global/AGENTS.md (shared memory, read-only here)
+//!   skills/<name>/  copies of the skills enabled for this group (+ codex's own .system/)
+//!   sessions/ ...   codex's own thread rollouts (what `thread/resume` reads)
+//! ```
+//! The group's own memory is `groups/<folder>/AGENTS.md` in the agent's working
+//! directory, which codex reads by itself. Writing everything from the database and
+//! the folders on each run means a change (a skill disabled, a new model) takes effect
+//! at the next session without any bookkeeping.
+
+use std::path::{Path, PathBuf};
+
+use toml::{Table, Value};
+
+use crate::model::FolderName;
+use crate::paths::Paths;
+use crate::skills;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CODEX_CONFIG {path}: {reason}")]
+    Fragment { path: PathBuf, reason: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HomeError + '_ {
+    move |source| HomeError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What goes into a group's config.toml.
+#[derive(Debug, Clone)]
+pub struct HomeConfig {
+    pub model: Option<String>,
+    pub reasoning_effort: Option<String>,
+    /// codex's `approval_policy`: when codex asks us (never | on-request | untrusted).
+    pub approval_policy: String,
+    /// The `rust_claw` executable that serves `agent-tools` (as codex will see it).
+    pub tools_exe: PathBuf,
+    /// The group's IPC directory (as codex will see it).
+    pub ipc_dir: PathBuf,
+    /// Directories writable besides the working directory (main: groups/global).
+    pub writable_roots: Vec<PathBuf>,
+    /// The user's fragment from `CODEX_CONFIG`, merged over our defaults.
+    pub user_fragment: Option<Table>,
+}
+
+/// Reads the `CODEX_CONFIG` fragment.
+pub fn load_fragment(path: &Path) -> Result<Table, HomeError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    text.parse::<Table>().map_err(|e| HomeError::Fragment {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Renders config.toml. Order of precedence: our defaults < the user's fragment <
+/// the `rust_claw` MCP server entry (the agent's tools must point at its own IPC dir).
+pub fn render_config(c: &HomeConfig) -> String {
+    let mut root = Table::new();
+    if let Some(m) = &c.model {
+        root.insert("model".into(), m.clone().into());
+    }
+    if let Some(e) = &c.reasoning_effort {
+        root.insert("model_reasoning_effort".into(), e.clone().into());
+    }
+    root.insert("approval_policy".into(), c.approval_policy.clone().into());
+    root.insert("sandbox_mode".into(), "workspace-write".into());
+    let mut sww = Table::new();
+    sww.insert("writable_roots".into(), paths_array(&c.writable_roots));
+    sww.insert("network_access".into(), false.into());
+    // /tmp is shared with the host and other groups; the private TMPDIR is enough.
+    sww.insert("exclude_slash_tmp".into(), true.into());
+    sww.insert("exclude_tmpdir_env_var".into(), false.into());
+    root.insert("sandbox_workspace_write".into(), Value::Table(sww));
+    // Without these, codex contacts github.com / chatgpt.com at start, and a dead
+    // model endpoint makes a turn retry forever.
+    let mut features = Table::new();
+    for f in [
+        "plugins",
+        "apps",
+        "remote_plugin",
+        "unbounded_connection_retries",
+    ] {
+        features.insert(f.into(), false.into());
+    }
+    root.insert("features".into(), Value::Table(features));
+
+    if let Some(user) = &c.user_fragment {
+        merge(&mut root, user);
+    }
+
+    let mut env = Table::new();
+    env.insert(
+        "RUST_CLAW_IPC_DIR".into(),
+        c.ipc_dir.to_string_lossy().into_owned().into(),
+    );
+    let mut server = Table::new();
+    server.insert(
+        "command".into(),
+        c.tools_exe.to_string_lossy().into_owned().into(),
+    );
+    server.insert("args".into(), Value::Array(vec!["agent-tools".into()]));
+    server.insert("env".into(), Value::Table(env));
+    let servers = root
+        .entry("mcp_servers")
+        .or_insert_with(|| Value::Table(Table::new()));
+    if !servers.is_table() {
+        *servers = Value::Table(Table::new());
+    }
+    if let Some(t) = servers.as_table_mut() {
+        t.insert("rust_claw".into(), Value::Table(server));
+    }
+    let mut text = String::from("# Written by rust_claw before each run; edits are overwritten.\n");
+    text.push_str(&toml::to_string(&root).expect("a TOML table always serialises"));
+    text
+}
+
+fn paths_array(paths: &[PathBuf]) -> Value {
+    Value::Array(
+        paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned().into())
+            .collect(),
+    )
+}
+
+/// Deep merge: tables merge key by key, anything else in `over` replaces.
+fn merge(base: &mut Table, over: &Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// The names of environment variables the configured model providers read their API
+/// key from (`model_providers.<id>.env_key`): the runner passes these through.
+pub fn provider_env_keys(fragment: Option<&Table>) -> Vec<String> {
+    let Some(providers) = fragment
+        .and_then(|f| f.get("model_providers"))
+        .and_then(Value::as_table)
+    else {
+        return Vec::new();
+    };
+    providers
+        .values()
+        .filter_map(|p| p.get("env_key").and_then(Value::as_str).map(str::to_owned))
+        .collect()
+}
+
+/// True when codex will talk to OpenAI itself (and so needs the owner's login), false
+/// when the fragment selects another provider.
+pub fn uses_openai_login(fragment: Option<&Table>) -> bool {
+    match fragment
+        .and_then(|f| f.get("model_provider"))
+        .and_then(Value::as_str)
+    {
+        None | Some("openai") => true,
+        Some(_) => false,
+    }
+}
+
+/// Writes config.toml, the global memory copy and the enabled skills into the group's
+/// codex home, creating the directories the agent needs. Returns the skills installed.
+pub fn prepare(
+    paths: &Paths,
+    folder: &FolderName,
+    config: &HomeConfig,
+    enabled_skills: &[String],
+) -> Result<Vec<String>, HomeError> {
+    let home = paths.codex_home(folder);
+    for dir in [
+        home.clone(),
+        paths.agent_tmp_dir(folder),
+        paths.agent_home_dir(folder),
+        paths.group_dir(folder),
+        paths.ipc_dir(folder),
+    ] {
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    }
+    write_atomic(&home.join("config.toml"), render_config(config).as_bytes())?;
+
+    let global_memory = paths.global_dir().join("AGENTS.md");
+    let target = home.join("AGENTS.md");
+    match std::fs::read(&global_memory) {
+        Ok(bytes) => write_atomic(&target, &bytes)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let _ = std::fs::remove_file(&target);
+        }
+        Err(e) => return Err(io(&global_memory)(e)),
+    }
+    install_skills(paths, folder, &home.join("skills"), enabled_skills)
+}
+
+/// Makes `skills_dir` hold exactly the enabled skills (codex's `.system` aside).
+fn install_skills(
+    paths: &Paths,
+    folder: &FolderName,
+    skills_dir: &Path,
+    enabled: &[String],
+) -> Result<Vec<String>, HomeError> {
+    std::fs::create_dir_all(skills_dir).map_err(io(skills_dir))?;
+    for entry in std::fs::read_dir(skills_dir)
+        .map_err(io(skills_dir))?
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != ".system" {
+            remove_any(&entry.path())?;
+        }
+    }
+    let mut installed = Vec::new();
+    for name in enabled {
+        match skills::source_dir(paths, folder, name) {
+            Some(src) => {
+                copy_tree(&src, &skills_dir.join(name))?;
+                installed.push(name.clone());
+            }
+            None => {
+                tracing::warn!(group = %folder, skill = %name, "enabled skill not found on disk; skipped")
+            }
+        }
+    }
+    Ok(installed)
+}
+
+fn remove_any(path: &Path) -> Result<(), HomeError> {
+    let meta = std::fs::symlink_metadata(path).map_err(io(path))?;
+    if meta.is_dir() {
+        std::fs::remove_dir_all(path).map_err(io(path))
+    } else {
+        std::fs::remove_file(path).map_err(io(path))
+    }
+}
+
+/// Copies regular files and directories; symlinks and special files are skipped, so a
+/// skill cannot smuggle a link to a file outside its folder into the codex home.
+fn copy_tree(src: &Path, dst: &Path) -> Result<(), HomeError> {
+    std::fs::create_dir_all(dst).map_err(io(dst))?;
+    for entry in std::fs::read_dir(src).map_err(io(src))?.flatten() {
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        let meta = std::fs::symlink_metadata(&from).map_err(io(&from))?;
+        if meta.is_dir() {
+            copy_tree(&from, &to)?;
+        } else if meta.is_file() {
+            std::fs::copy(&from, &to).map_err(io(&from))?;
+        } else {
+            tracing::warn!(path = %from.display(), "skipping a link or special file in a skill");
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to a temp file beside `path` and renames it over `path`.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(fragment: Option<&str>) -> HomeConfig {
+        HomeConfig {
+            model: Some("gpt-x".into()),
+            reasoning_effort: Some("high".into()),
+            approval_policy: "never".into(),
+            tools_exe: "/opt/rust_claw".into(),
+            ipc_dir: "/root/data/ipc/team".into(),
+            writable_roots: vec!["/root/groups/global".into()],
+            user_fragment: fragment.map(|f| f.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn config_has_our_defaults_and_tools() {
+        let t: Table = render_config(&config(None)).parse().unwrap();
+        assert_eq!(t["model"].as_str(), Some("gpt-x"));
+        assert_eq!(t["model_reasoning_effort"].as_str(), Some("high"));
+        assert_eq!(t["sandbox_mode"].as_str(), Some("workspace-write"));
+        for f in [
+            "plugins",
+            "apps",
+            "remote_plugin",
+            "unbounded_connection_retries",
+        ] {
+            assert_eq!(t["features"][f].as_bool(), Some(false), "{f}");
+        }
+        let s = &t["mcp_servers"]["rust_claw"];
+        assert_eq!(s["command"].as_str(), Some("/opt/rust_claw"));
+        assert_eq!(
+            s["args"].as_array().unwrap()[0].as_str(),
+            Some("agent-tools")
+        );
+        assert_eq!(
+            s["env"]["RUST_CLAW_IPC_DIR"].as_str(),
+            Some("/root/data/ipc/team")
+        );
+        assert_eq!(
+            t["sandbox_workspace_write"]["writable_roots"]
+                .as_array()
+                .unwrap()[0]
+                .as_str(),
+            Some("/root/groups/global")
+        );
+    }
+
+    #[test]
+    fn user_fragment_merges_but_cannot_replace_our_tools() {
+        let frag = r#"
+            model = "mock-model"
+            model_provider = "mock"
+            [features]
+            apps = true
+            [model_providers.mock]
+            base_url = "http://127.0.0.1:1/v1"
+            env_key = "MOCK_KEY"
+            [mcp_servers.rust_claw]
+            command = "/evil"
+            [mcp_servers.other]
+            command = "/bin/other"
+        "#;
+        let c = config(Some(frag));
+        let t: Table = render_config(&c).parse().unwrap();
+        assert_eq!(t["model"].as_str(), Some("mock-model"));
+        assert_eq!(t["features"]["apps"].as_bool(), Some(true));
+        assert_eq!(t["features"]["plugins"].as_bool(), Some(false));
+        assert_eq!(
+            t["mcp_servers"]["rust_claw"]["command"].as_str(),
+            Some("/opt/rust_claw")
+        );
+        assert_eq!(
+            t["mcp_servers"]["other"]["command"].as_str(),
+            Some("/bin/other")
+        );
+        assert_eq!(provider_env_keys(c.user_fragment.as_ref()), ["MOCK_KEY"]);
+        assert!(!uses_openai_login(c.user_fragment.as_ref()));
+        assert!(uses_openai_login(None));
+    }
+
+    #[test]
+    fn prepare_installs_memory_and_exactly_the_enabled_skills() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = Paths::new(tmp.path());
+        let f = FolderName::parse("team").unwrap();
+        for name in ["on", "off"] {
+            let d = paths.global_skills_dir().join(name);
+            std::fs::create_dir_all(d.join("scripts")).unwrap();
+            std::fs::write(d.join("SKILL.md"), format!("---\nname: {name}\n---\n")).unwrap();
+            std::fs::write(d.join("scripts/run.sh"), "echo hi").unwrap();
+        }
+        std::os::unix::fs::symlink("/etc/passwd", paths.global_skills_dir().join("on/leak"))
+            .unwrap();
+        std::fs::write(paths.global_dir().join("AGENTS.md"), "shared memory").unwrap();
+        let home = paths.codex_home(&f);
+        let system = home.join("skills/.system/builtin");
+        std::fs::create_dir_all(&system).unwrap();
+
+        let installed = prepare(
+            &paths,
+            &f,
+            &config(None),
+            &["on".into(), "off".into(), "gone".into()],
+        )
+        .unwrap();
+        assert_eq!(installed, ["on", "off"]);
+        assert!(home.join("skills/off/SKILL.md").is_file());
+        assert!(home.join("skills/on/scripts/run.sh").is_file());
+        assert!(
+            !home.join("skills/on/leak").exists(),
+            "links are not copied"
+        );
+        assert_eq!(
+            std::fs::read_to_string(home.join("AGENTS.md")).unwrap(),
+            "shared memory"
+        );
+
+        // Disable one; remove the global memory: both disappear from the home.
+        std::fs::remove_file(paths.global_dir().join("AGENTS.md")).unwrap();
+        let installed = prepare(&paths, &f, &config(None), &["on".into()]).unwrap();
+        assert_eq!(installed, ["on"]);
+        assert!(!home.join("skills/off").exists());
+        assert!(!home.join("AGENTS.md").exists());
+        assert!(system.is_dir(), "codex's own skills are left alone");
+        assert!(paths.agent_tmp_dir(&f).is_dir());
+    }
+}

@@ -1,0 +1,118 @@
+//! `AGENT_RUNNER=host`: `codex app-server` as a direct child of the daemon.
+//!
+//! For users without a container runtime. The boundary is codex's own sandbox
+//! (`workspace-write`, set in the group's config.toml): the agent writes only its
+//! group folder (and, for main, `groups/global/`) and its private temp dir; the
+//! network is off for its commands. The child starts from an EMPTY environment plus
+//! the few variables codex needs, so the daemon's secrets (the Discord token, ...)
+//! never reach it, and nothing secret is ever in its argv.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+
+use super::runner::{
+    AgentChild, AgentProcess, BoxFuture, Runner, RunnerError, SpawnSpec, StderrTail,
+};
+
+/// Variables passed through from the daemon's environment when set: locale and the
+/// proxy/CA settings codex needs to reach its model API.
+const PASS_THROUGH: &[&str] = &[
+    "LANG",
+    "LC_ALL",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+pub struct HostRunner {
+    codex_bin: PathBuf,
+}
+
+impl HostRunner {
+    /// `codex_bin`: `CODEX_BIN` (a path, or a name looked up on PATH).
+    pub fn new(codex_bin: impl Into<PathBuf>) -> HostRunner {
+        HostRunner {
+            codex_bin: codex_bin.into(),
+        }
+    }
+}
+
+impl Runner for HostRunner {
+    fn kind(&self) -> &'static str {
+        "host"
+    }
+
+    fn spawn(&self, spec: &SpawnSpec) -> Result<AgentProcess, RunnerError> {
+        let mut cmd = Command::new(&self.codex_bin);
+        cmd.arg("app-server")
+            .current_dir(&spec.workdir)
+            .env_clear()
+            .env("CODEX_HOME", &spec.codex_home)
+            .env("HOME", &spec.home_dir)
+            .env("TMPDIR", &spec.tmp_dir)
+            // codex's own log level on stderr (kept as a tail for error messages).
+            .env(
+                "RUST_LOG",
+                std::env::var("CODEX_RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+        for var in PASS_THROUGH {
+            if let Some(v) = std::env::var_os(var) {
+                cmd.env(var, v);
+            }
+        }
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().map_err(|source| RunnerError::Spawn {
+            program: self.codex_bin.display().to_string(),
+            source,
+        })?;
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let tail = StderrTail::spawn(stderr, spec.folder.clone());
+        tracing::debug!(group = %spec.folder, pid = child.id(), "codex app-server started");
+        Ok(AgentProcess {
+            stdin: Box::pin(stdin),
+            stdout: Box::pin(stdout),
+            child: Box::new(HostChild { child, tail }),
+        })
+    }
+}
+
+struct HostChild {
+    child: Child,
+    tail: StderrTail,
+}
+
+impl AgentChild for HostChild {
+    fn id(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    fn wait(&mut self) -> BoxFuture<'_, std::io::Result<std::process::ExitStatus>> {
+        Box::pin(self.child.wait())
+    }
+
+    fn kill(&mut self) -> BoxFuture<'_, std::io::Result<()>> {
+        Box::pin(self.child.kill())
+    }
+
+    fn stderr_tail(&self) -> String {
+        self.tail.text()
+    }
+}

@@ -1,0 +1,148 @@
+//! Where a group's `codex app-server` runs: the [`Runner`] boundary.
+//!
+//! The session layer needs only a byte pipe to an app-server and a way to stop it, so
+//! that is all a runner returns. `host` spawns codex as a child of the daemon; the
+//! container runner (a later issue) spawns `podman run -i … codex app-server` and
+//! implements the same trait. The trait is object safe: the orchestrator holds an
+//! `Arc<dyn Runner>` chosen once from `AGENT_RUNNER`.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+
+use crate::model::FolderName;
+
+/// Everything a runner needs to start one group's agent. Paths are host paths; a
+/// container runner maps them to mounts.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    pub folder: FolderName,
+    pub is_main: bool,
+    /// `CODEX_HOME`: the group's codex home, prepared by `home::prepare`.
+    pub codex_home: PathBuf,
+    /// The agent's working directory: `groups/<folder>/`.
+    pub workdir: PathBuf,
+    /// `groups/global/`: readable by every agent, writable only by main's.
+    pub global_dir: PathBuf,
+    /// `data/ipc/<folder>/`: where the agent's tools write requests.
+    pub ipc_dir: PathBuf,
+    /// A private temporary directory (never under /tmp: codex refuses to create its
+    /// sandbox helper when `CODEX_HOME` lives under `TMPDIR`).
+    pub tmp_dir: PathBuf,
+    /// `HOME` for the agent's commands.
+    pub home_dir: PathBuf,
+    /// Extra variables codex needs (e.g. the API key a custom model provider names in
+    /// `env_key`). Values go in the child's environment only, never in argv or logs.
+    pub env: Vec<(String, String)>,
+}
+
+/// A running app-server: its stdio and a handle to stop it.
+pub struct AgentProcess {
+    pub stdin: Pin<Box<dyn AsyncWrite + Send>>,
+    pub stdout: Pin<Box<dyn AsyncRead + Send>>,
+    pub child: Box<dyn AgentChild>,
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Control over the process behind an [`AgentProcess`].
+pub trait AgentChild: Send + Sync {
+    /// The OS process id of the local child (the CLI client for containers).
+    fn id(&self) -> Option<u32>;
+    /// Waits for the process to exit (after its stdin was closed).
+    fn wait(&mut self) -> BoxFuture<'_, std::io::Result<std::process::ExitStatus>>;
+    /// Stops it now (SIGKILL, or `podman rm -f` for a container) and reaps it.
+    fn kill(&mut self) -> BoxFuture<'_, std::io::Result<()>>;
+    /// The last lines the process wrote to stderr, for error messages.
+    fn stderr_tail(&self) -> String;
+}
+
+/// Starts app-servers. Object safe: the orchestrator keeps an `Arc<dyn Runner>`.
+pub trait Runner: Send + Sync {
+    /// `host` or `container`, for logs.
+    fn kind(&self) -> &'static str;
+    /// Spawns `codex app-server` for `spec`. Must be called inside a tokio runtime.
+    fn spawn(&self, spec: &SpawnSpec) -> Result<AgentProcess, RunnerError>;
+    /// Where a host path (the `rust_claw` executable, the group's IPC dir,
+    /// `groups/global`) appears to codex, for the paths written into config.toml.
+    /// The host runner: unchanged; a container runner: its mount points.
+    fn agent_path(&self, host_path: &Path) -> PathBuf {
+        host_path.to_owned()
+    }
+}
+
+/// The runner `AGENT_RUNNER` selects. `container` is provided by the container module
+/// (a later issue); until then it is refused with a message naming the fix.
+pub fn from_config(config: &crate::config::Config) -> Result<Arc<dyn Runner>, RunnerError> {
+    match config.agent_runner {
+        crate::config::RunnerKind::Host => Ok(Arc::new(super::host::HostRunner::new(
+            config.codex_bin.clone(),
+        ))),
+        crate::config::RunnerKind::Container => Err(RunnerError::Other(
+            "AGENT_RUNNER=container is not available in this build yet; set AGENT_RUNNER=host"
+                .into(),
+        )),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Lines of stderr kept for error messages.
+const TAIL_LINES: usize = 20;
+
+/// Keeps the last lines of a child's stderr and logs each line at debug level, so
+/// codex's own diagnostics are one `RUST_LOG=rust_claw=debug` away.
+#[derive(Clone, Default)]
+pub struct StderrTail {
+    lines: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl StderrTail {
+    /// Starts a task draining `stderr` (a child blocks if its stderr pipe fills up).
+    pub fn spawn(
+        stderr: impl AsyncRead + Send + Unpin + 'static,
+        folder: FolderName,
+    ) -> StderrTail {
+        let tail = StderrTail::default();
+        let lines = tail.lines.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                        tracing::debug!(group = %folder, "codex: {line}");
+                        let mut l = lines.lock().unwrap_or_else(|p| p.into_inner());
+                        if l.len() == TAIL_LINES {
+                            l.pop_front();
+                        }
+                        l.push_back(line);
+                    }
+                }
+            }
+        });
+        tail
+    }
+
+    pub fn text(&self) -> String {
+        let l = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        l.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}

@@ -1,0 +1,495 @@
+//! Agent sessions: one live `codex app-server` per group, on one thread.
+//!
+//! [`Agents::start`] prepares the group's codex home (config, login, memory, skills),
+//! spawns codex through the configured [`Runner`], initialises it and opens the
+//! thread: for `context_mode=group` the group's stored thread is resumed (or, if
+//! codex can no longer resume it, replaced by a fresh one — logged); isolated runs get
+//! an ephemeral thread and never touch the stored one. The [`Session`] then runs turns
+//! ([`Session::start_turn`]) until [`Session::close`], which closes codex's stdin (it
+//! exits in well under 0.2 s) and syncs the login back.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::auth::{self, AuthError};
+use super::codex::{CodexClient, CodexEvent};
+use super::home::{self, HomeConfig, HomeError};
+use super::protocol::{ApprovalDecision, ThreadParams, UserInput};
+use super::rpc::{Notification, RpcError};
+use super::runner::{AgentChild, AgentProcess, Runner, RunnerError, SpawnSpec};
+use super::turn::{ActiveTurn, SessionHandle, TurnOutcome};
+use crate::config::Config;
+use crate::model::{ContextMode, FolderName};
+use crate::paths::Paths;
+use crate::store::{SharedStore, StoreError, sessions, skills};
+
+/// How long codex may take to answer a handshake or thread request (it starts MCP
+/// servers while opening a thread).
+const RPC_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a closed codex may take to exit before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(3);
+/// How often (every 100 ms) to retry a thread another codex process still holds.
+const WRITER_RETRIES: u32 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Login(#[from] AuthError),
+    #[error("cannot prepare the agent's codex home: {0}")]
+    Home(#[from] HomeError),
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+    #[error("codex {step} failed: {source}{stderr}")]
+    Rpc {
+        step: &'static str,
+        source: RpcError,
+        /// codex's last stderr lines, prefixed with a newline, or empty.
+        stderr: String,
+    },
+    #[error("codex did not answer {step} within {secs} s")]
+    Timeout { step: &'static str, secs: u64 },
+    #[error("codex turn failed: {message}")]
+    TurnFailed { message: String },
+    #[error("codex exited during the turn{stderr}")]
+    Exited { stderr: String },
+    #[error("no turn is running")]
+    NoActiveTurn,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AgentError {
+    pub(super) fn rpc(step: &'static str, source: RpcError, stderr: String) -> AgentError {
+        AgentError::Rpc {
+            step,
+            source,
+            stderr,
+        }
+    }
+
+    /// True when the user must log in again (for the short error shown in the chat).
+    pub fn is_login_required(&self) -> bool {
+        match self {
+            AgentError::Login(AuthError::LoginRequired) => true,
+            AgentError::TurnFailed { message } => {
+                let m = message.to_ascii_lowercase();
+                m.contains("401") || m.contains("unauthorized") || m.contains("log in again")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// How agents are run, from the daemon's configuration.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// The `rust_claw` executable codex starts as the `agent-tools` MCP server.
+    pub tools_exe: PathBuf,
+    /// `CODEX_AUTH_DIR`: where the owner's `auth.json` lives.
+    pub auth_dir: PathBuf,
+    /// `CODEX_CONFIG`: a TOML fragment merged into every group's config.toml.
+    pub codex_config: Option<PathBuf>,
+    pub model: Option<String>,
+    pub reasoning_effort: Option<String>,
+    /// codex's `approval_policy` (when codex asks): `never` by default — the sandbox
+    /// is the boundary and nobody is there to answer.
+    pub approval_policy: String,
+    /// How we answer when codex does ask.
+    pub approvals: ApprovalDecision,
+}
+
+impl AgentSettings {
+    pub fn from_config(config: &Config) -> std::io::Result<AgentSettings> {
+        Ok(AgentSettings {
+            tools_exe: std::env::current_exe()?,
+            auth_dir: config.codex_auth_dir.clone(),
+            codex_config: config.codex_config.clone(),
+            model: config.codex_model.clone(),
+            reasoning_effort: config.codex_reasoning_effort.clone(),
+            approval_policy: "never".to_owned(),
+            approvals: ApprovalDecision::Decline,
+        })
+    }
+}
+
+/// Starts sessions. One per daemon; cheap to share behind an `Arc`.
+pub struct Agents {
+    paths: Paths,
+    settings: AgentSettings,
+    runner: Arc<dyn Runner>,
+    store: SharedStore,
+}
+
+impl Agents {
+    pub fn new(
+        paths: Paths,
+        settings: AgentSettings,
+        runner: Arc<dyn Runner>,
+        store: SharedStore,
+    ) -> Agents {
+        Agents {
+            paths,
+            settings,
+            runner,
+            store,
+        }
+    }
+
+    /// Starts codex for `folder` and opens its thread (see the module docs).
+    pub async fn start(
+        &self,
+        folder: &FolderName,
+        is_main: bool,
+        mode: ContextMode,
+    ) -> Result<Session, AgentError> {
+        let f = folder.clone();
+        let enabled = self
+            .store
+            .call(move |s| skills::enabled(s.conn(), &f))
+            .await?;
+        let prepared = {
+            let (paths, settings, folder) =
+                (self.paths.clone(), self.settings.clone(), folder.clone());
+            let runner = self.runner.clone();
+            tokio::task::spawn_blocking(move || {
+                prepare(
+                    &paths,
+                    &settings,
+                    runner.as_ref(),
+                    &folder,
+                    is_main,
+                    &enabled,
+                )
+            })
+            .await
+            .expect("prepare panicked")?
+        };
+        let spec = prepared.spec;
+        let AgentProcess {
+            stdin,
+            stdout,
+            child,
+        } = self.runner.spawn(&spec)?;
+        let (client, notes) = CodexClient::connect(stdout, stdin, self.settings.approvals);
+        let mut session = Session {
+            handle: SessionHandle {
+                client: client.clone(),
+                thread_id: Arc::from(""),
+                active: Arc::new(Mutex::new(None)),
+            },
+            notes,
+            child: Some(child),
+            folder: folder.clone(),
+            mode,
+            auth_dir: self.settings.auth_dir.clone(),
+            codex_home: spec.codex_home.clone(),
+            login_required: prepared.login_required,
+        };
+        match self.open_thread(&mut session).await {
+            Ok(()) => Ok(session),
+            Err(e) => {
+                session.kill().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn open_thread(&self, session: &mut Session) -> Result<(), AgentError> {
+        let client = session.handle.client.clone();
+        timed(session, "initialize", client.initialize()).await?;
+        // No `cwd`: the runner started codex in the group folder (a host path here, a
+        // mount point in a container), and codex uses its own working directory.
+        let base = ThreadParams::default();
+        let folder = session.folder.clone();
+        let thread_id = match session.mode {
+            ContextMode::Isolated => {
+                let params = ThreadParams {
+                    ephemeral: Some(true),
+                    ..base
+                };
+                timed(session, "thread/start", client.thread_start(&params))
+                    .await?
+                    .thread
+                    .id
+            }
+            ContextMode::Group => {
+                let f = folder.clone();
+                let stored = self
+                    .store
+                    .call(move |s| sessions::get(s.conn(), &f))
+                    .await?;
+                let resumed = match stored {
+                    None => None,
+                    Some(id) => {
+                        let params = ThreadParams {
+                            thread_id: Some(id.clone()),
+                            exclude_turns: Some(true),
+                            ..base.clone()
+                        };
+                        resume(session, &params).await?
+                    }
+                };
+                match resumed {
+                    Some(id) => id,
+                    None => {
+                        let id = timed(session, "thread/start", client.thread_start(&base))
+                            .await?
+                            .thread
+                            .id;
+                        let (f, tid) = (folder.clone(), id.clone());
+                        self.store
+                            .call(move |s| sessions::set(s.conn(), &f, &tid, chrono::Utc::now()))
+                            .await?;
+                        id
+                    }
+                }
+            }
+        };
+        tracing::info!(group = %folder, thread = %thread_id, mode = %session.mode, "agent session ready");
+        session.handle.thread_id = Arc::from(thread_id);
+        Ok(())
+    }
+}
+
+/// Resumes the stored thread. `Ok(None)` when codex cannot resume it (gone,
+/// corrupt): the caller starts a fresh one. A thread still held by a previous codex
+/// process of this group ("active writer") is waited for, bounded, and never replaced:
+/// replacing it would silently drop the group's context.
+async fn resume(session: &Session, params: &ThreadParams) -> Result<Option<String>, AgentError> {
+    let client = session.handle.client.clone();
+    let id = params.thread_id.as_deref().unwrap_or_default();
+    let mut attempt = 0;
+    loop {
+        match timed(session, "thread/resume", client.thread_resume(params)).await {
+            Ok(r) => return Ok(Some(r.thread.id)),
+            Err(AgentError::Rpc { source, .. }) if source.to_string().contains("active writer") => {
+                attempt += 1;
+                if attempt >= WRITER_RETRIES {
+                    return Err(AgentError::rpc(
+                        "thread/resume",
+                        source,
+                        session.stderr_tail(),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e @ AgentError::Timeout { .. }) => return Err(e),
+            Err(e) => {
+                tracing::warn!(group = %session.folder, thread = %id, error = %e,
+                    "the group's thread cannot be resumed; starting a fresh one");
+                return Ok(None);
+            }
+        }
+    }
+}
+
+async fn timed<T>(
+    session: &Session,
+    step: &'static str,
+    fut: impl Future<Output = Result<T, RpcError>>,
+) -> Result<T, AgentError> {
+    match tokio::time::timeout(RPC_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(AgentError::rpc(step, e, session.stderr_tail())),
+        Err(_) => Err(AgentError::Timeout {
+            step,
+            secs: RPC_TIMEOUT.as_secs(),
+        }),
+    }
+}
+
+struct Prepared {
+    spec: SpawnSpec,
+    login_required: bool,
+}
+
+/// The blocking part of a start: codex home, login, spawn spec.
+fn prepare(
+    paths: &Paths,
+    settings: &AgentSettings,
+    runner: &dyn Runner,
+    folder: &FolderName,
+    is_main: bool,
+    enabled_skills: &[String],
+) -> Result<Prepared, AgentError> {
+    let fragment = match &settings.codex_config {
+        Some(p) => Some(home::load_fragment(p)?),
+        None => None,
+    };
+    let writable_roots = if is_main {
+        vec![paths.global_dir()]
+    } else {
+        Vec::new()
+    };
+    if is_main {
+        std::fs::create_dir_all(paths.global_dir()).map_err(|source| HomeError::Io {
+            path: paths.global_dir(),
+            source,
+        })?;
+    }
+    let config = HomeConfig {
+        model: settings.model.clone(),
+        reasoning_effort: settings.reasoning_effort.clone(),
+        approval_policy: settings.approval_policy.clone(),
+        tools_exe: runner.agent_path(&settings.tools_exe),
+        ipc_dir: runner.agent_path(&paths.ipc_dir(folder)),
+        writable_roots,
+        user_fragment: fragment.clone(),
+    };
+    home::prepare(paths, folder, &config, enabled_skills)?;
+    let codex_home = paths.codex_home(folder);
+    let login_required = home::uses_openai_login(fragment.as_ref());
+    auth::sync(&settings.auth_dir, &codex_home, login_required)?;
+    let env = home::provider_env_keys(fragment.as_ref())
+        .into_iter()
+        .filter_map(|k| std::env::var(&k).ok().map(|v| (k, v)))
+        .collect();
+    Ok(Prepared {
+        spec: SpawnSpec {
+            folder: folder.clone(),
+            is_main,
+            codex_home,
+            workdir: paths.group_dir(folder),
+            global_dir: paths.global_dir(),
+            ipc_dir: paths.ipc_dir(folder),
+            tmp_dir: paths.agent_tmp_dir(folder),
+            home_dir: paths.agent_home_dir(folder),
+            env,
+        },
+        login_required,
+    })
+}
+
+/// A live agent: one codex process, one thread.
+pub struct Session {
+    pub(super) handle: SessionHandle,
+    pub(super) notes: mpsc::UnboundedReceiver<Notification>,
+    child: Option<Box<dyn AgentChild>>,
+    pub(super) folder: FolderName,
+    mode: ContextMode,
+    auth_dir: PathBuf,
+    codex_home: PathBuf,
+    login_required: bool,
+}
+
+impl Session {
+    /// A cloneable handle for steering or interrupting from other tasks.
+    pub fn handle(&self) -> SessionHandle {
+        self.handle.clone()
+    }
+
+    pub fn thread_id(&self) -> &str {
+        self.handle.thread_id()
+    }
+
+    pub fn folder(&self) -> &FolderName {
+        &self.folder
+    }
+
+    pub fn mode(&self) -> ContextMode {
+        self.mode
+    }
+
+    /// The OS pid of the agent process (host runner) or its container client.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
+    /// Starts a turn with `prompt`. If an earlier turn was abandoned while still
+    /// running, it is interrupted first.
+    pub async fn start_turn(&mut self, prompt: &str) -> Result<ActiveTurn<'_>, AgentError> {
+        if let Some(old) = self.handle.active_turn() {
+            self.abandon(&old).await;
+        }
+        let turn = self
+            .handle
+            .client
+            .turn_start(&self.handle.thread_id, UserInput::text(prompt))
+            .await
+            .map_err(|e| AgentError::rpc("turn/start", e, self.stderr_tail()))?;
+        self.handle.set_active(Some(turn.id.clone()));
+        Ok(ActiveTurn {
+            session: self,
+            turn_id: turn.id,
+            messages: Vec::new(),
+            last_error: None,
+            outcome: None,
+        })
+    }
+
+    /// Runs a whole turn and returns its outcome (messages are not streamed).
+    pub async fn run_turn(&mut self, prompt: &str) -> Result<TurnOutcome, AgentError> {
+        self.start_turn(prompt).await?.finish().await
+    }
+
+    /// Interrupts a turn nobody is reading any more and waits (bounded) for its end.
+    async fn abandon(&mut self, turn_id: &str) {
+        let _ = self.handle.interrupt().await;
+        let thread = self.handle.thread_id.clone();
+        let wait = async {
+            while let Some(note) = self.notes.recv().await {
+                if let Some(CodexEvent::TurnCompleted { turn }) = CodexEvent::decode(&note, &thread)
+                    && turn.id == turn_id
+                {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
+        self.handle.set_active(None);
+    }
+
+    /// Ends the session: closes codex's stdin, waits briefly for it to exit (kills it
+    /// otherwise) and syncs a refreshed login back to the owner.
+    pub async fn close(mut self) {
+        self.handle.client.close();
+        if let Some(mut child) = self.child.take() {
+            match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::warn!(group = %self.folder, "codex did not exit after stdin closed; killing it");
+                    let _ = child.kill().await;
+                }
+            }
+        }
+        self.sync_auth().await;
+    }
+
+    /// Kills the process at once (failed start, shutdown deadline).
+    pub async fn kill(&mut self) {
+        self.handle.client.close();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    pub(super) fn stderr_tail(&self) -> String {
+        match self.child.as_ref().map(|c| c.stderr_tail()) {
+            Some(t) if !t.is_empty() => format!("\ncodex stderr:\n{t}"),
+            _ => String::new(),
+        }
+    }
+
+    /// Newest login wins, in both directions. Failures are logged: the turn's result
+    /// matters more, and the next start syncs again.
+    pub(super) async fn sync_auth(&self) {
+        let (dir, home, required) = (
+            self.auth_dir.clone(),
+            self.codex_home.clone(),
+            self.login_required,
+        );
+        let folder = self.folder.clone();
+        let res = tokio::task::spawn_blocking(move || auth::sync(&dir, &home, required)).await;
+        match res {
+            Ok(Ok(auth::SyncOutcome::ToOwner)) => {
+                tracing::info!(group = %folder, "codex refreshed the login; saved for every group")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(group = %folder, error = %e, "login sync failed"),
+            Err(e) => tracing::warn!(group = %folder, error = %e, "login sync panicked"),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! A running turn, and the handle that steers or interrupts it from another task.
+//!
+//! [`ActiveTurn`] borrows the session mutably and yields [`TurnEvent`]s as codex
+//! reports them — each complete agent message (for the chat) and the deltas (for
+//! streaming) — then ends with a [`TurnOutcome`] or an error. Meanwhile any task
+//! holding a [`SessionHandle`] may `steer` (add input to the running turn) or
+//! `interrupt` it.
+
+use std::sync::{Arc, Mutex};
+
+use super::codex::{CodexClient, CodexEvent};
+use super::protocol::{TurnStatus, UserInput};
+use super::session::{AgentError, Session};
+use super::text::strip_internal;
+
+/// What the orchestrator sees during a turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnEvent {
+    /// A streamed piece of an agent message (raw: `<internal>` not stripped).
+    Delta { item_id: String, delta: String },
+    /// A complete agent message. `text` is what users may see (internal spans
+    /// stripped, possibly empty); `raw` is what the model wrote.
+    Message {
+        item_id: String,
+        text: String,
+        raw: String,
+    },
+    /// The agent finished something else (a command, a tool call): a sign of life.
+    Activity { summary: String },
+}
+
+/// How a turn ended (a failed turn is an `Err`, never an outcome).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnEnd {
+    Completed,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnOutcome {
+    pub turn_id: String,
+    pub end: TurnEnd,
+    /// The user-visible text of every non-empty agent message, in order.
+    pub messages: Vec<String>,
+    /// The user-visible text of the last agent message, if any was non-empty.
+    pub final_message: Option<String>,
+}
+
+/// Cloneable: steer or interrupt the session's running turn from any task.
+#[derive(Clone)]
+pub struct SessionHandle {
+    pub(super) client: CodexClient,
+    pub(super) thread_id: Arc<str>,
+    pub(super) active: Arc<Mutex<Option<String>>>,
+}
+
+impl SessionHandle {
+    pub fn thread_id(&self) -> &str {
+        &self.thread_id
+    }
+
+    /// The id of the running turn, if one is running.
+    pub fn active_turn(&self) -> Option<String> {
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Adds `text` to the running turn. [`AgentError::NoActiveTurn`] (or codex
+    /// refusing because the turn just ended) means: deliver it with the next turn.
+    pub async fn steer(&self, text: &str) -> Result<(), AgentError> {
+        let turn = self.active_turn().ok_or(AgentError::NoActiveTurn)?;
+        self.client
+            .turn_steer(&self.thread_id, &turn, UserInput::text(text))
+            .await
+            .map_err(|e| AgentError::rpc("turn/steer", e, String::new()))
+    }
+
+    /// Asks codex to stop the running turn, which then ends as
+    /// [`TurnEnd::Interrupted`]. `false` if no turn was running.
+    pub async fn interrupt(&self) -> Result<bool, AgentError> {
+        let Some(turn) = self.active_turn() else {
+            return Ok(false);
+        };
+        self.client
+            .turn_interrupt(&self.thread_id, &turn)
+            .await
+            .map_err(|e| AgentError::rpc("turn/interrupt", e, String::new()))?;
+        Ok(true)
+    }
+
+    pub(super) fn set_active(&self, turn: Option<String>) {
+        *self.active.lock().unwrap_or_else(|p| p.into_inner()) = turn;
+    }
+}
+
+/// A turn in progress. Drive it to its end with [`ActiveTurn::next_event`] until
+/// `None`, then [`ActiveTurn::finish`] (or call `finish` directly to skip events).
+pub struct ActiveTurn<'a> {
+    pub(super) session: &'a mut Session,
+    pub(super) turn_id: String,
+    pub(super) messages: Vec<String>,
+    pub(super) last_error: Option<String>,
+    pub(super) outcome: Option<Result<TurnOutcome, AgentError>>,
+}
+
+impl ActiveTurn<'_> {
+    pub fn id(&self) -> &str {
+        &self.turn_id
+    }
+
+    /// The next event of this turn; `None` once it has ended.
+    pub async fn next_event(&mut self) -> Option<TurnEvent> {
+        if self.outcome.is_some() {
+            return None;
+        }
+        loop {
+            let Some(note) = self.session.notes.recv().await else {
+                self.session.handle.set_active(None);
+                self.outcome = Some(Err(AgentError::Exited {
+                    stderr: self.session.stderr_tail(),
+                }));
+                return None;
+            };
+            let Some(event) = CodexEvent::decode(&note, &self.session.handle.thread_id) else {
+                continue;
+            };
+            if event.turn_id() != self.turn_id {
+                continue; // a stale event of an earlier, abandoned turn
+            }
+            match event {
+                CodexEvent::Delta { item_id, delta, .. } => {
+                    return Some(TurnEvent::Delta { item_id, delta });
+                }
+                CodexEvent::AgentMessage { item_id, text, .. } => {
+                    let visible = strip_internal(&text);
+                    if !visible.is_empty() {
+                        self.messages.push(visible.clone());
+                    }
+                    return Some(TurnEvent::Message {
+                        item_id,
+                        text: visible,
+                        raw: text,
+                    });
+                }
+                CodexEvent::ItemCompleted { summary, .. } => {
+                    tracing::debug!(group = %self.session.folder, %summary, "agent activity");
+                    return Some(TurnEvent::Activity { summary });
+                }
+                CodexEvent::Error {
+                    message,
+                    will_retry,
+                    ..
+                } => {
+                    tracing::warn!(group = %self.session.folder, %message, will_retry, "codex reported an error");
+                    if !will_retry {
+                        self.last_error = Some(message);
+                    }
+                }
+                CodexEvent::TurnStarted { .. } => {}
+                CodexEvent::TurnCompleted { turn } => {
+                    self.session.handle.set_active(None);
+                    let end = match turn.status {
+                        TurnStatus::Completed => Ok(TurnEnd::Completed),
+                        TurnStatus::Interrupted => Ok(TurnEnd::Interrupted),
+                        TurnStatus::Failed | TurnStatus::InProgress => {
+                            Err(AgentError::TurnFailed {
+                                message: turn
+                                    .error
+                                    .map(|e| match e.additional_details {
+                                        Some(d) if !d.is_empty() => format!("{} ({d})", e.message),
+                                        _ => e.message,
+                                    })
+                                    .or_else(|| self.last_error.take())
+                                    .unwrap_or_else(|| {
+                                        "codex reported a failed turn without a message".into()
+                                    }),
+                            })
+                        }
+                    };
+                    self.outcome = Some(end.map(|end| TurnOutcome {
+                        turn_id: turn.id,
+                        end,
+                        final_message: self.messages.last().cloned(),
+                        messages: std::mem::take(&mut self.messages),
+                    }));
+                    // A refreshed login flows back as soon as the turn is over.
+                    self.session.sync_auth().await;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Runs the turn to its end and returns how it ended. A failed turn is
+    /// [`AgentError::TurnFailed`] with codex's message.
+    pub async fn finish(mut self) -> Result<TurnOutcome, AgentError> {
+        while self.next_event().await.is_some() {}
+        self.outcome.take().expect("a finished turn has an outcome")
+    }
+}

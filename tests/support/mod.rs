@@ -1,0 +1,173 @@
+//! Shared by the integration tests and benches: a temporary RustClaw root wired to the
+//! real codex binary and a mock model server.
+#![allow(dead_code)]
+
+pub mod mock_model;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use rust_claw::agent::host::HostRunner;
+use rust_claw::agent::{AgentSettings, Agents, ApprovalDecision};
+use rust_claw::model::FolderName;
+use rust_claw::paths::Paths;
+use rust_claw::store::{SharedStore, Store};
+
+use mock_model::MockModel;
+
+/// The pinned codex binary. A missing binary FAILS the test with the fix.
+pub fn codex_bin() -> PathBuf {
+    let path = std::env::var_os("RUST_CLAW_TEST_CODEX").map(PathBuf::from).unwrap_or_else(|| {
+        panic!(
+            "RUST_CLAW_TEST_CODEX is not set: run the tests with scripts/test.sh, which installs \
+             codex 0.169.0 and exports it (or `source scripts/test-env.sh` after installing)"
+        )
+    });
+    assert!(
+        path.is_file(),
+        "RUST_CLAW_TEST_CODEX={} does not exist: run scripts/install-test-deps.sh",
+        path.display()
+    );
+    path
+}
+
+/// A RustClaw root under target/ (never under /tmp: codex refuses to set up its
+/// sandbox when CODEX_HOME is under TMPDIR), removed on drop.
+pub struct TestRoot {
+    pub root: PathBuf,
+    pub paths: Paths,
+    pub store: SharedStore,
+    pub mock: MockModel,
+    pub settings: AgentSettings,
+    pub owner_auth: PathBuf,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Where test roots live: `$RUST_CLAW_TEST_HOMES`, else `target/test-homes/`
+/// (CARGO_TARGET_TMPDIR is `target/tmp`).
+pub fn homes_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RUST_CLAW_TEST_HOMES") {
+        return PathBuf::from(dir);
+    }
+    let base = option_env!("CARGO_TARGET_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tmp"));
+    base.parent().unwrap_or(&base).join("test-homes")
+}
+
+impl TestRoot {
+    pub async fn new(name: &str) -> TestRoot {
+        let codex = codex_bin();
+        let _ = codex;
+        let root = homes_dir().join(format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let paths = Paths::new(&root);
+        std::fs::create_dir_all(paths.store_dir()).unwrap();
+        let store = SharedStore::new(Store::open(&paths.database()).unwrap());
+        let mock = MockModel::start().await;
+        let fragment = root.join("codex-fragment.toml");
+        std::fs::write(
+            &fragment,
+            format!(
+                r#"model = "mock-model"
+model_provider = "mock"
+
+[model_providers.mock]
+name = "Local mock"
+base_url = "{}"
+wire_api = "responses"
+request_max_retries = 0
+stream_max_retries = 0
+"#,
+                mock.base_url()
+            ),
+        )
+        .unwrap();
+        let owner_auth = root.join("owner-codex");
+        std::fs::create_dir_all(&owner_auth).unwrap();
+        let settings = AgentSettings {
+            tools_exe: PathBuf::from(env!("CARGO_BIN_EXE_rust_claw")),
+            auth_dir: owner_auth.clone(),
+            codex_config: Some(fragment),
+            model: None,
+            reasoning_effort: None,
+            approval_policy: "never".to_owned(),
+            approvals: ApprovalDecision::Decline,
+        };
+        TestRoot {
+            root,
+            paths,
+            store,
+            mock,
+            settings,
+            owner_auth,
+        }
+    }
+
+    pub fn agents(&self) -> Agents {
+        Agents::new(
+            self.paths.clone(),
+            self.settings.clone(),
+            Arc::new(HostRunner::new(codex_bin())),
+            self.store.clone(),
+        )
+    }
+
+    pub fn group_dir(&self, folder: &FolderName) -> PathBuf {
+        let d = self.paths.group_dir(folder);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    pub fn write(&self, path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+impl Drop for TestRoot {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+pub fn folder(name: &str) -> FolderName {
+    FolderName::parse(name).unwrap()
+}
+
+/// Everything codex sent the model in one request, as one string (for `contains`).
+pub fn body_text(req: &serde_json::Value) -> String {
+    req.to_string()
+}
+
+/// The name of the tool ending with `suffix` that codex offered the model (MCP tools
+/// get a server prefix and may sit inside a `namespace` entry, whose name is returned
+/// as `prefix`), for scripting a `Reply::call`: e.g. `find_tool(&req, "schedule_task")`.
+pub fn find_tool(req: &serde_json::Value, suffix: &str) -> Option<(String, String)> {
+    fn walk(v: &serde_json::Value, suffix: &str, prefix: &str) -> Option<(String, String)> {
+        match v {
+            serde_json::Value::Array(items) => items.iter().find_map(|i| walk(i, suffix, prefix)),
+            serde_json::Value::Object(map) => {
+                let name = map.get("name").and_then(|n| n.as_str()).unwrap_or("");
+                if map.get("type").and_then(|t| t.as_str()) == Some("namespace") {
+                    return map.get("tools").and_then(|t| walk(t, suffix, name));
+                }
+                if name.ends_with(suffix) {
+                    return Some((prefix.to_owned(), name.to_owned()));
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+    walk(&req["tools"], suffix, "")
+}
