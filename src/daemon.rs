@@ -12,7 +12,7 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::actions::{self, RegisterGroup};
 use crate::config::Config;
 use crate::paths::Paths;
-use crate::store::{Store, groups};
+use crate::store::{SharedStore, Store, groups};
 
 /// An exclusive lock on `store/daemon.lock`, released when dropped (or when the process
 /// dies, however it dies: the kernel drops flocks with the last descriptor).
@@ -85,14 +85,22 @@ pub fn run(paths: &Paths, config: &Config) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let store = SharedStore::new(store);
     runtime.block_on(async {
+        // What changed (tasks, groups, skills, outbox), for every part of the daemon.
+        let (bus, _) = tokio::sync::broadcast::channel::<crate::control::Topic>(1024);
+        let ipc =
+            crate::ipc::IpcService::start(paths.clone(), store.clone(), config, bus.clone())
+                .await?;
         tracing::info!(root = %paths.root().display(), "rust_claw daemon started");
         if config.discord_bot_token.is_none() {
             tracing::info!("no DISCORD_BOT_TOKEN configured: running without a Discord channel");
         }
         shutdown_signal().await;
         tracing::info!("shutting down");
-    });
+        ipc.shutdown().await;
+        Ok::<_, anyhow::Error>(())
+    })?;
     Ok(())
 }
 

@@ -6,11 +6,14 @@
 //! tasks to the group queue. The CLI ([`cli`]) administers the same store.
 
 pub mod actions;
+pub mod agent_tools;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod ipc;
 pub mod model;
 pub mod paths;
 pub mod schedule;
+pub mod skills;
 pub mod store;

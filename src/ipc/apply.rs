@@ -1,0 +1,640 @@
+//! Applying one request file: effect and ledger row in one transaction, then the
+//! response file, then the request file's removal.
+//!
+//! Exactly once, across crashes at any point:
+//! 1. one IMMEDIATE transaction checks the ledger (`folder`, `request id`), applies the
+//!    effect through [`crate::actions`] (the rules shared with the CLI), and inserts the
+//!    ledger row holding the full response;
+//! 2. after the commit, `responses/<id>.json` is written atomically;
+//! 3. then the request file is removed (or quarantined, if it was refused).
+//!
+//! A crash before 1 commits leaves the file: it is applied on restart. A crash after
+//! it finds the id in the ledger on restart: the stored response is written again and
+//! the file removed, the effect is not repeated.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use super::authorize::{Act, Denied, Sender, authorize};
+use super::protocol::{self, Request, Response, Status};
+use super::quarantine::{self, ReadError};
+use super::snapshots::write_atomic;
+use crate::actions::{self, ActionError, NewTask, RegisterGroup, TaskUpdate};
+use crate::control::Topic;
+use crate::model::{ContextMode, FolderName};
+use crate::paths::Paths;
+use crate::store::groups::Group;
+use crate::store::{SharedStore, StoreError, groups, ipc_ledger, outbox, tasks};
+
+/// What the watcher needs to apply requests.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub paths: Paths,
+    /// The trigger of groups registered without one (`@<ASSISTANT_NAME>`).
+    pub default_trigger: String,
+    /// The timezone of schedules (TIMEZONE).
+    pub timezone: Tz,
+}
+
+/// What a committed request changed: topics for the daemon's bus, and whose
+/// snapshots to re-render.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    /// Committed changes, published on the bus.
+    pub topics: Vec<Topic>,
+    /// Groups whose task snapshot changed (the main group's always does too).
+    pub task_folders: Vec<FolderName>,
+    /// Groups whose skills snapshot must be re-rendered.
+    pub skill_folders: Vec<FolderName>,
+    /// The main group asked for its groups snapshot to be re-rendered.
+    pub refresh_groups: bool,
+}
+
+impl Changes {
+    fn topic(mut self, t: Topic) -> Self {
+        self.topics.push(t);
+        self
+    }
+
+    pub fn merge(&mut self, other: Changes) {
+        for t in other.topics {
+            if !self.topics.contains(&t) {
+                self.topics.push(t);
+            }
+        }
+        for f in other.task_folders {
+            if !self.task_folders.contains(&f) {
+                self.task_folders.push(f);
+            }
+        }
+        for f in other.skill_folders {
+            if !self.skill_folders.contains(&f) {
+                self.skill_folders.push(f);
+            }
+        }
+        self.refresh_groups |= other.refresh_groups;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Changes::default()
+    }
+}
+
+/// What happens to the request file once its response is written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Disposition {
+    Remove,
+    Quarantine(String),
+}
+
+/// A request file whose transaction has committed (or that needed none), waiting
+/// for [`finish`]: the response file and the removal of the request.
+#[derive(Debug)]
+pub enum Committed {
+    /// The file was already gone.
+    Gone,
+    /// Refused without an answer (unusable id, or the folder is not registered); the
+    /// file has been quarantined.
+    Refused,
+    Answered(Answer),
+}
+
+#[derive(Debug)]
+pub struct Answer {
+    pub folder: FolderName,
+    pub path: PathBuf,
+    pub name: String,
+    pub response: Response,
+    pub changes: Changes,
+    pub disposition: Disposition,
+    /// The ledger already had this id: the effect was applied before a restart.
+    pub replay: bool,
+}
+
+/// A host-side failure that leaves the file in place to be retried.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Retry(pub String);
+
+/// Reads, authorises and applies the request file `dir/name` sent by `folder`,
+/// committing its effect and ledger row. Runs on a blocking thread; takes the store
+/// lock only for the transaction.
+pub fn commit_file(
+    store: &SharedStore,
+    env: &Env,
+    folder: &FolderName,
+    dir: &Path,
+    name: &str,
+) -> Result<Committed, Retry> {
+    let path = dir.join(name);
+    let id = name.strip_suffix(".json").unwrap_or(name);
+    if let Err(e) = protocol::validate_request_id(id) {
+        quarantine::quarantine(&env.paths, folder.as_str(), &path, name, &e.to_string());
+        return Ok(Committed::Refused);
+    }
+    let input = match quarantine::read_request(&path) {
+        Ok(bytes) => Input::Parsed(protocol::parse(&bytes)),
+        Err(ReadError::Gone) => return Ok(Committed::Gone),
+        Err(ReadError::Refused(reason)) => Input::Refused(reason),
+        Err(ReadError::Io(e)) => {
+            return Err(Retry(format!("cannot read {}: {e}", path.display())));
+        }
+    };
+    let now = Utc::now();
+    let applied = store.blocking(|s| s.write(|tx| apply_in_tx(tx, env, folder, id, &input, now)));
+    let applied = match applied {
+        Ok(a) => a,
+        Err(e) => {
+            // The effect failed on the host side and was rolled back. Record that in
+            // its own transaction so the agent hears it instead of waiting forever.
+            tracing::error!(%folder, request = id, error = %e, "cannot apply an IPC request");
+            let response = Response {
+                id: id.to_owned(),
+                kind: input.kind().to_owned(),
+                status: Status::Error,
+                message: format!("the host could not apply this request: {e}"),
+                result: None,
+            };
+            store
+                .blocking(|s| {
+                    s.write(|tx| {
+                        insert_ledger(tx, folder, &response, now)?;
+                        Ok::<_, StoreError>(())
+                    })
+                })
+                .map_err(|e| Retry(format!("cannot record request {id}: {e}")))?;
+            Applied::Done {
+                response,
+                changes: Changes::default(),
+                disposition: Disposition::Remove,
+                replay: false,
+            }
+        }
+    };
+    match applied {
+        Applied::Unregistered => {
+            let reason = format!("folder {folder} is not a registered group");
+            quarantine::quarantine(&env.paths, folder.as_str(), &path, name, &reason);
+            Ok(Committed::Refused)
+        }
+        Applied::Done {
+            response,
+            changes,
+            disposition,
+            replay,
+        } => Ok(Committed::Answered(Answer {
+            folder: folder.clone(),
+            path,
+            name: name.to_owned(),
+            response,
+            changes,
+            disposition,
+            replay,
+        })),
+    }
+}
+
+/// After the commit: the response file, then the request file's removal (or move to
+/// the quarantine). A failure leaves the request file, which the ledger answers again.
+pub fn finish(env: &Env, a: &Answer) -> Result<(), Retry> {
+    let dir = env.paths.ipc_responses_dir(&a.folder);
+    let bytes = serde_json::to_vec(&a.response).unwrap_or_default();
+    let target = dir.join(format!("{}.json", a.response.id));
+    write_atomic(&target, &bytes)
+        .or_else(|_| {
+            std::fs::create_dir_all(&dir)?;
+            write_atomic(&target, &bytes)
+        })
+        .map_err(|e| Retry(format!("cannot write {}: {e}", target.display())))?;
+    match &a.disposition {
+        Disposition::Remove => quarantine::remove_entry(&a.path),
+        Disposition::Quarantine(reason) => {
+            quarantine::quarantine(&env.paths, a.folder.as_str(), &a.path, &a.name, reason)
+        }
+    }
+    Ok(())
+}
+
+enum Input {
+    Parsed(protocol::Parsed),
+    Refused(String),
+}
+
+impl Input {
+    fn kind(&self) -> &str {
+        match self {
+            Input::Parsed(p) => &p.kind,
+            Input::Refused(_) => "unknown",
+        }
+    }
+}
+
+enum Applied {
+    Unregistered,
+    Done {
+        response: Response,
+        changes: Changes,
+        disposition: Disposition,
+        replay: bool,
+    },
+}
+
+fn insert_ledger(
+    tx: &Connection,
+    folder: &FolderName,
+    r: &Response,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let json = serde_json::to_string(r).unwrap_or_default();
+    ipc_ledger::insert(tx, folder, &r.id, &r.kind, r.status.as_str(), &json, now)
+}
+
+fn apply_in_tx(
+    tx: &Connection,
+    env: &Env,
+    folder: &FolderName,
+    id: &str,
+    input: &Input,
+    now: DateTime<Utc>,
+) -> Result<Applied, StoreError> {
+    if let Some(stored) = ipc_ledger::get(tx, folder, id)? {
+        let response: Response = serde_json::from_str(&stored).map_err(|e| StoreError::Corrupt {
+            table: "ipc_ledger",
+            detail: format!("response of {folder}/{id}: {e}"),
+        })?;
+        let disposition = match response.status {
+            Status::Invalid => Disposition::Quarantine(response.message.clone()),
+            _ => Disposition::Remove,
+        };
+        return Ok(Applied::Done {
+            response,
+            changes: Changes::default(),
+            disposition,
+            replay: true,
+        });
+    }
+    let Some(sender) = groups::get_by_folder(tx, folder)? else {
+        return Ok(Applied::Unregistered);
+    };
+    let outcome = match input {
+        Input::Refused(reason) => Err(Fail::hostile(reason.clone())),
+        Input::Parsed(p) => match &p.request {
+            Err(e) => Err(Fail::hostile(e.to_string())),
+            Ok(req) => {
+                tx.execute_batch("SAVEPOINT ipc_effect")?;
+                let r = effect(tx, env, &sender, req, now);
+                match &r {
+                    Ok(Ok(_)) => tx.execute_batch("RELEASE ipc_effect")?,
+                    _ => tx.execute_batch("ROLLBACK TO ipc_effect; RELEASE ipc_effect")?,
+                }
+                r?
+            }
+        },
+    };
+    let (response, changes, disposition) = match outcome {
+        Ok(done) => (
+            Response {
+                id: id.to_owned(),
+                kind: input.kind().to_owned(),
+                status: Status::Ok,
+                message: done.message,
+                result: done.result,
+            },
+            done.changes,
+            Disposition::Remove,
+        ),
+        Err(fail) => {
+            let disposition = if fail.quarantine {
+                Disposition::Quarantine(fail.message.clone())
+            } else {
+                Disposition::Remove
+            };
+            if fail.status == Status::Denied {
+                tracing::warn!(%folder, request = id, kind = input.kind(), reason = %fail.message, "IPC request denied");
+            }
+            let response = Response {
+                id: id.to_owned(),
+                kind: input.kind().to_owned(),
+                status: fail.status,
+                message: fail.message,
+                result: None,
+            };
+            (response, Changes::default(), disposition)
+        }
+    };
+    insert_ledger(tx, folder, &response, now)?;
+    Ok(Applied::Done {
+        response,
+        changes,
+        disposition,
+        replay: false,
+    })
+}
+
+struct Done {
+    message: String,
+    result: Option<Value>,
+    changes: Changes,
+}
+
+struct Fail {
+    status: Status,
+    message: String,
+    /// Hostile or malformed input: keep a copy in the quarantine.
+    quarantine: bool,
+}
+
+impl Fail {
+    fn hostile(message: String) -> Fail {
+        Fail {
+            status: Status::Invalid,
+            message,
+            quarantine: true,
+        }
+    }
+}
+
+impl From<Denied> for Fail {
+    fn from(d: Denied) -> Fail {
+        Fail {
+            status: Status::Denied,
+            message: d.0,
+            quarantine: false,
+        }
+    }
+}
+
+/// Applies an authorised request. `Ok(Err(_))` is a refusal to answer; `Err(_)` a
+/// host-side failure that rolls the whole transaction back.
+fn effect(
+    tx: &Connection,
+    env: &Env,
+    sender: &Group,
+    req: &Request,
+    now: DateTime<Utc>,
+) -> Result<Result<Done, Fail>, StoreError> {
+    match effect_inner(tx, env, sender, req, now) {
+        Ok(done) => Ok(Ok(done)),
+        Err(Failure::Fail(f)) => Ok(Err(f)),
+        Err(Failure::Store(e)) => Err(e),
+    }
+}
+
+enum Failure {
+    Fail(Fail),
+    Store(StoreError),
+}
+
+impl From<Denied> for Failure {
+    fn from(d: Denied) -> Self {
+        Failure::Fail(d.into())
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+impl From<ActionError> for Failure {
+    fn from(e: ActionError) -> Self {
+        match e {
+            ActionError::Store(s) => Failure::Store(s),
+            // A broken rule (bad cron, prompt too long, ...): refused and kept.
+            ActionError::Invalid(v) => Failure::Fail(Fail::hostile(v.to_string())),
+            // A request that is fine in form but does not fit the current state.
+            other => Failure::Fail(Fail {
+                status: Status::Invalid,
+                message: other.to_string(),
+                quarantine: false,
+            }),
+        }
+    }
+}
+
+fn invalid(message: String) -> Failure {
+    Failure::Fail(Fail {
+        status: Status::Invalid,
+        message,
+        quarantine: false,
+    })
+}
+
+fn effect_inner(
+    tx: &Connection,
+    env: &Env,
+    sender: &Group,
+    req: &Request,
+    now: DateTime<Utc>,
+) -> Result<Done, Failure> {
+    let who = Sender {
+        folder: &sender.folder,
+        is_main: sender.is_main,
+    };
+    let origin = format!("ipc:{}", sender.folder);
+    let task_changed = |folder: &FolderName| Changes {
+        task_folders: vec![folder.clone()],
+        ..Default::default()
+    }
+    .topic(Topic::Tasks);
+    match req {
+        Request::Message { chat_jid, text } => {
+            let target = groups::get_by_jid(tx, chat_jid)?;
+            authorize(
+                who,
+                Act::SendMessage {
+                    target_folder: target.as_ref().map(|g| &g.folder),
+                },
+            )?;
+            let id = outbox::enqueue(tx, &chat_jid.to_string(), text, &origin, now)?;
+            Ok(Done {
+                message: format!("message queued for {chat_jid}"),
+                result: Some(json!({ "outboxId": id })),
+                changes: Changes::default().topic(Topic::Outbox),
+            })
+        }
+        Request::ScheduleTask {
+            prompt,
+            schedule_type,
+            schedule_value,
+            context_mode,
+            target_jid,
+        } => {
+            let jid = target_jid.clone().unwrap_or_else(|| sender.jid.clone());
+            let target = groups::get_by_jid(tx, &jid)?;
+            authorize(
+                who,
+                Act::ScheduleTask {
+                    target_folder: target.as_ref().map(|g| &g.folder),
+                },
+            )?;
+            let Some(target) = target else {
+                return Err(invalid(format!(
+                    "invalid targetJid: {jid} is not a registered group's chat"
+                )));
+            };
+            let task = actions::create_task(
+                tx,
+                NewTask {
+                    id: None,
+                    group_folder: target.folder.clone(),
+                    chat_jid: target.jid,
+                    prompt: prompt.clone(),
+                    schedule_type: *schedule_type,
+                    schedule_value: schedule_value.clone(),
+                    context_mode: context_mode.unwrap_or(ContextMode::Group),
+                    timezone: None,
+                },
+                &origin,
+                env.timezone,
+                now,
+            )?;
+            Ok(Done {
+                message: format!(
+                    "task {} scheduled for group {}; next run {}",
+                    task.id,
+                    task.group_folder,
+                    task.next_run
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| "never".into())
+                ),
+                result: Some(json!({ "taskId": task.id, "nextRun": task.next_run })),
+                changes: task_changed(&task.group_folder),
+            })
+        }
+        Request::UpdateTask { task_id, .. }
+        | Request::PauseTask { task_id }
+        | Request::ResumeTask { task_id }
+        | Request::CancelTask { task_id } => {
+            let Some(task) = tasks::get(tx, task_id)? else {
+                return Err(invalid(format!("task {task_id} not found")));
+            };
+            authorize(
+                who,
+                Act::ChangeTask {
+                    owner: &task.group_folder,
+                },
+            )?;
+            let (verb, after) = match req {
+                Request::PauseTask { .. } => ("paused", Some(actions::pause_task(tx, task_id)?)),
+                Request::ResumeTask { .. } => {
+                    ("resumed", Some(actions::resume_task(tx, task_id, now)?))
+                }
+                Request::CancelTask { .. } => {
+                    actions::cancel_task(tx, task_id)?;
+                    ("cancelled", None)
+                }
+                Request::UpdateTask {
+                    prompt,
+                    schedule_type,
+                    schedule_value,
+                    context_mode,
+                    ..
+                } => {
+                    let changes = TaskUpdate {
+                        prompt: prompt.clone(),
+                        schedule_type: *schedule_type,
+                        schedule_value: schedule_value.clone(),
+                        context_mode: *context_mode,
+                    };
+                    (
+                        "updated",
+                        Some(actions::update_task(tx, task_id, changes, now)?),
+                    )
+                }
+                _ => unreachable!("matched above"),
+            };
+            Ok(Done {
+                message: format!("task {task_id} {verb}"),
+                result: after.map(|t| {
+                    json!({ "taskId": t.id, "status": t.status, "nextRun": t.next_run })
+                }),
+                changes: task_changed(&task.group_folder),
+            })
+        }
+        Request::RegisterGroup {
+            jid,
+            name,
+            folder,
+            trigger,
+            requires_trigger,
+        } => {
+            authorize(who, Act::RegisterGroup)?;
+            let g = actions::register_group(
+                tx,
+                RegisterGroup {
+                    jid: jid.clone(),
+                    name: name.clone(),
+                    folder: folder.clone(),
+                    trigger: trigger.clone(),
+                    requires_trigger: requires_trigger.unwrap_or(true),
+                    // Nobody becomes main through IPC.
+                    is_main: false,
+                    container_config: None,
+                },
+                &env.default_trigger,
+                now,
+            )?;
+            Ok(Done {
+                message: format!("registered chat {} as group {:?} (folder {})", g.jid, g.name, g.folder),
+                result: Some(json!({ "jid": g.jid, "folder": g.folder, "trigger": g.trigger })),
+                changes: Changes::default().topic(Topic::Groups),
+            })
+        }
+        Request::RefreshGroups => {
+            authorize(who, Act::RefreshGroups)?;
+            Ok(Done {
+                message: "group list refreshed".into(),
+                result: None,
+                changes: Changes {
+                    refresh_groups: true,
+                    ..Default::default()
+                },
+            })
+        }
+        Request::EnableSkill {
+            skill_name,
+            target_group_folder,
+        }
+        | Request::DisableSkill {
+            skill_name,
+            target_group_folder,
+        } => {
+            let on = matches!(req, Request::EnableSkill { .. });
+            let target = target_group_folder.as_ref().unwrap_or(&sender.folder);
+            authorize(who, Act::ChangeSkills { target })?;
+            if groups::get_by_folder(tx, target)?.is_none() {
+                return Err(invalid(format!(
+                    "invalid targetGroupFolder: {target} is not a registered group's folder"
+                )));
+            }
+            let available = crate::skills::available(&env.paths, target);
+            actions::set_skill(tx, target, skill_name, on, &available, now)?;
+            Ok(Done {
+                message: format!(
+                    "skill {skill_name} {} for group {target}",
+                    if on { "enabled" } else { "disabled" }
+                ),
+                result: None,
+                changes: Changes {
+                    skill_folders: vec![target.clone()],
+                    ..Default::default()
+                }
+                .topic(Topic::Skills),
+            })
+        }
+        Request::RefreshSkills => Ok(Done {
+            message: "skills list refreshed".into(),
+            result: None,
+            changes: Changes {
+                skill_folders: vec![sender.folder.clone()],
+                ..Default::default()
+            },
+        }),
+    }
+}
