@@ -89,9 +89,8 @@ pub fn run(paths: &Paths, config: &Config) -> Result<()> {
     runtime.block_on(async {
         // What changed (tasks, groups, skills, outbox), for every part of the daemon.
         let (bus, _) = tokio::sync::broadcast::channel::<crate::control::Topic>(1024);
-        let ipc =
-            crate::ipc::IpcService::start(paths.clone(), store.clone(), config, bus.clone())
-                .await?;
+        let ipc = crate::ipc::IpcService::start(paths.clone(), store.clone(), config, bus.clone())
+            .await?;
         tracing::info!(root = %paths.root().display(), "rust_claw daemon started");
         if config.discord_bot_token.is_none() {
             tracing::info!("no DISCORD_BOT_TOKEN configured: running without a Discord channel");

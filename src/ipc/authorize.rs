@@ -28,15 +28,23 @@ pub struct Sender<'a> {
 #[derive(Debug, Clone, Copy)]
 pub enum Act<'a> {
     /// Send to a chat; `target_folder` is the folder that chat is registered to, if any.
-    SendMessage { target_folder: Option<&'a FolderName> },
+    SendMessage {
+        target_folder: Option<&'a FolderName>,
+    },
     /// Create a task for the group registered to the target chat, if any.
-    ScheduleTask { target_folder: Option<&'a FolderName> },
+    ScheduleTask {
+        target_folder: Option<&'a FolderName>,
+    },
     /// Change an existing task owned by `owner`.
-    ChangeTask { owner: &'a FolderName },
+    ChangeTask {
+        owner: &'a FolderName,
+    },
     RegisterGroup,
     RefreshGroups,
     /// Enable or disable a skill of group `target`.
-    ChangeSkills { target: &'a FolderName },
+    ChangeSkills {
+        target: &'a FolderName,
+    },
 }
 
 /// Why a request was refused; the text is what the agent reads after "denied: ".
@@ -52,9 +60,7 @@ pub fn authorize(sender: Sender<'_>, act: Act<'_>) -> Result<(), Denied> {
     let deny = |why: &str| Err(Denied(why.to_owned()));
     match act {
         Act::SendMessage { target_folder } if own(target_folder) => Ok(()),
-        Act::SendMessage { .. } => {
-            deny("a non-main group can only send messages to its own chat")
-        }
+        Act::SendMessage { .. } => deny("a non-main group can only send messages to its own chat"),
         Act::ScheduleTask { target_folder } if own(target_folder) => Ok(()),
         Act::ScheduleTask { .. } => {
             deny("a non-main group can only schedule tasks for its own chat")

@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod authorize;
+mod effects;
 pub mod protocol;
 pub mod quarantine;
 mod service;

@@ -46,7 +46,10 @@ pub const REQUEST_TYPES: &[&str] = &[
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     /// Send `text` to a chat (through the durable outbox).
-    Message { chat_jid: Jid, text: String },
+    Message {
+        chat_jid: Jid,
+        text: String,
+    },
     ScheduleTask {
         prompt: String,
         schedule_type: ScheduleType,
@@ -62,9 +65,15 @@ pub enum Request {
         schedule_value: Option<String>,
         context_mode: Option<ContextMode>,
     },
-    PauseTask { task_id: TaskId },
-    ResumeTask { task_id: TaskId },
-    CancelTask { task_id: TaskId },
+    PauseTask {
+        task_id: TaskId,
+    },
+    ResumeTask {
+        task_id: TaskId,
+    },
+    CancelTask {
+        task_id: TaskId,
+    },
     RegisterGroup {
         jid: Jid,
         name: String,
@@ -136,7 +145,10 @@ impl Request {
                 put("schedule_type", json!(schedule_type.as_str()));
                 put("schedule_value", json!(schedule_value));
                 put("context_mode", json!(context_mode.map(|c| c.as_str())));
-                put("targetJid", json!(target_jid.as_ref().map(|j| j.to_string())));
+                put(
+                    "targetJid",
+                    json!(target_jid.as_ref().map(|j| j.to_string())),
+                );
             }
             Request::UpdateTask {
                 task_id,
@@ -556,7 +568,13 @@ mod tests {
         assert!(err("{").contains("not valid JSON"));
         let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
         assert!(err(&deep).contains("nested"));
-        assert!(parse(b"\xff\xfe").request.unwrap_err().to_string().contains("UTF-8"));
+        assert!(
+            parse(b"\xff\xfe")
+                .request
+                .unwrap_err()
+                .to_string()
+                .contains("UTF-8")
+        );
     }
 
     #[test]

@@ -120,6 +120,11 @@ pub fn quarantine(paths: &Paths, folder_component: &str, path: &Path, name: &str
     if std::fs::symlink_metadata(dir.join(format!("{target_stem}.json"))).is_ok() {
         target_stem = format!("{stem}-{}", chrono::Utc::now().timestamp_millis());
     }
+    // The reason first: whoever sees the entry in the quarantine sees why.
+    let reason_path = dir.join(format!("{target_stem}.reason"));
+    if let Err(e) = std::fs::write(&reason_path, format!("{reason}\n")) {
+        tracing::error!(path = %reason_path.display(), error = %e, "cannot write the quarantine reason");
+    }
     let target = dir.join(format!("{target_stem}.json"));
     if let Err(e) = std::fs::rename(path, &target) {
         if e.kind() == ErrorKind::NotFound {
@@ -127,10 +132,6 @@ pub fn quarantine(paths: &Paths, folder_component: &str, path: &Path, name: &str
         }
         tracing::error!(from = %path.display(), error = %e, "cannot quarantine; deleting the request");
         remove_entry(path);
-    }
-    let reason_path = dir.join(format!("{target_stem}.reason"));
-    if let Err(e) = std::fs::write(&reason_path, format!("{reason}\n")) {
-        tracing::error!(path = %reason_path.display(), error = %e, "cannot write the quarantine reason");
     }
 }
 
@@ -162,7 +163,11 @@ mod tests {
         std::os::unix::fs::symlink(d.join("ok.json"), d.join("link.json")).unwrap();
         nix::unistd::mkfifo(&d.join("fifo.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         std::fs::create_dir(d.join("dir.json")).unwrap();
-        std::fs::write(d.join("big.json"), vec![b' '; MAX_REQUEST_BYTES as usize + 1]).unwrap();
+        std::fs::write(
+            d.join("big.json"),
+            vec![b' '; MAX_REQUEST_BYTES as usize + 1],
+        )
+        .unwrap();
         for (name, needle) in [
             ("link.json", "symbolic link"),
             ("fifo.json", "FIFO"),

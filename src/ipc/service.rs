@@ -269,17 +269,26 @@ impl Service {
         let mut fresh = Vec::new();
         for (folder, is_main) in now {
             // Re-check every group: an agent may have replaced a directory.
-            if let Err(e) = watcher::ensure_group_dirs(&self.env.paths, &folder) {
-                tracing::error!(%folder, error = %e, "cannot create the group's IPC directories");
-                self.retry_at = Some(Instant::now() + RETRY_AFTER);
-                continue;
-            }
+            let recreated = match watcher::ensure_group_dirs(&self.env.paths, &folder) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(%folder, error = %e, "cannot create the group's IPC directories");
+                    self.retry_at = Some(Instant::now() + RETRY_AFTER);
+                    continue;
+                }
+            };
             let changed = self.groups.insert(folder.clone(), is_main) != Some(is_main);
-            if let Err(e) = watcher::watch_group(&mut self.watcher, &self.env.paths, &folder) {
+            if recreated {
+                // A fresh directory needs a fresh watch (the old one died with it).
+                watcher::unwatch_group(&mut self.watcher, &self.env.paths, &folder);
+            }
+            if (changed || recreated)
+                && let Err(e) = watcher::watch_group(&mut self.watcher, &self.env.paths, &folder)
+            {
                 tracing::error!(%folder, error = %e, "cannot watch the group's IPC directories");
                 self.retry_at = Some(Instant::now() + RETRY_AFTER);
             }
-            if changed {
+            if changed || recreated {
                 fresh.push(folder);
             }
         }
@@ -317,7 +326,10 @@ impl Service {
                 }
                 Ok(out)
             })?;
-            writer.lock().unwrap_or_else(|p| p.into_inner()).write(rendered);
+            writer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .write(rendered);
             Ok::<_, crate::store::StoreError>(())
         })
         .await;
@@ -369,7 +381,8 @@ fn run_pass(
             Err(e) => {
                 for (sub, name) in items {
                     let path = env.paths.ipc_root().join(&folder_raw).join(sub).join(&name);
-                    let reason = format!("directory {folder_raw:?} is not a registered group ({e})");
+                    let reason =
+                        format!("directory {folder_raw:?} is not a registered group ({e})");
                     super::quarantine::quarantine(&env.paths, &folder_raw, &path, &name, &reason);
                 }
                 continue;
@@ -394,8 +407,7 @@ fn run_pass(
         let rendered = store.blocking(|s| -> Result<Rendered, crate::store::StoreError> {
             let mut out = Vec::new();
             let task_change = !changes.task_folders.is_empty();
-            let groups_change =
-                changes.refresh_groups || changes.topics.contains(&Topic::Groups);
+            let groups_change = changes.refresh_groups || changes.topics.contains(&Topic::Groups);
             for g in groups::list(s.conn())? {
                 let kinds = Kinds {
                     tasks: task_change && (g.is_main || changes.task_folders.contains(&g.folder)),

@@ -72,9 +72,7 @@ fn classify(ipc_root: &Path, res: notify::Result<notify::Event>) -> Vec<Signal> 
     match event.kind {
         EventKind::Remove(_) => {
             if event.paths.iter().any(|p| {
-                p.parent()
-                    .and_then(|d| d.parent())
-                    .is_some_and(|d| d.parent() == Some(ipc_root))
+                p.parent().and_then(|d| d.parent()) == Some(ipc_root)
                     && p.file_name()
                         .and_then(|n| n.to_str())
                         .is_some_and(|n| IPC_REQUEST_SUBDIRS.contains(&n))
@@ -84,7 +82,9 @@ fn classify(ipc_root: &Path, res: notify::Result<notify::Event>) -> Vec<Signal> 
             return out;
         }
         EventKind::Create(_)
-        | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both | RenameMode::Any))
+        | EventKind::Modify(ModifyKind::Name(
+            RenameMode::To | RenameMode::Both | RenameMode::Any,
+        ))
         | EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
         _ => return out,
     }
@@ -140,8 +140,9 @@ pub fn unwatch_group(watcher: &mut RecommendedWatcher, paths: &Paths, folder: &F
 /// Makes sure a group's IPC directories exist and are real directories. An agent
 /// could replace `tasks/` with a symlink to somewhere on the host, making the host
 /// read, move or delete files there: such an entry is moved to the quarantine and a
-/// real directory created in its place.
-pub fn ensure_group_dirs(paths: &Paths, folder: &FolderName) -> std::io::Result<()> {
+/// real directory created in its place. Returns whether anything was (re)created.
+pub fn ensure_group_dirs(paths: &Paths, folder: &FolderName) -> std::io::Result<bool> {
+    let mut created = false;
     let base = paths.ipc_dir(folder);
     let dirs: Vec<PathBuf> = std::iter::once(base.clone())
         .chain(paths.ipc_request_dirs(folder))
@@ -164,12 +165,16 @@ pub fn ensure_group_dirs(paths: &Paths, folder: &FolderName) -> std::io::Result<
                     &format!("{} was not a directory (a symlink?)", dir.display()),
                 );
                 std::fs::create_dir_all(&dir)?;
+                created = true;
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => std::fs::create_dir_all(&dir)?,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                std::fs::create_dir_all(&dir)?;
+                created = true;
+            }
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(created)
 }
 
 /// Every request entry under `data/ipc/*/{messages,tasks}/`, registered or not.
@@ -230,7 +235,10 @@ pub type Batch = Vec<(String, Vec<(&'static str, String)>)>;
 
 impl Pending {
     pub fn insert(&mut self, folder: String, sub: &'static str, name: String) {
-        self.by_folder.entry(folder).or_default().insert((name, sub));
+        self.by_folder
+            .entry(folder)
+            .or_default()
+            .insert((name, sub));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -292,7 +300,10 @@ mod tests {
         let quiet = batch.iter().find(|(f, _)| f == "quiet").unwrap();
         assert_eq!(
             quiet.1,
-            [("tasks", "a.json".to_owned()), ("messages", "b.json".to_owned())]
+            [
+                ("tasks", "a.json".to_owned()),
+                ("messages", "b.json".to_owned())
+            ]
         );
         let flood = batch.iter().find(|(f, _)| f == "flood").unwrap();
         assert_eq!(flood.1.len(), 8);
@@ -307,7 +318,10 @@ mod tests {
             locate(root, Path::new("/r/data/ipc/ops/tasks/1.json")),
             Some(("ops".into(), "tasks", "1.json".into()))
         );
-        assert_eq!(locate(root, Path::new("/r/data/ipc/ops/responses/1.json")), None);
+        assert_eq!(
+            locate(root, Path::new("/r/data/ipc/ops/responses/1.json")),
+            None
+        );
         assert!(!is_request_name(".1.json"));
         assert!(!is_request_name("1.json.tmp"));
         assert!(!is_request_name(".json"));

@@ -39,7 +39,11 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::new(dir.path());
         let mut store = Store::open(&paths.database()).unwrap();
-        for (jid, f, main) in [(MAIN, "main", true), (OPS, "ops", false), (DEV, "dev", false)] {
+        for (jid, f, main) in [
+            (MAIN, "main", true),
+            (OPS, "ops", false),
+            (DEV, "dev", false),
+        ] {
             store
                 .write(|tx| {
                     actions::register_group(
@@ -109,7 +113,12 @@ impl Rig {
 
     /// Writes a request as `<id>.json` into `tasks/`.
     pub fn put(&self, f: &str, id: &str, req: &Value) -> PathBuf {
-        self.put_raw(f, "tasks", &format!("{id}.json"), req.to_string().as_bytes())
+        self.put_raw(
+            f,
+            "tasks",
+            &format!("{id}.json"),
+            req.to_string().as_bytes(),
+        )
     }
 
     pub fn response_path(&self, f: &str, id: &str) -> PathBuf {
@@ -164,7 +173,10 @@ impl Drop for Rig {
 pub async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < limit, "condition not met within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
