@@ -57,6 +57,8 @@ pub enum Command {
     CancelTask(tasks::TaskIdArgs),
     /// Show a task's recent runs.
     TaskRuns(tasks::TaskRunsArgs),
+    /// The MCP server (stdio) an agent uses to reach the host (env RUST_CLAW_IPC_DIR).
+    AgentTools,
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +160,10 @@ fn init_logging(daemon: bool) {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
+    // Runs on the agent's side: it needs no root, configuration or store.
+    if let Command::AgentTools = cli.command {
+        return crate::agent_tools::serve_stdio().map_err(CliError::Runtime);
+    }
     let root = match cli.root {
         Some(r) => r,
         None => std::env::current_dir()
@@ -180,5 +186,6 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::ResumeTask(a) => tasks::resume(&ctx, a),
         Command::CancelTask(a) => tasks::cancel(&ctx, a),
         Command::TaskRuns(a) => tasks::runs(&ctx, a),
+        Command::AgentTools => unreachable!("handled above"),
     }
 }
