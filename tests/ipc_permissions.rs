@@ -334,3 +334,29 @@ async fn groups_and_skills() {
             .any(|s| s["name"] == "global-skill" && s["enabled"] == false)
     );
 }
+
+/// A crash after the commit but before the file's removal leaves the file behind;
+/// on restart its id is in the ledger: the stored response is written again and the
+/// effect is not repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_already_in_the_ledger_is_answered_again_not_reapplied() {
+    let mut rig = Rig::new().await;
+    let req = json!({"type":"message","chatJid":OPS,"text":"once"});
+    let first = rig.ask("ops", "dup", req.clone()).await;
+    assert_eq!(first.status, Status::Ok);
+    rig.stop().await;
+    std::fs::remove_file(rig.response_path("ops", "dup")).unwrap();
+    let p = rig.put("ops", "dup", &req);
+    rig.start().await;
+    let again = rig.response("ops", "dup").await;
+    assert_eq!(again, first);
+    support::wait_for(std::time::Duration::from_secs(5), || !p.exists()).await;
+    assert_eq!(
+        rig.count("SELECT COUNT(*) FROM outbox WHERE text = 'once'"),
+        1
+    );
+    assert_eq!(
+        rig.count("SELECT COUNT(*) FROM ipc_ledger WHERE request_id = 'dup'"),
+        1
+    );
+}
