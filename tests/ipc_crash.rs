@@ -59,7 +59,7 @@ fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) {
 fn write_request(root: &Path, i: usize) -> (PathBuf, bool) {
     let (folder, jid) = GROUPS[i % 3];
     let id = format!("{i:06}");
-    let (sub, body, is_message) = if i % 4 == 0 {
+    let (sub, body, is_message) = if i.is_multiple_of(4) {
         (
             "tasks",
             json!({"type":"schedule_task","prompt":format!("task {id}"),"schedule_type":"interval","schedule_value":"3600000"}),
