@@ -118,8 +118,7 @@ pub struct Answer {
 pub struct Retry(pub String);
 
 /// Reads, authorises and applies the request file `dir/name` sent by `folder`,
-/// committing its effect and ledger row. Runs on a blocking thread; takes the store
-/// lock only for the transaction.
+/// committing its effect and ledger row. Runs on a blocking thread.
 pub fn commit_file(
     store: &SharedStore,
     env: &Env,
@@ -127,71 +126,145 @@ pub fn commit_file(
     dir: &Path,
     name: &str,
 ) -> Result<Committed, Retry> {
-    let path = dir.join(name);
-    let id = name.strip_suffix(".json").unwrap_or(name);
-    if let Err(e) = protocol::validate_request_id(id) {
-        quarantine::quarantine(&env.paths, folder.as_str(), &path, name, &e.to_string());
-        return Ok(Committed::Refused);
-    }
-    let input = match quarantine::read_request(&path) {
-        Ok(bytes) => Input::Parsed(protocol::parse(&bytes)),
-        Err(ReadError::Gone) => return Ok(Committed::Gone),
-        Err(ReadError::Refused(reason)) => Input::Refused(reason),
-        Err(ReadError::Io(e)) => {
-            return Err(Retry(format!("cannot read {}: {e}", path.display())));
+    commit_batch(store, env, folder, vec![dir.join(name)])
+        .pop()
+        .expect("one result per file")
+}
+
+/// A request file read and ready for its transaction.
+struct Prepared {
+    slot: usize,
+    path: PathBuf,
+    id: String,
+    input: Input,
+}
+
+/// [`commit_file`] for several files of one group, in order, in ONE transaction:
+/// each request still gets its own savepoint and its own ledger row, so a failure
+/// affects only that request, but the group pays for one commit. Takes the store
+/// lock only for the transaction; reading files happens before.
+pub fn commit_batch(
+    store: &SharedStore,
+    env: &Env,
+    folder: &FolderName,
+    paths: Vec<PathBuf>,
+) -> Vec<Result<Committed, Retry>> {
+    let mut out: Vec<Option<Result<Committed, Retry>>> = Vec::with_capacity(paths.len());
+    let mut prepared = Vec::new();
+    for (slot, path) in paths.into_iter().enumerate() {
+        let name = file_name(&path);
+        let id = name.strip_suffix(".json").unwrap_or(&name).to_owned();
+        if let Err(e) = protocol::validate_request_id(&id) {
+            quarantine::quarantine(&env.paths, folder.as_str(), &path, &name, &e.to_string());
+            out.push(Some(Ok(Committed::Refused)));
+            continue;
         }
-    };
+        let input = match quarantine::read_request(&path) {
+            Ok(bytes) => Input::Parsed(protocol::parse(&bytes)),
+            Err(ReadError::Gone) => {
+                out.push(Some(Ok(Committed::Gone)));
+                continue;
+            }
+            Err(ReadError::Refused(reason)) => Input::Refused(reason),
+            Err(ReadError::Io(e)) => {
+                out.push(Some(Err(Retry(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )))));
+                continue;
+            }
+        };
+        out.push(None);
+        prepared.push(Prepared {
+            slot,
+            path,
+            id,
+            input,
+        });
+    }
+    if prepared.is_empty() {
+        return out.into_iter().map(|o| o.expect("filled")).collect();
+    }
     let now = Utc::now();
-    let applied = store.blocking(|s| s.write(|tx| apply_in_tx(tx, env, folder, id, &input, now)));
-    let applied = match applied {
-        Ok(a) => a,
-        Err(e) => {
-            // The effect failed on the host side and was rolled back. Record that in
-            // its own transaction so the agent hears it instead of waiting forever.
-            tracing::error!(%folder, request = id, error = %e, "cannot apply an IPC request");
-            let response = Response {
-                id: id.to_owned(),
-                kind: input.kind().to_owned(),
-                status: Status::Error,
-                message: format!("the host could not apply this request: {e}"),
-                result: None,
-            };
-            store
-                .blocking(|s| {
-                    s.write(|tx| {
+    let applied = store.blocking(|s| {
+        s.write(|tx| {
+            let mut applied = Vec::with_capacity(prepared.len());
+            for p in &prepared {
+                tx.execute_batch("SAVEPOINT ipc_request")?;
+                match apply_in_tx(tx, env, folder, &p.id, &p.input, now) {
+                    Ok(a) => {
+                        tx.execute_batch("RELEASE ipc_request")?;
+                        applied.push(a);
+                    }
+                    Err(e) => {
+                        // A host-side failure of this request only: undo it and
+                        // record the failure, so the agent hears it instead of
+                        // waiting forever.
+                        tx.execute_batch("ROLLBACK TO ipc_request; RELEASE ipc_request")?;
+                        tracing::error!(%folder, request = %p.id, error = %e, "cannot apply an IPC request");
+                        let response = Response {
+                            id: p.id.clone(),
+                            kind: p.input.kind().to_owned(),
+                            status: Status::Error,
+                            message: format!("the host could not apply this request: {e}"),
+                            result: None,
+                        };
                         insert_ledger(tx, folder, &response, now)?;
-                        Ok::<_, StoreError>(())
-                    })
-                })
-                .map_err(|e| Retry(format!("cannot record request {id}: {e}")))?;
-            Applied::Done {
-                response,
-                changes: Changes::default(),
-                disposition: Disposition::Remove,
-                replay: false,
+                        applied.push(Applied::Done {
+                            response,
+                            changes: Changes::default(),
+                            disposition: Disposition::Remove,
+                            replay: false,
+                        });
+                    }
+                }
+            }
+            Ok::<_, StoreError>(applied)
+        })
+    });
+    match applied {
+        Ok(applied) => {
+            for (p, a) in prepared.into_iter().zip(applied) {
+                out[p.slot] = Some(Ok(committed(env, folder, p.path, a)));
             }
         }
-    };
+        Err(e) => {
+            for p in prepared {
+                out[p.slot] = Some(Err(Retry(format!("cannot apply request {}: {e}", p.id))));
+            }
+        }
+    }
+    out.into_iter().map(|o| o.expect("filled")).collect()
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn committed(env: &Env, folder: &FolderName, path: PathBuf, applied: Applied) -> Committed {
+    let name = file_name(&path);
     match applied {
         Applied::Unregistered => {
             let reason = format!("folder {folder} is not a registered group");
-            quarantine::quarantine(&env.paths, folder.as_str(), &path, name, &reason);
-            Ok(Committed::Refused)
+            quarantine::quarantine(&env.paths, folder.as_str(), &path, &name, &reason);
+            Committed::Refused
         }
         Applied::Done {
             response,
             changes,
             disposition,
             replay,
-        } => Ok(Committed::Answered(Box::new(Answer {
+        } => Committed::Answered(Box::new(Answer {
             folder: folder.clone(),
             path,
-            name: name.to_owned(),
+            name,
             response,
             changes,
             disposition,
             replay,
-        }))),
+        })),
     }
 }
 

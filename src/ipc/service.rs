@@ -166,7 +166,8 @@ impl Service {
                     }
                 };
                 tokio::select! {
-                    _ = stop.changed() => {}
+                    // A dropped handle stops the service like an explicit shutdown.
+                    r = stop.changed() => if r.is_err() { break },
                     Some(s) = self.signals.recv() => self.on_signal(s),
                     t = self.bus_rx.recv() => self.on_topic(t),
                     _ = retry => {
@@ -388,9 +389,16 @@ fn run_pass(
                 continue;
             }
         };
-        for (sub, name) in items {
-            let dir = env.paths.ipc_dir(&folder).join(sub);
-            match apply::commit_file(store, env, &folder, &dir, &name) {
+        let dir = env.paths.ipc_dir(&folder);
+        let files = items
+            .iter()
+            .map(|(sub, name)| dir.join(sub).join(name))
+            .collect();
+        for (result, (_, name)) in apply::commit_batch(store, env, &folder, files)
+            .into_iter()
+            .zip(&items)
+        {
+            match result {
                 Ok(Committed::Answered(a)) => {
                     changes.merge(a.changes.clone());
                     answers.push(a);
@@ -403,7 +411,11 @@ fn run_pass(
             }
         }
     }
-    if !changes.is_empty() {
+    let shown_changed = !changes.task_folders.is_empty()
+        || !changes.skill_folders.is_empty()
+        || changes.refresh_groups
+        || changes.topics.contains(&Topic::Groups);
+    if shown_changed {
         let rendered = store.blocking(|s| -> Result<Rendered, crate::store::StoreError> {
             let mut out = Vec::new();
             let task_change = !changes.task_folders.is_empty();
