@@ -11,11 +11,13 @@ use std::io::Write;
 use crate::paths::Paths;
 
 /// What changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Topic {
     Tasks,
     Groups,
     Skills,
+    /// New rows in the outbox (e.g. an agent's `message` request): the orchestrator sends them.
+    Outbox,
 }
 
 impl Topic {
@@ -24,6 +26,7 @@ impl Topic {
             Topic::Tasks => "tasks",
             Topic::Groups => "groups",
             Topic::Skills => "skills",
+            Topic::Outbox => "outbox",
         }
     }
 
@@ -32,6 +35,7 @@ impl Topic {
             "tasks" => Some(Topic::Tasks),
             "groups" => Some(Topic::Groups),
             "skills" => Some(Topic::Skills),
+            "outbox" => Some(Topic::Outbox),
             _ => None,
         }
     }

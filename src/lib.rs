@@ -7,11 +7,13 @@
 
 pub mod actions;
 pub mod agent;
+pub mod agent_tools;
 pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod ipc;
 pub mod model;
 pub mod paths;
 pub mod router;

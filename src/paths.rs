@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 
 use crate::model::FolderName;
 
+/// The request subdirectories of a group's IPC directory.
+pub const IPC_REQUEST_SUBDIRS: [&str; 2] = ["messages", "tasks"];
+
 #[derive(Debug, Clone)]
 pub struct Paths {
     root: PathBuf,
@@ -72,6 +75,18 @@ impl Paths {
     /// Quarantine for requests that were refused before they could be answered.
     pub fn ipc_errors_dir(&self, folder_component: &str) -> PathBuf {
         self.ipc_root().join("errors").join(folder_component)
+    }
+
+    /// Where a group's agent drops requests: `messages/` and `tasks/` (NanoClaw's
+    /// names; the host reads both alike, in file-name order).
+    pub fn ipc_request_dirs(&self, folder: &FolderName) -> [PathBuf; 2] {
+        let dir = self.ipc_dir(folder);
+        IPC_REQUEST_SUBDIRS.map(|sub| dir.join(sub))
+    }
+
+    /// Where the host answers each request: `responses/<request id>.json`.
+    pub fn ipc_responses_dir(&self, folder: &FolderName) -> PathBuf {
+        self.ipc_dir(folder).join("responses")
     }
 
     pub fn sessions_dir(&self, folder: &FolderName) -> PathBuf {

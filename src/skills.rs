@@ -6,9 +6,45 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
 use crate::actions::validate_skill_name;
 use crate::model::FolderName;
 use crate::paths::Paths;
+
+/// Where a skill comes from. A group's own skill shadows a global one of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Global,
+    Group,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skill {
+    pub name: String,
+    pub scope: Scope,
+}
+
+/// The skills available to `folder` with where each comes from, sorted by name.
+pub fn list(paths: &Paths, folder: &FolderName) -> Vec<Skill> {
+    let mut out: Vec<Skill> = skills_in(&paths.global_skills_dir())
+        .into_iter()
+        .map(|(name, _)| Skill {
+            name,
+            scope: Scope::Global,
+        })
+        .collect();
+    for (name, _) in skills_in(&paths.group_skills_dir(folder)) {
+        out.retain(|s| s.name != name);
+        out.push(Skill {
+            name,
+            scope: Scope::Group,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
 
 /// The names of the skills available to `folder` (its own and the global ones),
 /// sorted, without duplicates. Directories whose name is not a valid skill name, or
@@ -94,5 +130,17 @@ mod tests {
         );
         assert!(source_dir(&paths, &f, "secret").is_none());
         assert!(source_dir(&paths, &f, "../other/skills/secret").is_none());
+        let scopes: Vec<(String, Scope)> = list(&paths, &f)
+            .into_iter()
+            .map(|s| (s.name, s.scope))
+            .collect();
+        assert_eq!(
+            scopes,
+            [
+                ("alpha".to_owned(), Scope::Group),
+                ("notes".to_owned(), Scope::Group),
+                ("web".to_owned(), Scope::Global)
+            ]
+        );
     }
 }

@@ -60,6 +60,8 @@ pub enum Command {
     TaskRuns(tasks::TaskRunsArgs),
     /// List, enable or disable a group's skills.
     Skills(skills::SkillsArgs),
+    /// The MCP server (stdio) an agent uses to reach the host (env RUST_CLAW_IPC_DIR).
+    AgentTools,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +163,10 @@ fn init_logging(daemon: bool) {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
+    // Runs on the agent's side: it needs no root, configuration or store.
+    if let Command::AgentTools = cli.command {
+        return crate::agent_tools::serve_stdio().map_err(CliError::Runtime);
+    }
     let root = match cli.root {
         Some(r) => r,
         None => std::env::current_dir()
@@ -184,5 +190,6 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::CancelTask(a) => tasks::cancel(&ctx, a),
         Command::TaskRuns(a) => tasks::runs(&ctx, a),
         Command::Skills(a) => skills::run(&ctx, a),
+        Command::AgentTools => unreachable!("handled above"),
     }
 }

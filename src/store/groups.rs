@@ -59,11 +59,10 @@ pub fn insert(conn: &Connection, g: &Group) -> Result<()> {
 
 fn query_one(conn: &Connection, filter: &str, arg: &str) -> Result<Option<Group>> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM registered_groups WHERE {filter}"),
-            [arg],
-            from_row,
-        )
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM registered_groups WHERE {filter}"
+        ))?
+        .query_row([arg], from_row)
         .optional()?)
 }
 

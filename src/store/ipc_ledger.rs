@@ -9,11 +9,10 @@ use crate::model::FolderName;
 /// The stored response of a request already applied, if any.
 pub fn get(conn: &Connection, folder: &FolderName, request_id: &str) -> Result<Option<String>> {
     Ok(conn
-        .query_row(
+        .prepare_cached(
             "SELECT response FROM ipc_ledger WHERE group_folder = ?1 AND request_id = ?2",
-            params![folder.as_str(), request_id],
-            |r| r.get(0),
-        )
+        )?
+        .query_row(params![folder.as_str(), request_id], |r| r.get(0))
         .optional()?)
 }
 
@@ -26,10 +25,10 @@ pub fn insert(
     response_json: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO ipc_ledger (group_folder, request_id, request_type, status, response, applied_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![folder.as_str(), request_id, request_type, status, response_json, to_ms(now)],
-    )?;
+    )?
+    .execute(params![folder.as_str(), request_id, request_type, status, response_json, to_ms(now)])?;
     Ok(())
 }

@@ -29,10 +29,10 @@ pub fn enqueue(
     // The nonce is derived from a fresh random value, not the row id, so it is unique
     // even across databases (Discord keeps nonces for a few minutes per channel).
     let nonce = format!("{:016x}", rand::random::<u64>());
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO outbox (chat_jid, text, nonce, origin, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![chat_jid, text, nonce, origin, to_ms(now)],
-    )?;
+    )?
+    .execute(params![chat_jid, text, nonce, origin, to_ms(now)])?;
     Ok(conn.last_insert_rowid())
 }
 

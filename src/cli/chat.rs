@@ -1,0 +1,90 @@
+//! `rust_claw chat`: talk to a group's assistant from the terminal.
+//!
+//! It runs the whole pipeline in this process — store, group queue, agent, IPC watcher,
+//! scheduler — with the local terminal channel instead of Discord, so anyone can try
+//! RustClaw without a bot token. It therefore needs the root to itself: if a daemon is
+//! running on the same root, it says so and exits.
+//!
+//! The terminal is chat `<folder>@local`, routed to group `<folder>`; every line is
+//! addressed to the assistant. With no main group registered at all, `chat` registers
+//! a terminal-only main group (`main@local`) so a fresh install works at once.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::{CliError, Context};
+use crate::actions::{self, RegisterGroup};
+use crate::channels::local::LocalChannel;
+use crate::daemon::{self, Daemon, InstanceLock};
+use crate::model::{FolderName, Jid};
+use crate::store::groups;
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// The group to talk to (default: the main group's folder).
+    #[arg(long)]
+    pub group: Option<FolderName>,
+}
+
+pub fn chat(ctx: &Context, a: ChatArgs) -> Result<(), CliError> {
+    let _lock = InstanceLock::acquire(&ctx.paths).map_err(|e| {
+        CliError::Runtime(anyhow::anyhow!(
+            "{e:#}\n`rust_claw chat` runs the whole pipeline itself and cannot share the root with a running daemon; \
+             stop the daemon first (e.g. `systemctl stop rust-claw`), or use another --root"
+        ))
+    })?;
+    let folder = a.group.unwrap_or_else(|| ctx.config.main_group_folder.clone());
+    let mut store = ctx.open_store()?;
+    let trigger = ctx.config.default_trigger();
+    let main_folder = ctx.config.main_group_folder.clone();
+    let f = folder.clone();
+    let (group, created) = store.write(|tx| {
+        if let Some(g) = groups::get_by_folder(tx, &f)? {
+            return Ok::<_, actions::ActionError>((g, false));
+        }
+        if f == main_folder && groups::get_main(tx)?.is_none() {
+            let req = RegisterGroup {
+                jid: Jid::local_for(&f),
+                name: "Main (terminal)".into(),
+                folder: f.clone(),
+                trigger: None,
+                requires_trigger: false,
+                is_main: true,
+                container_config: None,
+            };
+            return actions::register_group(tx, req, &trigger, chrono::Utc::now()).map(|g| (g, true));
+        }
+        Err(actions::ActionError::Invalid(crate::model::ValidationError::new(
+            "group",
+            format!("no group uses folder {f}; see `rust_claw list-groups`"),
+        )))
+    })?;
+    if created {
+        eprintln!("No main group was registered: registered {} as a terminal-only main group.", group.jid);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let config = Arc::new(ctx.config.clone());
+    runtime.block_on(async move {
+        let local = Arc::new(LocalChannel::stdio(&folder, &config.assistant_name));
+        let input_closed = local.input_closed();
+        let jid = local.jid().clone();
+        let d = Daemon::start(&ctx.paths, config.clone(), store, vec![local.clone()]).await?;
+        eprintln!(
+            "Chatting with {} (group {}). Type a message and press Enter; Ctrl-D to quit.",
+            config.assistant_name, folder
+        );
+        tokio::select! {
+            _ = input_closed.notified() => d.wait_answered(&jid).await,
+            _ = daemon::shutdown_signal() => {}
+        }
+        d.shutdown().await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! Read-only views an agent reads from its IPC directory, written by the host:
+//!
+//! * `current_tasks.json` — the main group sees every task, other groups their own;
+//! * `available_groups.json` — the main group sees every known chat (registered or
+//!   not), other groups an empty list;
+//! * `current_skills.json` — the skills available to the group and whether each is on.
+//!
+//! Each is rendered from the store under the store lock, then written atomically
+//! (temp file + rename) outside it, and only when its bytes changed, so a refresh that
+//! changes nothing costs no write and wakes no reader. The shapes follow NanoClaw v1's
+//! (camelCase where NanoClaw used it) so NanoClaw agents read them unchanged.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use crate::model::FolderName;
+use crate::paths::Paths;
+use crate::skills;
+use crate::store::groups::Group;
+use crate::store::{self, StoreError, chats, groups, tasks};
+
+pub const TASKS_FILE: &str = "current_tasks.json";
+pub const GROUPS_FILE: &str = "available_groups.json";
+pub const SKILLS_FILE: &str = "current_skills.json";
+
+/// Which snapshots to render.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Kinds {
+    pub tasks: bool,
+    pub groups: bool,
+    pub skills: bool,
+}
+
+impl Kinds {
+    pub const ALL: Kinds = Kinds {
+        tasks: true,
+        groups: true,
+        skills: true,
+    };
+}
+
+/// Rendered snapshot files, ready to be written.
+pub type Rendered = Vec<(PathBuf, Vec<u8>)>;
+
+/// Renders the chosen snapshots of `group` (call under the store lock).
+pub fn render(
+    conn: &Connection,
+    paths: &Paths,
+    group: &Group,
+    kinds: Kinds,
+    out: &mut Rendered,
+) -> Result<(), StoreError> {
+    let dir = paths.ipc_dir(&group.folder);
+    if kinds.tasks {
+        let filter = (!group.is_main).then_some(&group.folder);
+        let list: Vec<Value> = tasks::list(conn, filter, None)?
+            .into_iter()
+            .map(|t| {
+                json!({
+                    "id": t.id,
+                    "groupFolder": t.group_folder,
+                    "chatJid": t.chat_jid,
+                    "prompt": t.prompt,
+                    "schedule_type": t.schedule_type,
+                    "schedule_value": t.schedule_value,
+                    "context_mode": t.context_mode,
+                    "timezone": t.timezone.name(),
+                    "status": t.status,
+                    "next_run": t.next_run,
+                    "last_run": t.last_run,
+                })
+            })
+            .collect();
+        out.push((dir.join(TASKS_FILE), pretty(&Value::Array(list))));
+    }
+    if kinds.groups {
+        let list = if group.is_main {
+            known_chats(conn)?
+        } else {
+            Vec::new()
+        };
+        out.push((dir.join(GROUPS_FILE), pretty(&json!({ "groups": list }))));
+    }
+    if kinds.skills {
+        let enabled = store::skills::enabled(conn, &group.folder)?;
+        let list: Vec<Value> = skills::list(paths, &group.folder)
+            .into_iter()
+            .map(|s| {
+                let on = enabled.contains(&s.name);
+                json!({ "name": s.name, "scope": s.scope, "enabled": on })
+            })
+            .collect();
+        out.push((dir.join(SKILLS_FILE), pretty(&json!({ "skills": list }))));
+    }
+    Ok(())
+}
+
+/// Every chat the daemon knows: registered groups first, then other seen chats.
+fn known_chats(conn: &Connection) -> Result<Vec<Value>, StoreError> {
+    let registered = groups::list(conn)?;
+    let mut list: Vec<Value> = Vec::new();
+    let seen = chats::list(conn)?;
+    let activity: HashMap<&str, _> = seen
+        .iter()
+        .map(|c| (c.jid.as_str(), c.last_message_at))
+        .collect();
+    for g in &registered {
+        let jid = g.jid.to_string();
+        list.push(json!({
+            "jid": jid,
+            "name": g.name,
+            "folder": g.folder,
+            "isMain": g.is_main,
+            "isRegistered": true,
+            "lastActivity": activity.get(jid.as_str()).copied().flatten(),
+        }));
+    }
+    for c in &seen {
+        if registered.iter().any(|g| g.jid.to_string() == c.jid) {
+            continue;
+        }
+        list.push(json!({
+            "jid": c.jid,
+            "name": c.name,
+            "isRegistered": false,
+            "lastActivity": c.last_message_at,
+        }));
+    }
+    Ok(list)
+}
+
+fn pretty(v: &Value) -> Vec<u8> {
+    let mut b = serde_json::to_vec_pretty(v).unwrap_or_default();
+    b.push(b'\n');
+    b
+}
+
+/// Writes snapshot files, skipping those whose content is unchanged since the last
+/// write through this writer.
+#[derive(Default)]
+pub struct Writer {
+    last: HashMap<PathBuf, u64>,
+}
+
+impl Writer {
+    pub fn write(&mut self, rendered: Rendered) {
+        for (path, bytes) in rendered {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            let digest = h.finish();
+            if self.last.get(&path) == Some(&digest) && path.exists() {
+                continue;
+            }
+            match write_atomic(&path, &bytes) {
+                Ok(()) => {
+                    self.last.insert(path, digest);
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "cannot write an IPC snapshot")
+                }
+            }
+        }
+    }
+
+    /// Forgets what was written for `folder` (its directory was removed or recreated).
+    pub fn forget(&mut self, paths: &Paths, folder: &FolderName) {
+        let dir = paths.ipc_dir(folder);
+        self.last.retain(|p, _| !p.starts_with(&dir));
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a dot-temp file in the same directory, then
+/// rename. Readers see the old content or the new, never a torn file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(
+        ".{name}.{}.{:08x}.tmp",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

@@ -1,0 +1,186 @@
+//! `rust_claw agent-tools` driven by a real MCP client (rmcp) over stdio, against a
+//! running IPC watcher on a real store.
+
+#[path = "ipc_support/mod.rs"]
+mod support;
+
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::TokioChildProcess;
+use serde_json::{Value, json};
+use support::*;
+
+async fn call(
+    client: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
+    tool: &'static str,
+    args: Value,
+) -> (bool, String) {
+    let mut p = CallToolRequestParams::new(tool);
+    if let Value::Object(m) = args {
+        p = p.with_arguments(m);
+    }
+    let r = client.call_tool(p).await.unwrap();
+    let text = r
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (r.is_error != Some(true), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_over_stdio() {
+    let rig = Rig::new().await;
+    // A dev task the ops agent must not touch, and a skill ops may enable.
+    let r = rig
+        .ask("main", "setup", json!({"type":"schedule_task","prompt":"dev's","schedule_type":"interval","schedule_value":"3600000","targetJid":DEV}))
+        .await;
+    let dev_task = r.result.unwrap()["taskId"].as_str().unwrap().to_owned();
+    let skill = rig
+        .paths
+        .groups_dir()
+        .join("ops")
+        .join("skills")
+        .join("notes");
+    std::fs::create_dir_all(&skill).unwrap();
+    std::fs::write(skill.join("SKILL.md"), "---\nname: notes\n---\n").unwrap();
+
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_rust_claw"));
+    cmd.arg("agent-tools")
+        .env("RUST_CLAW_IPC_DIR", rig.ipc("ops"))
+        .env("RUST_CLAW_CHAT_JID", OPS)
+        .env("RUST_CLAW_TIMEZONE", "UTC")
+        .env("RUST_LOG", "warn");
+    let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
+
+    let tools = client.list_all_tools().await.unwrap();
+    let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "cancel_task",
+            "disable_skill",
+            "enable_skill",
+            "list_groups",
+            "list_skills",
+            "list_tasks",
+            "pause_task",
+            "refresh_groups",
+            "register_group",
+            "resume_task",
+            "schedule_task",
+            "send_message",
+            "update_task"
+        ]
+    );
+
+    let (ok, text) = call(
+        &client,
+        "send_message",
+        json!({"text":"hello from the agent"}),
+    )
+    .await;
+    assert!(ok, "{text}");
+    assert!(text.starts_with("ok: message queued"), "{text}");
+    assert_eq!(
+        rig.count(
+            "SELECT COUNT(*) FROM outbox WHERE origin = 'ipc:ops' AND text = 'hello from the agent'"
+        ),
+        1
+    );
+
+    // Invalid schedules are refused before anything is written.
+    let ledger = rig.count("SELECT COUNT(*) FROM ipc_ledger");
+    let (ok, text) = call(
+        &client,
+        "schedule_task",
+        json!({"prompt":"p","schedule_type":"cron","schedule_value":"0 25 * * *"}),
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        text.starts_with("invalid:") && text.contains("schedule_value"),
+        "{text}"
+    );
+    assert_eq!(rig.count("SELECT COUNT(*) FROM ipc_ledger"), ledger);
+
+    let (ok, text) = call(
+        &client,
+        "schedule_task",
+        json!({"prompt":"water the plants","schedule_type":"cron","schedule_value":"0 9 * * 1-5"}),
+    )
+    .await;
+    assert!(ok, "{text}");
+    let task_id = rig.db(|c| {
+        c.query_row(
+            "SELECT id FROM scheduled_tasks WHERE group_folder = 'ops'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .unwrap()
+    });
+    assert!(text.contains(&task_id), "{text}");
+
+    let (ok, text) = call(&client, "list_tasks", json!({})).await;
+    assert!(ok);
+    assert!(
+        text.contains(&task_id) && !text.contains(&dev_task),
+        "{text}"
+    );
+
+    let (ok, text) = call(&client, "pause_task", json!({"task_id": task_id})).await;
+    assert!(ok, "{text}");
+    let (ok, text) = call(&client, "pause_task", json!({"task_id": dev_task})).await;
+    assert!(!ok);
+    assert!(text.starts_with("denied:"), "{text}");
+    let (ok, text) = call(
+        &client,
+        "register_group",
+        json!({"jid":"555555555555555555@discord","name":"x","folder":"x"}),
+    )
+    .await;
+    assert!(!ok && text.contains("only the main group"), "{text}");
+
+    let (ok, text) = call(&client, "list_skills", json!({})).await;
+    assert!(ok, "{text}");
+    assert!(text.contains("notes"), "{text}");
+    let (ok, text) = call(&client, "enable_skill", json!({"skill_name":"notes"})).await;
+    assert!(ok, "{text}");
+    assert_eq!(
+        rig.count("SELECT COUNT(*) FROM group_skills WHERE group_folder = 'ops' AND enabled = 1"),
+        1
+    );
+    let (ok, text) = call(&client, "list_groups", json!({})).await;
+    assert!(ok && text.contains("\"groups\": []"), "{text}");
+
+    // Responses are consumed: nothing piles up.
+    assert_eq!(
+        std::fs::read_dir(rig.ipc("ops").join("responses"))
+            .unwrap()
+            .count(),
+        0
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_host_times_out_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools =
+        rust_claw::agent_tools::AgentTools::new(dir.path().to_owned(), None, chrono_tz::UTC)
+            .with_timeout(std::time::Duration::from_millis(200));
+    let r = tools
+        .submit(rust_claw::ipc::protocol::Request::RefreshSkills)
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    let text = r.content[0].as_text().unwrap().text.clone();
+    assert!(text.contains("no answer from the host"), "{text}");
+    // The request is left queued for the host.
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tasks")).unwrap().count(),
+        1
+    );
+}
