@@ -29,16 +29,29 @@ fn cli(root: &Path, args: &[&str]) {
     );
 }
 
-fn start(root: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_rust_claw"))
-        .arg("run")
-        .env("RUST_CLAW_ROOT", root)
-        .env("TIMEZONE", "UTC")
-        .env("AUTO_REGISTER_MAIN_JID", MAIN)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
+/// The daemon process; killed if the test fails, so no daemon outlives it.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(root: &Path) -> Daemon {
+    Daemon(
+        Command::new(env!("CARGO_BIN_EXE_rust_claw"))
+            .arg("run")
+            .env("RUST_CLAW_ROOT", root)
+            .env("TIMEZONE", "UTC")
+            .env("AUTO_REGISTER_MAIN_JID", MAIN)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn count(db: &Path, sql: &str) -> i64 {
@@ -109,8 +122,8 @@ fn sigkill_during_a_burst_applies_every_request_exactly_once() {
         wait_until(Duration::from_secs(60), || {
             count(&db, "SELECT COUNT(*) FROM ipc_ledger") >= threshold
         });
-        daemon.kill().unwrap(); // SIGKILL
-        daemon.wait().unwrap();
+        daemon.0.kill().unwrap(); // SIGKILL
+        daemon.0.wait().unwrap();
         kills += 1;
         let applied = count(&db, "SELECT COUNT(*) FROM ipc_ledger");
         assert!(
@@ -144,14 +157,24 @@ fn sigkill_during_a_burst_applies_every_request_exactly_once() {
     let answered: usize = GROUPS
         .iter()
         .map(|(f, _)| {
+            // A kill during an atomic write may leave a dot-temp file: not an answer.
             std::fs::read_dir(root.join("data/ipc").join(f).join("responses"))
                 .unwrap()
+                .filter(|e| {
+                    let name = e
+                        .as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned();
+                    name.ends_with(".json") && !name.starts_with('.')
+                })
                 .count()
         })
         .sum();
     assert_eq!(answered, n);
-    sigterm(&daemon);
-    let status = daemon.wait().unwrap();
+    sigterm(&daemon.0);
+    let status = daemon.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
 
     assert_eq!(
