@@ -1,9 +1,11 @@
-//! `rust_claw run`: the daemon's life cycle.
+//! `rust_claw run`: the daemon's life cycle, and the wiring of its parts.
 //!
-//! Holds the root's single-instance lock for its whole life, opens the store,
-//! registers the main group from `AUTO_REGISTER_MAIN_JID` if it is missing, then
-//! serves until SIGTERM or SIGINT: the scheduler (woken by task changes, including
-//! CLI changes heard through the control-directory watcher).
+//! [`Daemon::start`] connects the modules in the order the data flows — store, change
+//! bus, delivery, orchestrator and group queue, scheduler, IPC, channels — and queues
+//! whatever was left unanswered by the previous run. [`Daemon::shutdown`] stops intake
+//! first, gives running turns a short grace period, flushes the outbox and stops the
+//! rest, in well under 5 s. `rust_claw run` holds the root's single-instance lock
+//! around all of it; `rust_claw chat` runs the same daemon with the terminal channel.
 
 use std::fs::File;
 use std::sync::Arc;
@@ -11,12 +13,25 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use nix::fcntl::{Flock, FlockArg};
 
+use std::time::Duration;
+
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::task::JoinSet;
+
 use crate::actions::{self, RegisterGroup};
+use crate::agent::runner::Runner;
+use crate::agent::{AgentSettings, Agents};
+use crate::channels::{Channel, Inbound};
 use crate::config::Config;
-use crate::control::{self, Topic};
+use crate::control::{self, ControlWatcher, Topic};
+use crate::delivery::Delivery;
+use crate::ipc::{IpcHandle, IpcService};
+use crate::model::Jid;
+use crate::orchestrator::Orchestrator;
 use crate::paths::Paths;
-use crate::scheduler::{NoRunnerSink, Scheduler, SystemClock};
-use crate::store::{SharedStore, Store, groups};
+use crate::queue::GroupQueue;
+use crate::scheduler::{DueRun, Scheduler, SchedulerHandle, SystemClock, TaskSink};
+use crate::store::{SharedStore, Store, StoreError, groups, messages, outbox};
 
 /// An exclusive lock on `store/daemon.lock`, released when dropped (or when the process
 /// dies, however it dies: the kernel drops flocks with the last descriptor).
@@ -79,6 +94,212 @@ pub fn auto_register_main(store: &mut Store, config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// How long running turns may finish at shutdown before they are interrupted.
+const TURN_GRACE: Duration = Duration::from_millis(2_500);
+/// How long the outbox may take to flush at shutdown.
+const FLUSH_GRACE: Duration = Duration::from_millis(1_000);
+
+/// Hands due scheduled runs to the group queue.
+struct QueueSink(Arc<GroupQueue<Orchestrator>>);
+
+impl TaskSink for QueueSink {
+    fn submit(&self, run: DueRun) {
+        self.0.enqueue_run(run);
+    }
+}
+
+/// A running daemon.
+pub struct Daemon {
+    store: SharedStore,
+    orchestrator: Arc<Orchestrator>,
+    queue: Arc<GroupQueue<Orchestrator>>,
+    delivery: Arc<Delivery>,
+    scheduler: SchedulerHandle,
+    ipc: IpcHandle,
+    _control: ControlWatcher,
+    channels: Vec<Arc<dyn Channel>>,
+    /// Stops the delivery loop (a stored permit: it is never missed mid-pass).
+    stop_delivery: Arc<Notify>,
+    delivery_task: tokio::task::JoinHandle<()>,
+    background: JoinSet<()>,
+}
+
+impl Daemon {
+    /// Starts every part of the daemon on `store` with `channels`, running agents as
+    /// the configuration says.
+    pub async fn start(
+        paths: &Paths,
+        config: Arc<Config>,
+        store: Store,
+        channels: Vec<Arc<dyn Channel>>,
+    ) -> Result<Daemon> {
+        let runner = crate::agent::runner::from_config(&config)?;
+        let settings =
+            AgentSettings::from_config(&config).context("cannot find the rust_claw executable")?;
+        Daemon::start_with(paths, config, store, channels, settings, runner).await
+    }
+
+    /// [`Daemon::start`] with the agent settings and runner given (tests run the daemon
+    /// in-process, where the current executable is not `rust_claw`).
+    pub async fn start_with(
+        paths: &Paths,
+        config: Arc<Config>,
+        store: Store,
+        channels: Vec<Arc<dyn Channel>>,
+        settings: AgentSettings,
+        runner: Arc<dyn Runner>,
+    ) -> Result<Daemon> {
+        let store = SharedStore::new(store);
+        // What changed (tasks, groups, skills, outbox): from IPC, the orchestrator and,
+        // through the control watcher, CLI processes.
+        let (bus, _) = broadcast::channel::<Topic>(1024);
+        let stop_delivery = Arc::new(Notify::new());
+        let mut background = JoinSet::new();
+
+        let delivery = Delivery::new(store.clone());
+        let agents = Agents::new(paths.clone(), settings, runner, store.clone());
+        let orchestrator = Arc::new(Orchestrator::new(
+            config.clone(),
+            store.clone(),
+            agents,
+            delivery.clone(),
+            bus.clone(),
+        ));
+        let queue = GroupQueue::new(
+            orchestrator.clone(),
+            config.max_concurrent_agents,
+            Duration::from_millis(config.idle_timeout_ms),
+        );
+
+        // Watch before reading state, so no change note falls between the two.
+        let control = control::watch(paths, bus.clone())?;
+        let scheduler = Scheduler::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            Arc::new(QueueSink(queue.clone())),
+            bus.subscribe(),
+        )
+        .spawn();
+        let ipc = IpcService::start(paths.clone(), store.clone(), &config, bus.clone()).await?;
+
+        // The outbox: sent when anything queues a reply (directly or through the bus).
+        let mut topics = bus.subscribe();
+        let d = delivery.clone();
+        background.spawn(async move {
+            loop {
+                match topics.recv().await {
+                    Ok(Topic::Outbox) | Err(broadcast::error::RecvError::Lagged(_)) => d.wake(),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        let delivery_task = tokio::spawn(delivery.clone().run(stop_delivery.clone()));
+
+        // Intake: every received message is stored, then its group is woken.
+        let (tx, mut rx) = mpsc::channel::<Inbound>(1024);
+        let (o, q) = (orchestrator.clone(), queue.clone());
+        background.spawn(async move {
+            while let Some(m) = rx.recv().await {
+                match o.ingest(m).await {
+                    Ok(Some(folder)) => q.enqueue_messages(&folder),
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(error = %e, "cannot store an incoming message"),
+                }
+            }
+        });
+        for channel in &channels {
+            channel
+                .connect(tx.clone())
+                .await
+                .with_context(|| format!("cannot connect the {} channel", channel.name()))?;
+            delivery.add_channel(channel.clone());
+            tracing::info!(channel = channel.name(), "channel connected");
+        }
+        drop(tx);
+
+        // Recovery: what the previous run left unanswered or unsent.
+        for folder in orchestrator.groups_with_unanswered().await? {
+            tracing::info!(group = %folder, "unanswered messages from before the restart");
+            queue.enqueue_messages(&folder);
+        }
+        delivery.wake();
+
+        Ok(Daemon {
+            store,
+            orchestrator,
+            queue,
+            delivery,
+            scheduler,
+            ipc,
+            _control: control,
+            channels,
+            stop_delivery,
+            delivery_task,
+            background,
+        })
+    }
+
+    /// The orchestrator's counters.
+    pub fn stats(&self) -> &crate::orchestrator::Stats {
+        self.orchestrator.stats()
+    }
+
+    /// The store the daemon writes (tests and benchmarks inspect it).
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// How many groups hold an agent slot right now.
+    pub fn active_agents(&self) -> usize {
+        self.queue.active()
+    }
+
+    /// Waits until every message of `chat` is answered and every reply to it sent.
+    pub async fn wait_answered(&self, chat: &Jid) {
+        let chat = chat.to_string();
+        loop {
+            let delivered = self.delivery.delivered();
+            let c = chat.clone();
+            let settled = self
+                .store
+                .call(move |s| -> Result<bool, StoreError> {
+                    let conn = s.conn();
+                    Ok(
+                        messages::latest_id(conn, &c)? <= messages::cursor(conn, &c)?
+                            && outbox::pending_for(conn, &c)? == 0,
+                    )
+                })
+                .await;
+            match settled {
+                Ok(true) => return,
+                Ok(false) => delivered.await,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the store");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Stops intake, lets turns finish (briefly), flushes the outbox, stops the rest.
+    pub async fn shutdown(mut self) {
+        for channel in &self.channels {
+            channel.disconnect().await;
+        }
+        self.scheduler.shutdown().await;
+        self.queue.shutdown(TURN_GRACE).await;
+        // One last pass for the replies of the turns that just finished; the loop is
+        // stopped first so no item is sent by two passes at once.
+        self.stop_delivery.notify_one();
+        let _ = (&mut self.delivery_task).await;
+        let mut retries = std::collections::HashMap::new();
+        let _ = tokio::time::timeout(FLUSH_GRACE, self.delivery.pass(&mut retries)).await;
+        self.ipc.shutdown().await;
+        self.background.shutdown().await;
+    }
+}
+
 pub fn run(paths: &Paths, config: &Config) -> Result<()> {
     let _lock = InstanceLock::acquire(paths)?;
     let mut store = Store::open(&paths.database())
@@ -89,31 +310,23 @@ pub fn run(paths: &Paths, config: &Config) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let config = Arc::new(config.clone());
     runtime.block_on(async {
         let shutdown = shutdown_signal();
-        // Task/group/skill changes, from IPC, in-process callers and (through the
-        // control watcher) CLI processes. Subscribers are created before any source.
-        let (topics, _) = tokio::sync::broadcast::channel::<Topic>(256);
-        let store = SharedStore::new(store);
-        // TODO(orchestrator): replace NoRunnerSink with the group queue.
-        let scheduler = Scheduler::new(
-            store.clone(),
-            Arc::new(SystemClock),
-            Arc::new(NoRunnerSink::new(store.clone())),
-            topics.subscribe(),
-        );
-        let _control = control::watch(paths, topics.clone())?;
-        let scheduler = scheduler.spawn();
-        tracing::info!(root = %paths.root().display(), "rust_claw daemon started");
-        if config.discord_bot_token.is_none() {
+        let channels: Vec<Arc<dyn Channel>> = Vec::new();
+        if config.discord_bot_token.is_some() {
+            tracing::warn!("DISCORD_BOT_TOKEN is set, but this build has no Discord channel yet");
+        } else {
             tracing::info!("no DISCORD_BOT_TOKEN configured: running without a Discord channel");
         }
+        let daemon = Daemon::start(paths, config.clone(), store, channels).await?;
+        tracing::info!(root = %paths.root().display(), "rust_claw daemon started");
         shutdown.await;
         tracing::info!("shutting down");
-        scheduler.shutdown().await;
+        daemon.shutdown().await;
+        tracing::info!("stopped");
         Ok::<_, anyhow::Error>(())
-    })?;
-    Ok(())
+    })
 }
 
 /// Resolves on the first SIGTERM or SIGINT. The handlers are installed when this is

@@ -28,6 +28,8 @@ pub struct Delivery {
     store: SharedStore,
     channels: std::sync::RwLock<Vec<Arc<dyn Channel>>>,
     wake: Notify,
+    /// Notified (all waiters) after every pass over the outbox.
+    delivered: Notify,
 }
 
 impl Delivery {
@@ -36,12 +38,16 @@ impl Delivery {
             store,
             channels: std::sync::RwLock::new(Vec::new()),
             wake: Notify::new(),
+            delivered: Notify::new(),
         })
     }
 
     /// Adds a channel (and retries what was waiting for it).
     pub fn add_channel(&self, channel: Arc<dyn Channel>) {
-        self.channels.write().unwrap_or_else(|p| p.into_inner()).push(channel);
+        self.channels
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(channel);
         self.wake();
     }
 
@@ -50,7 +56,13 @@ impl Delivery {
         self.wake.notify_one();
     }
 
-    fn channel_for(&self, jid: &Jid) -> Option<Arc<dyn Channel>> {
+    /// Resolves after the next pass over the outbox (create it before checking state).
+    pub fn delivered(&self) -> tokio::sync::futures::Notified<'_> {
+        self.delivered.notified()
+    }
+
+    /// The channel that owns `jid`, if one is connected.
+    pub fn channel_for(&self, jid: &Jid) -> Option<Arc<dyn Channel>> {
         self.channels
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -64,6 +76,7 @@ impl Delivery {
         let mut retry_at: HashMap<i64, Instant> = HashMap::new();
         loop {
             let next_retry = self.pass(&mut retry_at).await;
+            self.delivered.notify_waiters();
             let sleep = async {
                 match next_retry {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -105,7 +118,8 @@ impl Delivery {
                 let jid = match Jid::parse(&item.chat_jid) {
                     Ok(j) => j,
                     Err(e) => {
-                        self.finish(item.id, Some(format!("invalid chat: {e}"))).await;
+                        self.finish(item.id, Some(format!("invalid chat: {e}")))
+                            .await;
                         progressed = true;
                         continue;
                     }
@@ -129,11 +143,15 @@ impl Delivery {
                         progressed = true;
                     }
                     Err(ChannelError::Transient(e)) => {
-                        let backoff = Duration::from_secs(1 << item.attempts.clamp(0, 8)).min(MAX_BACKOFF);
+                        let backoff =
+                            Duration::from_secs(1 << item.attempts.clamp(0, 8)).min(MAX_BACKOFF);
                         tracing::warn!(chat = %jid, error = %e, retry_in = ?backoff, "sending a reply failed");
                         let id = item.id;
                         let err = e.clone();
-                        let _ = self.store.call(move |s| outbox::record_failure(s.conn(), id, &err)).await;
+                        let _ = self
+                            .store
+                            .call(move |s| outbox::record_failure(s.conn(), id, &err))
+                            .await;
                         let at = Instant::now() + backoff;
                         retry_at.insert(item.id, at);
                         next = Some(next.map_or(at, |n| n.min(at)));

@@ -14,6 +14,7 @@
 //! channel — by `<folder>@local`, which is the terminal's view of group `<folder>`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,6 +44,15 @@ pub struct Orchestrator {
     bus: broadcast::Sender<Topic>,
     /// Failed attempts at each group's current messages.
     attempts: Mutex<HashMap<FolderName, u32>>,
+    stats: Stats,
+}
+
+/// Counters for tests, benchmarks and status output.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub sessions_started: AtomicU64,
+    pub sessions_closed: AtomicU64,
+    pub turns: AtomicU64,
 }
 
 impl Orchestrator {
@@ -60,7 +70,12 @@ impl Orchestrator {
             delivery,
             bus,
             attempts: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
         }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// Stores a received message. Returns the group to wake, if the chat is registered
@@ -69,7 +84,11 @@ impl Orchestrator {
         self.store
             .call(move |s| {
                 s.write(|tx| {
-                    let channel = if m.chat_jid.is_discord() { "discord" } else { "local" };
+                    let channel = if m.chat_jid.is_discord() {
+                        "discord"
+                    } else {
+                        "local"
+                    };
                     let jid = m.chat_jid.to_string();
                     chats::upsert(tx, &jid, m.chat_name.as_deref(), channel, m.sent_at)?;
                     let Some(group) = group_for_chat(tx, &m.chat_jid)? else {
@@ -128,7 +147,12 @@ impl Orchestrator {
         session: &'s mut Option<Session>,
     ) -> Result<&'s mut Session, AgentError> {
         if session.is_none() {
-            *session = Some(self.agents.start(&group.folder, group.is_main, ContextMode::Group).await?);
+            *session = Some(
+                self.agents
+                    .start(&group.folder, group.is_main, ContextMode::Group)
+                    .await?,
+            );
+            self.stats.sessions_started.fetch_add(1, Ordering::Relaxed);
         }
         Ok(session.as_mut().expect("just opened"))
     }
@@ -141,6 +165,7 @@ impl Orchestrator {
         session: &mut Option<Session>,
         prompt: &str,
     ) -> Result<TurnOutcome, AgentError> {
+        self.stats.turns.fetch_add(1, Ordering::Relaxed);
         let result = match self.ensure_session(group, session).await {
             Ok(s) => s.run_turn(prompt).await,
             Err(e) => Err(e),
@@ -149,13 +174,15 @@ impl Orchestrator {
             && let Some(mut s) = session.take()
         {
             s.kill().await;
+            self.stats.sessions_closed.fetch_add(1, Ordering::Relaxed);
         }
         result
     }
 
     fn user_error(e: &AgentError) -> String {
         let text = if e.is_login_required() {
-            "I couldn't reach Codex: login required. Run `codex login --device-auth` on the host.".to_owned()
+            "I couldn't reach Codex: login required. Run `codex login --device-auth` on the host."
+                .to_owned()
         } else {
             let first = e.to_string();
             let first = first.lines().next().unwrap_or("unknown error");
@@ -169,6 +196,8 @@ impl Orchestrator {
         Duration::from_millis(base.saturating_mul(1 << (attempt.saturating_sub(1)).min(16)))
     }
 
+    /// Answers `chat`'s oldest unanswered batch, if any: `Ok(true)` when nothing (more)
+    /// needs answering, `Ok(false)` after one turn, `Err` with the failed batch's end.
     async fn answer_chat(
         &self,
         group: &Group,
@@ -187,28 +216,40 @@ impl Orchestrator {
             let page = match page {
                 Ok(p) => p,
                 Err(e) => {
+                    // Retried when the next message or restart wakes the group.
                     tracing::error!(error = %e, "cannot read messages");
-                    return Ok(false);
+                    return Ok(true);
                 }
             };
             match router::decide(group, &page) {
                 Decision::Wait { advance_to: None } => return Ok(true),
-                Decision::Wait { advance_to: Some(id) } => {
+                Decision::Wait {
+                    advance_to: Some(id),
+                } => {
                     let c = chat.to_owned();
                     let _ = self
                         .store
                         .call(move |s| messages::advance_cursor(s.conn(), &c, id, Utc::now()))
                         .await;
                 }
-                Decision::Answer { messages: batch, through } => {
+                Decision::Answer {
+                    messages: batch,
+                    through,
+                } => {
                     let prompt = router::format_messages(&batch, self.config.timezone);
                     tracing::info!(group = %group.folder, chat, messages = batch.len(), "starting a turn");
                     self.typing(chat, true).await;
                     let result = self.group_turn(group, session, &prompt).await;
                     self.typing(chat, false).await;
                     let outcome = result.map_err(|e| (e, through))?;
-                    self.commit_replies(chat, &outcome.messages, "reply", through).await;
-                    self.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&group.folder);
+                    self.commit_replies(chat, &outcome.messages, "reply", through)
+                        .await;
+                    self.attempts
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&group.folder);
+                    // One turn per call: the queue runs due tasks before further messages.
+                    return Ok(false);
                 }
             }
         }
@@ -231,7 +272,9 @@ impl Orchestrator {
             .await;
         match res {
             Ok(()) => self.delivery.wake(),
-            Err(e) => tracing::error!(error = %e, chat, "cannot queue the reply; the turn will be retried"),
+            Err(e) => {
+                tracing::error!(error = %e, chat, "cannot queue the reply; the turn will be retried")
+            }
         }
     }
 }
@@ -248,8 +291,13 @@ pub fn group_for_chat(conn: &rusqlite::Connection, jid: &Jid) -> Result<Option<G
 }
 
 /// The chats whose messages a group answers: its registered chat and its terminal chat.
-fn chats_of(g: &Group) -> [String; 2] {
-    [g.jid.to_string(), Jid::local_for(&g.folder).to_string()]
+fn chats_of(g: &Group) -> Vec<String> {
+    let mut chats = vec![g.jid.to_string()];
+    let local = Jid::local_for(&g.folder).to_string();
+    if chats[0] != local {
+        chats.push(local);
+    }
+    chats
 }
 
 fn router_clip(text: &str, max: usize) -> String {
@@ -265,10 +313,18 @@ fn router_clip(text: &str, max: usize) -> String {
 impl GroupHandler for Orchestrator {
     type Session = Session;
 
-    fn messages<'a>(&'a self, folder: &'a FolderName, session: &'a mut Option<Session>) -> BoxFuture<'a, AfterMessages> {
+    fn messages<'a>(
+        &'a self,
+        folder: &'a FolderName,
+        session: &'a mut Option<Session>,
+    ) -> BoxFuture<'a, AfterMessages> {
         Box::pin(async move {
             let f = folder.clone();
-            let group = match self.store.call(move |s| groups::get_by_folder(s.conn(), &f)).await {
+            let group = match self
+                .store
+                .call(move |s| groups::get_by_folder(s.conn(), &f))
+                .await
+            {
                 Ok(Some(g)) => g,
                 Ok(None) => return AfterMessages::Done,
                 Err(e) => {
@@ -278,7 +334,8 @@ impl GroupHandler for Orchestrator {
             };
             for chat in chats_of(&group) {
                 match self.answer_chat(&group, &chat, session).await {
-                    Ok(_) => {}
+                    Ok(true) => {}
+                    Ok(false) => return AfterMessages::More,
                     Err((e, through)) => {
                         let attempt = {
                             let mut a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
@@ -292,8 +349,12 @@ impl GroupHandler for Orchestrator {
                             return AfterMessages::RetryAfter(delay);
                         }
                         tracing::error!(group = %folder, attempt, error = %e, "agent turn failed; giving up and telling the chat");
-                        self.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&group.folder);
-                        self.commit_replies(&chat, &[Self::user_error(&e)], "error", through).await;
+                        self.attempts
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&group.folder);
+                        self.commit_replies(&chat, &[Self::user_error(&e)], "error", through)
+                            .await;
                         // Other messages may still be waiting.
                         return AfterMessages::RetryAfter(Duration::ZERO);
                     }
@@ -307,14 +368,19 @@ impl GroupHandler for Orchestrator {
         Box::pin(async move {
             let task = run.task.clone();
             let f = task.group_folder.clone();
-            let group = match self.store.call(move |s| groups::get_by_folder(s.conn(), &f)).await {
+            let group = match self
+                .store
+                .call(move |s| groups::get_by_folder(s.conn(), &f))
+                .await
+            {
                 Ok(Some(g)) => g,
                 other => {
                     let why = match other {
                         Err(e) => e.to_string(),
                         _ => format!("group {} is no longer registered", task.group_folder),
                     };
-                    self.finish_run(&run, RunOutcome::Error { error: why }, None).await;
+                    self.finish_run(&run, RunOutcome::Error { error: why }, None)
+                        .await;
                     return;
                 }
             };
@@ -327,7 +393,11 @@ impl GroupHandler for Orchestrator {
                 ContextMode::Isolated => {
                     // A fresh, ephemeral thread in its own process: the group's session is
                     // neither used nor replaced.
-                    match self.agents.start(&group.folder, group.is_main, ContextMode::Isolated).await {
+                    match self
+                        .agents
+                        .start(&group.folder, group.is_main, ContextMode::Isolated)
+                        .await
+                    {
                         Ok(mut s) => {
                             let r = s.run_turn(&prompt).await;
                             s.close().await;
@@ -341,13 +411,22 @@ impl GroupHandler for Orchestrator {
             match result {
                 Ok(outcome) => {
                     let summary = outcome.final_message.clone().unwrap_or_default();
-                    self.finish_run(&run, RunOutcome::Success { result: summary }, Some(outcome.messages))
-                        .await
+                    self.finish_run(
+                        &run,
+                        RunOutcome::Success { result: summary },
+                        Some(outcome.messages),
+                    )
+                    .await
                 }
                 Err(e) => {
                     let error = e.to_string();
-                    let note = format!("Scheduled task {} failed. {}", task.id, Self::user_error(&e));
-                    self.finish_run(&run, RunOutcome::Error { error }, Some(vec![note])).await
+                    let note = format!(
+                        "Scheduled task {} failed. {}",
+                        task.id,
+                        Self::user_error(&e)
+                    );
+                    self.finish_run(&run, RunOutcome::Error { error }, Some(vec![note]))
+                        .await
                 }
             }
         })
@@ -356,8 +435,9 @@ impl GroupHandler for Orchestrator {
     fn close(&self, folder: &FolderName, session: Session) -> BoxFuture<'_, ()> {
         let folder = folder.clone();
         Box::pin(async move {
-            tracing::info!(group = %folder, "closing the idle agent session");
+            tracing::info!(group = %folder, "closing the agent session");
             session.close().await;
+            self.stats.sessions_closed.fetch_add(1, Ordering::Relaxed);
         })
     }
 }
@@ -365,7 +445,11 @@ impl GroupHandler for Orchestrator {
 impl Orchestrator {
     /// Finishes a scheduled run and queues its output, in one transaction.
     async fn finish_run(&self, run: &DueRun, outcome: RunOutcome, replies: Option<Vec<String>>) {
-        let (run_id, chat, origin) = (run.run_id, run.task.chat_jid.to_string(), format!("task:{}", run.task.id));
+        let (run_id, chat, origin) = (
+            run.run_id,
+            run.task.chat_jid.to_string(),
+            format!("task:{}", run.task.id),
+        );
         let res = self
             .store
             .call(move |s| {
@@ -384,7 +468,9 @@ impl Orchestrator {
                 self.delivery.wake();
                 let _ = self.bus.send(Topic::Tasks);
             }
-            Err(e) => tracing::error!(run_id, error = %e, "cannot record the end of a scheduled run"),
+            Err(e) => {
+                tracing::error!(run_id, error = %e, "cannot record the end of a scheduled run")
+            }
         }
     }
 }

@@ -30,6 +30,9 @@ use crate::scheduler::DueRun;
 pub enum AfterMessages {
     /// Done (or nothing to do).
     Done,
+    /// One turn done; there may be more. The worker checks for scheduled runs (which
+    /// go first) before calling again.
+    More,
     /// It failed; try the group's messages again after this delay.
     RetryAfter(Duration),
 }
@@ -47,7 +50,8 @@ pub trait GroupHandler: Send + Sync + 'static {
     ) -> BoxFuture<'a, AfterMessages>;
 
     /// Runs one scheduled task run.
-    fn task<'a>(&'a self, run: DueRun, session: &'a mut Option<Self::Session>) -> BoxFuture<'a, ()>;
+    fn task<'a>(&'a self, run: DueRun, session: &'a mut Option<Self::Session>)
+    -> BoxFuture<'a, ()>;
 
     /// Ends a session (idle timeout, preemption or shutdown).
     fn close(&self, folder: &FolderName, session: Self::Session) -> BoxFuture<'_, ()>;
@@ -141,7 +145,11 @@ impl<H: GroupHandler> GroupQueue<H> {
             st.groups.get_mut(folder).expect("just inserted").queued = true;
             st.waiting.push_back(folder.clone());
             // A group idling on a slot gives it up for one that has work.
-            if let Some((_, idle)) = st.groups.iter_mut().find(|(_, g)| g.running && g.idle && !g.close_requested) {
+            if let Some((_, idle)) = st
+                .groups
+                .iter_mut()
+                .find(|(_, g)| g.running && g.idle && !g.close_requested)
+            {
                 idle.close_requested = true;
                 idle.wake.notify_one();
             }
@@ -167,7 +175,7 @@ impl<H: GroupHandler> GroupQueue<H> {
         let mut session: Option<H::Session> = None;
         loop {
             enum Next {
-                Run(DueRun),
+                Run(Box<DueRun>),
                 Messages,
                 Idle,
                 Exit,
@@ -180,7 +188,7 @@ impl<H: GroupHandler> GroupQueue<H> {
                 if shutting_down {
                     Next::Exit
                 } else if let Some(run) = g.pending_runs.pop_front() {
-                    Next::Run(run)
+                    Next::Run(Box::new(run))
                 } else if g.pending_messages {
                     g.pending_messages = false;
                     Next::Messages
@@ -192,9 +200,17 @@ impl<H: GroupHandler> GroupQueue<H> {
                 }
             };
             match next {
-                Next::Run(run) => self.handler.task(run, &mut session).await,
-                Next::Messages => {
-                    if let AfterMessages::RetryAfter(delay) = self.handler.messages(&folder, &mut session).await {
+                Next::Run(run) => self.handler.task(*run, &mut session).await,
+                Next::Messages => match self.handler.messages(&folder, &mut session).await {
+                    AfterMessages::Done => {}
+                    AfterMessages::More => {
+                        let mut st = self.lock();
+                        st.groups
+                            .get_mut(&folder)
+                            .expect("worker's group exists")
+                            .pending_messages = true;
+                    }
+                    AfterMessages::RetryAfter(delay) => {
                         let me = self.clone();
                         let f = folder.clone();
                         tokio::spawn(async move {
@@ -202,9 +218,11 @@ impl<H: GroupHandler> GroupQueue<H> {
                             me.enqueue_messages(&f);
                         });
                     }
-                }
+                },
                 Next::Idle => {
-                    let timed_out = tokio::time::timeout(self.idle_timeout, wake.notified()).await.is_err();
+                    let timed_out = tokio::time::timeout(self.idle_timeout, wake.notified())
+                        .await
+                        .is_err();
                     let mut st = self.lock();
                     let g = st.groups.get_mut(&folder).expect("worker's group exists");
                     g.idle = false;
@@ -220,11 +238,12 @@ impl<H: GroupHandler> GroupQueue<H> {
         }
         let mut st = self.lock();
         st.active -= 1;
+        let shutting_down = st.shutting_down;
         let g = st.groups.get_mut(&folder).expect("worker's group exists");
         g.running = false;
         g.idle = false;
         g.close_requested = false;
-        let again = g.has_work() && !st.shutting_down;
+        let again = g.has_work() && !shutting_down;
         if again {
             // Work arrived while closing: queue up again, behind those already waiting.
             g.queued = true;
@@ -280,10 +299,17 @@ impl<H: GroupHandler> GroupQueue<H> {
                 g.wake.notify_one();
             }
         }
-        let mut workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
-        let drained = tokio::time::timeout(grace, async { while workers.join_next().await.is_some() {} }).await;
+        let mut workers =
+            std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        let drained = tokio::time::timeout(grace, async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await;
         if drained.is_err() {
-            tracing::warn!(left = workers.len(), "agent sessions still busy at shutdown; interrupting them");
+            tracing::warn!(
+                left = workers.len(),
+                "agent sessions still busy at shutdown; interrupting them"
+            );
             workers.shutdown().await;
         }
     }

@@ -51,6 +51,10 @@ pub struct HomeConfig {
     pub tools_exe: PathBuf,
     /// The group's IPC directory (as codex will see it).
     pub ipc_dir: PathBuf,
+    /// The group's chat: where `send_message` goes by default.
+    pub chat_jid: Option<String>,
+    /// The daemon's TIMEZONE: how the tools read local `once` times.
+    pub timezone: Option<String>,
     /// Directories writable besides the working directory (main: groups/global).
     pub writable_roots: Vec<PathBuf>,
     /// The user's fragment from `CODEX_CONFIG`, merged over our defaults.
@@ -107,12 +111,21 @@ pub fn render_config(c: &HomeConfig) -> String {
         "RUST_CLAW_IPC_DIR".into(),
         c.ipc_dir.to_string_lossy().into_owned().into(),
     );
+    if let Some(jid) = &c.chat_jid {
+        env.insert("RUST_CLAW_CHAT_JID".into(), jid.clone().into());
+    }
+    if let Some(tz) = &c.timezone {
+        env.insert("RUST_CLAW_TIMEZONE".into(), tz.clone().into());
+    }
     let mut server = Table::new();
     server.insert(
         "command".into(),
         c.tools_exe.to_string_lossy().into_owned().into(),
     );
     server.insert("args".into(), Value::Array(vec!["agent-tools".into()]));
+    // Our own tools never need a person's approval: the host authorises every request
+    // (by the IPC directory) and answers with ok / denied / invalid / error.
+    server.insert("default_tools_approval_mode".into(), "approve".into());
     server.insert("env".into(), Value::Table(env));
     let servers = root
         .entry("mcp_servers")
@@ -286,6 +299,8 @@ mod tests {
             approval_policy: "never".into(),
             tools_exe: "/opt/rust_claw".into(),
             ipc_dir: "/root/data/ipc/team".into(),
+            chat_jid: Some("1@discord".into()),
+            timezone: Some("Asia/Seoul".into()),
             writable_roots: vec!["/root/groups/global".into()],
             user_fragment: fragment.map(|f| f.parse().unwrap()),
         }

@@ -99,6 +99,8 @@ pub struct AgentSettings {
     pub approval_policy: String,
     /// How we answer when codex does ask.
     pub approvals: ApprovalDecision,
+    /// The daemon's TIMEZONE, handed to the agent's tools.
+    pub timezone: Option<String>,
 }
 
 impl AgentSettings {
@@ -111,6 +113,7 @@ impl AgentSettings {
             reasoning_effort: config.codex_reasoning_effort.clone(),
             approval_policy: "never".to_owned(),
             approvals: ApprovalDecision::Decline,
+            timezone: Some(config.timezone.name().to_owned()),
         })
     }
 }
@@ -148,8 +151,13 @@ impl Agents {
         let f = folder.clone();
         let enabled = self
             .store
-            .call(move |s| skills::enabled(s.conn(), &f))
+            .call(move |s| {
+                let jid =
+                    crate::store::groups::get_by_folder(s.conn(), &f)?.map(|g| g.jid.to_string());
+                Ok::<_, crate::store::StoreError>((skills::enabled(s.conn(), &f)?, jid))
+            })
             .await?;
+        let (enabled, chat_jid) = enabled;
         let prepared = {
             let (paths, settings, folder) =
                 (self.paths.clone(), self.settings.clone(), folder.clone());
@@ -162,6 +170,7 @@ impl Agents {
                     &folder,
                     is_main,
                     &enabled,
+                    chat_jid,
                 )
             })
             .await
@@ -314,6 +323,7 @@ fn prepare(
     folder: &FolderName,
     is_main: bool,
     enabled_skills: &[String],
+    chat_jid: Option<String>,
 ) -> Result<Prepared, AgentError> {
     let fragment = match &settings.codex_config {
         Some(p) => Some(home::load_fragment(p)?),
@@ -336,6 +346,8 @@ fn prepare(
         approval_policy: settings.approval_policy.clone(),
         tools_exe: runner.agent_path(&settings.tools_exe),
         ipc_dir: runner.agent_path(&paths.ipc_dir(folder)),
+        chat_jid,
+        timezone: settings.timezone.clone(),
         writable_roots,
         user_fragment: fragment.clone(),
     };

@@ -35,7 +35,9 @@ pub fn chat(ctx: &Context, a: ChatArgs) -> Result<(), CliError> {
              stop the daemon first (e.g. `systemctl stop rust-claw`), or use another --root"
         ))
     })?;
-    let folder = a.group.unwrap_or_else(|| ctx.config.main_group_folder.clone());
+    let folder = a
+        .group
+        .unwrap_or_else(|| ctx.config.main_group_folder.clone());
     let mut store = ctx.open_store()?;
     let trigger = ctx.config.default_trigger();
     let main_folder = ctx.config.main_group_folder.clone();
@@ -54,15 +56,21 @@ pub fn chat(ctx: &Context, a: ChatArgs) -> Result<(), CliError> {
                 is_main: true,
                 container_config: None,
             };
-            return actions::register_group(tx, req, &trigger, chrono::Utc::now()).map(|g| (g, true));
+            return actions::register_group(tx, req, &trigger, chrono::Utc::now())
+                .map(|g| (g, true));
         }
-        Err(actions::ActionError::Invalid(crate::model::ValidationError::new(
-            "group",
-            format!("no group uses folder {f}; see `rust_claw list-groups`"),
-        )))
+        Err(actions::ActionError::Invalid(
+            crate::model::ValidationError::new(
+                "group",
+                format!("no group uses folder {f}; see `rust_claw list-groups`"),
+            ),
+        ))
     })?;
     if created {
-        eprintln!("No main group was registered: registered {} as a terminal-only main group.", group.jid);
+        eprintln!(
+            "No main group was registered: registered {} as a terminal-only main group.",
+            group.jid
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

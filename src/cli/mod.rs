@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 2 invalid input (the message names the flag and the rule);
 //! 1 a runtime failure (database, filesystem, ...).
 
+mod chat;
 mod groups;
 mod output;
 mod skills;
@@ -62,6 +63,8 @@ pub enum Command {
     Skills(skills::SkillsArgs),
     /// The MCP server (stdio) an agent uses to reach the host (env RUST_CLAW_IPC_DIR).
     AgentTools,
+    /// Chat with a group's assistant in this terminal (runs the whole pipeline here).
+    Chat(chat::ChatArgs),
 }
 
 #[derive(Debug, Args)]
@@ -191,5 +194,6 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::TaskRuns(a) => tasks::runs(&ctx, a),
         Command::Skills(a) => skills::run(&ctx, a),
         Command::AgentTools => unreachable!("handled above"),
+        Command::Chat(a) => chat::chat(&ctx, a),
     }
 }

@@ -88,3 +88,12 @@ pub fn give_up(conn: &Connection, id: i64, error: &str, now: DateTime<Utc>) -> R
     )?;
     Ok(())
 }
+
+/// How many items for `chat_jid` are still unsent.
+pub fn pending_for(conn: &Connection, chat_jid: &str) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM outbox WHERE chat_jid = ?1 AND sent_at IS NULL",
+        [chat_jid],
+        |r| r.get(0),
+    )?)
+}

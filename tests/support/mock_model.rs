@@ -29,7 +29,12 @@ pub enum Reply {
     /// A message streamed as deltas, waiting `gap` before each piece.
     Stream { pieces: Vec<String>, gap: Duration },
     /// The model calls a function tool; codex runs it and asks again with the output.
-    FunctionCall { name: String, arguments: Value },
+    FunctionCall {
+        name: String,
+        arguments: Value,
+        /// Set for tools codex groups in a `namespace` entry (MCP servers' tools).
+        namespace: Option<String>,
+    },
     /// An HTTP error status with a JSON error body.
     HttpError { status: u16, message: String },
     /// Starts a message, then sends nothing more for a long time (an endless turn).
@@ -44,13 +49,26 @@ impl Reply {
         Reply::FunctionCall {
             name: name.to_owned(),
             arguments,
+            namespace: None,
+        }
+    }
+    /// A call of tool `name` inside `namespace` (as `support::find_tool` reports it).
+    pub fn call_in(namespace: &str, name: &str, arguments: Value) -> Reply {
+        Reply::FunctionCall {
+            name: name.to_owned(),
+            arguments,
+            namespace: (!namespace.is_empty()).then(|| namespace.to_owned()),
         }
     }
 }
 
+/// Computes a reply from the request body (when the script is empty).
+pub type Responder = Box<dyn Fn(&Value) -> Reply + Send + Sync>;
+
 #[derive(Default)]
 struct Inner {
     script: Mutex<VecDeque<Reply>>,
+    responder: Mutex<Option<Responder>>,
     requests: Mutex<Vec<Value>>,
     arrivals: Mutex<Vec<std::time::Instant>>,
     arrived: Notify,
@@ -86,6 +104,11 @@ impl MockModel {
     /// Appends replies to the script.
     pub fn push(&self, replies: impl IntoIterator<Item = Reply>) {
         self.inner.script.lock().unwrap().extend(replies);
+    }
+
+    /// Answers every request the script does not cover with `f(request body)`.
+    pub fn respond_with(&self, f: impl Fn(&Value) -> Reply + Send + Sync + 'static) {
+        *self.inner.responder.lock().unwrap() = Some(Box::new(f));
     }
 
     /// Every request body received so far.
@@ -130,12 +153,11 @@ async fn respond(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
         r.len()
     };
     inner.arrived.notify_waiters();
-    let reply = inner
-        .script
-        .lock()
-        .unwrap()
-        .pop_front()
-        .unwrap_or_else(|| Reply::text("ok"));
+    let scripted = inner.script.lock().unwrap().pop_front();
+    let reply = scripted.unwrap_or_else(|| match &*inner.responder.lock().unwrap() {
+        Some(f) => f(&body_of(&inner, n)),
+        None => Reply::text("ok"),
+    });
     let id = format!("resp_{n}");
     match reply {
         Reply::HttpError { status, message } => Response::builder()
@@ -164,14 +186,16 @@ async fn respond(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
             events.push((Duration::ZERO, completed(&id)));
             sse(events)
         }
-        Reply::FunctionCall { name, arguments } => sse(vec![
+        Reply::FunctionCall { name, arguments, namespace } => sse(vec![
             (Duration::ZERO, created(&id)),
-            (
-                Duration::ZERO,
-                json!({"type": "response.output_item.done", "output_index": 0,
-                       "item": {"type": "function_call", "id": format!("fc_{id}"), "call_id": format!("call_{id}"),
-                                "name": name, "arguments": arguments.to_string()}}),
-            ),
+            (Duration::ZERO, {
+                let mut item = json!({"type": "function_call", "id": format!("fc_{id}"), "call_id": format!("call_{id}"),
+                                      "name": name, "arguments": arguments.to_string()});
+                if let Some(ns) = namespace {
+                    item["namespace"] = json!(ns);
+                }
+                json!({"type": "response.output_item.done", "output_index": 0, "item": item})
+            }),
             (Duration::ZERO, completed(&id)),
         ]),
         Reply::Hang => sse(vec![
@@ -180,6 +204,10 @@ async fn respond(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
             (Duration::from_secs(600), completed(&id)),
         ]),
     }
+}
+
+fn body_of(inner: &Inner, n: usize) -> Value {
+    inner.requests.lock().unwrap()[n - 1].clone()
 }
 
 fn created(id: &str) -> Value {

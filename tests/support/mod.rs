@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mock_model;
+pub mod rig;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -100,6 +101,7 @@ stream_max_retries = 0
             reasoning_effort: None,
             approval_policy: "never".to_owned(),
             approvals: ApprovalDecision::Decline,
+            timezone: Some("UTC".to_owned()),
         };
         TestRoot {
             root,

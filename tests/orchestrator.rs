@@ -1,0 +1,384 @@
+//! The orchestrator end to end: a test channel in, the real store, queue, codex (host
+//! runner) against the mock model, IPC and scheduler, replies out.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::mock_model::Reply;
+use support::rig::{DaemonRig, Seen, last_message};
+
+const MAIN: &str = "100000000000000001@discord";
+const OPS: &str = "100000000000000002@discord";
+const DEV: &str = "100000000000000003@discord";
+const QA: &str = "100000000000000004@discord";
+
+fn echo(rig: &DaemonRig) {
+    rig.t
+        .mock
+        .respond_with(|req| Reply::Text(format!("re: {}", last_message(req))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_rules_and_untriggered_context() {
+    let rig = DaemonRig::start(
+        "orch-trigger",
+        &[],
+        &[
+            (MAIN, "main", true, false),
+            (OPS, "ops", false, true),
+            (DEV, "dev", false, false),
+        ],
+    )
+    .await;
+    echo(&rig);
+    let ch = rig.channel.clone();
+
+    ch.say(MAIN, "hello main").await;
+    assert_eq!(ch.wait_sent(MAIN, 1).await, ["re: hello main"]);
+
+    // A group registered without a trigger requirement answers plain messages.
+    ch.say(DEV, "hello dev").await;
+    assert_eq!(ch.wait_sent(DEV, 1).await, ["re: hello dev"]);
+
+    // Not addressed: stored, no turn. Mid-sentence mentions and look-alikes don't count.
+    ch.say(OPS, "just chatting").await;
+    ch.say(OPS, "this @Andy is mid-sentence").await;
+    ch.say(OPS, "@Andybot hi").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        ch.sent_to(OPS).is_empty(),
+        "answered without a trigger: {:?}",
+        ch.sent_to(OPS)
+    );
+    let before = rig.t.mock.requests().len();
+
+    ch.say(OPS, "@andy, what did I say?").await;
+    assert_eq!(ch.wait_sent(OPS, 1).await, ["re: @andy, what did I say?"]);
+    let reqs = rig.t.mock.requests();
+    assert_eq!(reqs.len(), before + 1, "one turn for the triggered batch");
+    let prompt = reqs.last().unwrap().to_string();
+    for earlier in ["just chatting", "this @Andy is mid-sentence", "@Andybot hi"] {
+        assert!(
+            prompt.contains(earlier),
+            "context {earlier:?} missing from the prompt"
+        );
+    }
+    assert!(
+        prompt.contains("<context timezone=\\\"UTC\\\"/>"),
+        "{prompt}"
+    );
+    // The typing indicator wrapped each turn.
+    let typing: Vec<Seen> = ch
+        .seen()
+        .into_iter()
+        .filter(|s| matches!(s, Seen::Typing { jid, .. } if jid == OPS))
+        .collect();
+    assert_eq!(
+        typing,
+        [
+            Seen::Typing {
+                jid: OPS.into(),
+                on: true
+            },
+            Seen::Typing {
+                jid: OPS.into(),
+                on: false
+            }
+        ]
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_session_per_group_and_a_global_cap() {
+    let rig = DaemonRig::start(
+        "orch-cap",
+        &[("MAX_CONCURRENT_AGENTS", "2")],
+        &[
+            (MAIN, "main", true, false),
+            (OPS, "ops", false, false),
+            (DEV, "dev", false, false),
+            (QA, "qa", false, false),
+        ],
+    )
+    .await;
+    // Slow answers, so turns overlap if the queue lets them.
+    rig.t.mock.respond_with(|req| Reply::Stream {
+        pieces: vec!["re: ".into(), last_message(req)],
+        gap: Duration::from_millis(400),
+    });
+    let ch = rig.channel.clone();
+    for jid in [MAIN, OPS, DEV, QA] {
+        ch.say(jid, &format!("first for {jid}")).await;
+    }
+    ch.say(MAIN, "second for main").await;
+    for jid in [OPS, DEV, QA] {
+        ch.wait_sent(jid, 1).await;
+    }
+    // Main's two messages may be answered in one or two turns; wait for the last one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !ch
+        .sent_to(MAIN)
+        .iter()
+        .any(|t| t.contains("second for main"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "main never answered the second message"
+        );
+        ch.wait_sent(MAIN, ch.sent_to(MAIN).len() + 1).await;
+    }
+    // Replay the typing indicators: never more than 2 turns at once, never 2 in one chat.
+    let mut running: Vec<String> = Vec::new();
+    let mut peak = 0;
+    for s in ch.seen() {
+        if let Seen::Typing { jid, on } = s {
+            if on {
+                assert!(!running.contains(&jid), "two turns at once in {jid}");
+                running.push(jid);
+                peak = peak.max(running.len());
+            } else {
+                running.retain(|j| *j != jid);
+            }
+        }
+    }
+    assert_eq!(peak, 2, "the cap of 2 was not reached or was exceeded");
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_ups_use_the_live_session_until_it_idles_out() {
+    let rig = DaemonRig::start(
+        "orch-live",
+        &[("IDLE_TIMEOUT_MS", "1500")],
+        &[(MAIN, "main", true, false)],
+    )
+    .await;
+    echo(&rig);
+    let ch = rig.channel.clone();
+    ch.say(MAIN, "one").await;
+    ch.wait_sent(MAIN, 1).await;
+    ch.say(MAIN, "two").await;
+    assert_eq!(ch.wait_sent(MAIN, 2).await, ["re: one", "re: two"]);
+    let stats = rig.daemon().stats();
+    assert_eq!(
+        stats
+            .sessions_started
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "follow-up started a new session"
+    );
+    // The second turn continued the same conversation.
+    let reqs = rig.t.mock.requests();
+    let second = reqs.last().unwrap().to_string();
+    assert!(
+        second.contains("re: one"),
+        "the follow-up did not see the first exchange"
+    );
+    // Idle for longer than IDLE_TIMEOUT_MS: the session closes and frees its slot.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while rig.daemon().active_agents() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "idle session never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        stats
+            .sessions_closed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // A later message opens a new session that resumes the thread.
+    ch.say(MAIN, "three").await;
+    ch.wait_sent(MAIN, 3).await;
+    assert_eq!(
+        stats
+            .sessions_started
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    assert!(
+        rig.t
+            .mock
+            .requests()
+            .last()
+            .unwrap()
+            .to_string()
+            .contains("re: two"),
+        "the thread was not resumed"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_agent_ends_in_one_honest_error_message() {
+    let rig = DaemonRig::start(
+        "orch-error",
+        &[("AGENT_RETRY_BASE_MS", "50"), ("AGENT_MAX_RETRIES", "2")],
+        &[(MAIN, "main", true, false)],
+    )
+    .await;
+    rig.t.mock.respond_with(|_| Reply::HttpError {
+        status: 400,
+        message: "model exploded".into(),
+    });
+    let ch = rig.channel.clone();
+    ch.say(MAIN, "are you there?").await;
+    let sent = ch.wait_sent(MAIN, 1).await;
+    assert!(
+        sent[0].starts_with("I couldn't answer because the agent failed"),
+        "{sent:?}"
+    );
+    // Three attempts (one + two retries), then nothing more.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ch.sent_to(MAIN).len(), 1);
+    assert_eq!(rig.t.mock.requests().len(), 3);
+    // The failure moved the cursor: a new message is answered normally.
+    echo(&rig);
+    ch.say(MAIN, "better now?").await;
+    assert_eq!(ch.wait_sent(MAIN, 2).await[1], "re: better now?");
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_tasks_run_before_waiting_messages_and_reply_in_their_chat() {
+    let rig = DaemonRig::start("orch-task", &[], &[(MAIN, "main", true, false)]).await;
+    // The first turn is slow; meanwhile a message and a due task queue up behind it.
+    rig.t.mock.push([Reply::Stream {
+        pieces: vec!["slow ".into(), "answer".into()],
+        gap: Duration::from_millis(1500),
+    }]);
+    rig.t.mock.respond_with(|req| {
+        let body = req.to_string();
+        if body.contains("scheduled_task") && !body.contains("from the task") {
+            Reply::text("from the task")
+        } else {
+            Reply::Text(format!("re: {}", last_message(req)))
+        }
+    });
+    let ch = rig.channel.clone();
+    ch.say(MAIN, "first").await;
+    rig.t.mock.wait_requests(1).await;
+    ch.say(MAIN, "waiting message").await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rust_claw"))
+        .args([
+            "--root",
+            rig.t.root.to_str().unwrap(),
+            "create-task",
+            "--id",
+            "soon",
+            "--group-folder",
+            "main",
+            "--chat-jid",
+            MAIN,
+            "--prompt",
+            "report now",
+            "--schedule-type",
+            "interval",
+            "--schedule-value",
+            "300",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent = ch.wait_sent(MAIN, 3).await;
+    assert_eq!(sent[0], "slow answer");
+    assert_eq!(
+        sent[1], "from the task",
+        "the task did not go before the waiting message: {sent:?}"
+    );
+    assert_eq!(sent[2], "re: waiting message");
+    // The run is logged as a success.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rust_claw"))
+        .args([
+            "--root",
+            rig.t.root.to_str().unwrap(),
+            "task-runs",
+            "--id",
+            "soon",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["status"] == "success"),
+        "{runs}"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_tools_reach_the_host_through_ipc() {
+    let rig = DaemonRig::start(
+        "orch-tools",
+        &[],
+        &[(MAIN, "main", true, false), (OPS, "ops", false, false)],
+    )
+    .await;
+    let ch = rig.channel.clone();
+    // Learn the tool's name from the first request codex sends, then script the call.
+    rig.t.mock.push([Reply::text("warming up")]);
+    ch.say(OPS, "hi").await;
+    ch.wait_sent(OPS, 1).await;
+    let first = rig.t.mock.requests()[0].clone();
+    let (namespace, schedule) =
+        support::find_tool(&first, "schedule_task").expect("schedule_task offered to the model");
+    let (_, register) =
+        support::find_tool(&first, "register_group").expect("register_group offered");
+    rig.t.mock.push([
+        Reply::call_in(&namespace, &schedule, json!({"prompt": "water the plants", "schedule_type": "cron", "schedule_value": "0 9 * * 1-5"})),
+        Reply::call_in(&namespace, &register, json!({"jid": "100000000000000009@discord", "name": "X", "folder": "x"})),
+        Reply::text("done"),
+    ]);
+    ch.say(OPS, "schedule it").await;
+    assert_eq!(ch.wait_sent(OPS, 2).await[1], "done");
+    let reqs = rig.t.mock.requests();
+    let outputs: Vec<String> = reqs.iter().map(|r| r.to_string()).collect();
+    let after_schedule = &outputs[outputs.len() - 2];
+    assert!(
+        after_schedule.contains("function_call_output"),
+        "{after_schedule}"
+    );
+    assert!(
+        after_schedule.contains("ok: task "),
+        "schedule_task result not ok: {after_schedule}"
+    );
+    let after_register = &outputs[outputs.len() - 1];
+    assert!(
+        after_register.contains("denied: "),
+        "register_group from a non-main group was not denied: {after_register}"
+    );
+    // The task exists, owned by ops, for ops' own chat.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rust_claw"))
+        .args([
+            "--root",
+            rig.t.root.to_str().unwrap(),
+            "list-tasks",
+            "--json",
+        ])
+        .env("TIMEZONE", "UTC")
+        .output()
+        .unwrap();
+    let tasks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        tasks.as_array().unwrap().len(),
+        1,
+        "{tasks}\n{after_schedule}"
+    );
+    assert_eq!(tasks[0]["group_folder"], "ops");
+    assert_eq!(tasks[0]["chat_jid"], OPS);
+    assert_eq!(tasks[0]["prompt"], "water the plants");
+    rig.stop().await;
+}
