@@ -46,6 +46,9 @@ fn start(root: &Path) -> Daemon {
             .env("RUST_CLAW_ROOT", root)
             .env("TIMEZONE", "UTC")
             .env("AUTO_REGISTER_MAIN_JID", MAIN)
+            // No agent turn runs in this test (it only sends IPC requests); the host
+            // runner needs no container runtime.
+            .env("AGENT_RUNNER", "host")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
