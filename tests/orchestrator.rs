@@ -382,3 +382,67 @@ async fn agent_tools_reach_the_host_through_ipc() {
     assert_eq!(tasks[0]["prompt"], "water the plants");
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_chat_runs_the_whole_pipeline_in_a_terminal() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let t = support::TestRoot::new("orch-chat").await;
+    t.mock.respond_with(|req| Reply::Text(format!("re: {}", last_message(req))));
+    let fragment = t.root.join("codex-fragment.toml");
+    std::fs::write(
+        t.root.join(".env"),
+        format!(
+            "TIMEZONE=UTC\nAGENT_RUNNER=host\nCODEX_BIN={}\nCODEX_CONFIG={}\nCODEX_AUTH_DIR={}\n",
+            support::codex_bin().display(),
+            fragment.display(),
+            t.owner_auth.display()
+        ),
+    )
+    .unwrap();
+    let root = t.root.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rust_claw"))
+            .args(["--root", root.to_str().unwrap(), "chat"])
+            .env("USER", "tester")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Two lines, then end of input: both answered before `chat` exits.
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all("hello there\nwhat & why <now>?\n".as_bytes()).unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "chat failed: {stderr}");
+    assert!(stderr.contains("terminal-only main group"), "{stderr}");
+    // One turn may answer both lines, or one turn each.
+    assert!(stdout.starts_with("Andy: re: "), "{stdout}");
+    let prompts: String = t.mock.requests().iter().map(|r| r.to_string()).collect();
+    assert!(prompts.contains("hello there") && prompts.contains("what &amp; why &lt;now&gt;?"), "{prompts}");
+    assert!(prompts.contains("sender=\\\"tester\\\""), "{prompts}");
+    // With a daemon holding the root, chat refuses and says why.
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_rust_claw"))
+        .args(["--root", t.root.to_str().unwrap(), "run"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let second = Command::new(env!("CARGO_BIN_EXE_rust_claw"))
+        .args(["--root", t.root.to_str().unwrap(), "chat"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert_eq!(second.status.code(), Some(1));
+    let msg = String::from_utf8_lossy(&second.stderr);
+    assert!(msg.contains("another rust_claw daemon is already running") && msg.contains("stop the daemon"), "{msg}");
+}
