@@ -79,7 +79,9 @@ impl TimingChannel {
             if let Some(t) = self.sent.lock().unwrap().get(n - 1) {
                 return *t;
             }
-            tokio::time::timeout(Duration::from_secs(30), changed).await.expect("no reply within 30 s");
+            tokio::time::timeout(Duration::from_secs(30), changed)
+                .await
+                .expect("no reply within 30 s");
         }
     }
 }
@@ -95,7 +97,12 @@ impl Channel for TimingChannel {
         *self.inbound.lock().unwrap() = Some(inbound);
         Box::pin(async { Ok(()) })
     }
-    fn send<'a>(&'a self, _: &'a Jid, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<(), ChannelError>> {
+    fn send<'a>(
+        &'a self,
+        _: &'a Jid,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
         self.sent.lock().unwrap().push(Instant::now());
         self.changed.notify_waiters();
         Box::pin(async { Ok(()) })
@@ -113,7 +120,9 @@ impl Channel for TimingChannel {
 
 async fn pipeline(full: bool) {
     let mut rig = DaemonRig::start("bench-orch", &[], &[(MAIN, "main", true, false)]).await;
-    rig.t.mock.respond_with(|req| Reply::Text(format!("re: {}", last_message(req))));
+    rig.t
+        .mock
+        .respond_with(|req| Reply::Text(format!("re: {}", last_message(req))));
     // Swap the rig's channel for one that timestamps what the daemon does.
     let ch = Arc::new(TimingChannel::default());
     if let Some(d) = rig.daemon.take() {
@@ -135,7 +144,10 @@ async fn pipeline(full: bool) {
     let n = if full { 200 } else { 5 };
     let t0 = ch.say(0, "cold start").await;
     let cold = ch.wait_sent(1).await - t0;
-    println!("end to end, cold (spawns codex): {:.1} ms", cold.as_secs_f64() * 1e3);
+    println!(
+        "end to end, cold (spawns codex): {:.1} ms",
+        cold.as_secs_f64() * 1e3
+    );
     let mut to_turn = Vec::new();
     let mut e2e = Vec::new();
     for i in 1..=n {
@@ -148,7 +160,10 @@ async fn pipeline(full: bool) {
     let (_, p99) = report("message received → turn started (warm)", to_turn);
     report("end to end, warm (codex + mock model)", e2e);
     if full {
-        println!("target: turn started p99 ≤ 20 ms → {}", if p99 <= 20.0 { "met" } else { "MISSED" });
+        println!(
+            "target: turn started p99 ≤ 20 ms → {}",
+            if p99 <= 20.0 { "met" } else { "MISSED" }
+        );
     }
     daemon.shutdown().await;
 }
@@ -191,7 +206,12 @@ fn idle_daemon(full: bool) {
     std::thread::sleep(Duration::from_secs(2));
     let cpu = |pid: u32| -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
         let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
         ticks / 100.0
     };
@@ -209,7 +229,9 @@ fn idle_daemon(full: bool) {
     std::thread::sleep(Duration::from_secs(secs));
     let (c1, dt) = (cpu(pid), t0.elapsed());
     let rss = rss_kb();
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let stopped = Instant::now();
     let status = child.wait().unwrap();
     println!(
@@ -219,7 +241,10 @@ fn idle_daemon(full: bool) {
         dt.as_secs_f64(),
         stopped.elapsed().as_secs_f64() * 1e3
     );
-    assert!(status.success(), "the daemon did not stop cleanly on SIGTERM");
+    assert!(
+        status.success(),
+        "the daemon did not stop cleanly on SIGTERM"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

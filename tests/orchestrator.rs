@@ -389,7 +389,8 @@ async fn local_chat_runs_the_whole_pipeline_in_a_terminal() {
     use std::process::{Command, Stdio};
 
     let t = support::TestRoot::new("orch-chat").await;
-    t.mock.respond_with(|req| Reply::Text(format!("re: {}", last_message(req))));
+    t.mock
+        .respond_with(|req| Reply::Text(format!("re: {}", last_message(req))));
     let fragment = t.root.join("codex-fragment.toml");
     std::fs::write(
         t.root.join(".env"),
@@ -413,7 +414,9 @@ async fn local_chat_runs_the_whole_pipeline_in_a_terminal() {
             .unwrap();
         // Two lines, then end of input: both answered before `chat` exits.
         let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all("hello there\nwhat & why <now>?\n".as_bytes()).unwrap();
+        stdin
+            .write_all("hello there\nwhat & why <now>?\n".as_bytes())
+            .unwrap();
         drop(stdin);
         child.wait_with_output().unwrap()
     })
@@ -426,7 +429,10 @@ async fn local_chat_runs_the_whole_pipeline_in_a_terminal() {
     // One turn may answer both lines, or one turn each.
     assert!(stdout.starts_with("Andy: re: "), "{stdout}");
     let prompts: String = t.mock.requests().iter().map(|r| r.to_string()).collect();
-    assert!(prompts.contains("hello there") && prompts.contains("what &amp; why &lt;now&gt;?"), "{prompts}");
+    assert!(
+        prompts.contains("hello there") && prompts.contains("what &amp; why &lt;now&gt;?"),
+        "{prompts}"
+    );
     assert!(prompts.contains("sender=\\\"tester\\\""), "{prompts}");
     // With a daemon holding the root, chat refuses and says why.
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_rust_claw"))
@@ -444,5 +450,9 @@ async fn local_chat_runs_the_whole_pipeline_in_a_terminal() {
     let _ = daemon.wait();
     assert_eq!(second.status.code(), Some(1));
     let msg = String::from_utf8_lossy(&second.stderr);
-    assert!(msg.contains("another rust_claw daemon is already running") && msg.contains("stop the daemon"), "{msg}");
+    assert!(
+        msg.contains("another rust_claw daemon is already running")
+            && msg.contains("stop the daemon"),
+        "{msg}"
+    );
 }

@@ -36,6 +36,7 @@ fn main() {
     }
     kill_9_during_a_run();
     println!("test kill_9_during_a_run ... ok");
+    println!("\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
 }
 
 /// Prints each run it is handed and never finishes it (an agent still working).
