@@ -456,3 +456,50 @@ async fn local_chat_runs_the_whole_pipeline_in_a_terminal() {
         "{msg}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_registered_from_the_cli_work_without_a_restart() {
+    let rig = DaemonRig::start("orch-register", &[], &[(MAIN, "main", true, false)]).await;
+    echo(&rig);
+    let ch = rig.channel.clone();
+    // Before registration: metadata only, no reply.
+    ch.say(QA, "@Andy anyone?").await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rust_claw"))
+        .args([
+            "--root",
+            rig.t.root.to_str().unwrap(),
+            "register-group",
+            "--jid",
+            QA,
+            "--name",
+            "QA",
+            "--folder",
+            "qa",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ch.say(QA, "@Andy now?").await;
+    assert_eq!(ch.wait_sent(QA, 1).await, ["re: @Andy now?"]);
+    // The message sent before registration was not stored as content.
+    let prompt = rig.t.mock.requests().last().unwrap().to_string();
+    assert!(
+        !prompt.contains("anyone?"),
+        "an unregistered chat's message reached the agent"
+    );
+    // Its IPC directory exists and is served (created on the Groups topic).
+    let ipc = rig.t.paths.ipc_dir(&support::folder("qa"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !ipc.join("tasks").is_dir() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no IPC directory for the new group"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rig.stop().await;
+}
