@@ -1,5 +1,8 @@
-//! The built `rust_claw run` in a temporary root: one daemon per root, and the
-//! scheduler inside it woken by CLI processes (control notes → inotify → scheduler).
+//! The built `rust_claw run` in a temporary root: one daemon per root, the scheduler
+//! inside it woken by CLI processes (control notes → inotify → scheduler) and running
+//! tasks through the real codex against the mock model, and a quick SIGTERM stop.
+
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -10,6 +13,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
+use support::mock_model::{MockModel, Reply};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rust_claw");
 const MAIN: &str = "123456789012345678@discord";
@@ -20,6 +24,10 @@ fn command(root: &Path) -> Command {
         .env_remove("RUST_CLAW_ROOT")
         .env_remove("DISCORD_BOT_TOKEN")
         .env_remove("AUTO_REGISTER_MAIN_JID")
+        .env_remove("AGENT_RUNNER")
+        .env_remove("CODEX_BIN")
+        .env_remove("CODEX_CONFIG")
+        .env_remove("CODEX_AUTH_DIR")
         .env("TIMEZONE", "UTC")
         .env("NO_COLOR", "1");
     c
@@ -98,6 +106,65 @@ impl Drop for Daemon {
     }
 }
 
+/// A root whose daemon runs agents with the host runner: the pinned codex against a
+/// mock model served by this test. Under target/ (codex refuses a home under TMPDIR).
+struct AgentRoot {
+    dir: tempfile::TempDir,
+    mock: MockModel,
+    rt: tokio::runtime::Runtime,
+}
+
+impl AgentRoot {
+    fn new() -> AgentRoot {
+        let codex = support::codex_bin();
+        let homes = support::homes_dir();
+        std::fs::create_dir_all(&homes).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("daemon-")
+            .tempdir_in(&homes)
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mock = rt.block_on(MockModel::start());
+        let root = dir.path();
+        let fragment = root.join("codex-fragment.toml");
+        std::fs::write(
+            &fragment,
+            format!(
+                "model = \"mock-model\"\nmodel_provider = \"mock\"\n\n[model_providers.mock]\n\
+                 name = \"Local mock\"\nbase_url = \"{}\"\nwire_api = \"responses\"\n\
+                 request_max_retries = 0\nstream_max_retries = 0\n",
+                mock.base_url()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.join("owner-codex")).unwrap();
+        std::fs::write(
+            root.join(".env"),
+            format!(
+                "AGENT_RUNNER=host\nCODEX_BIN={}\nCODEX_CONFIG={}\nCODEX_AUTH_DIR={}\n",
+                codex.display(),
+                fragment.display(),
+                root.join("owner-codex").display()
+            ),
+        )
+        .unwrap();
+        AgentRoot { dir, mock, rt }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Waits until the mock model has received `n` requests.
+    fn wait_requests(&self, n: usize) -> Vec<Value> {
+        self.rt.block_on(self.mock.wait_requests(n))
+    }
+}
+
 fn wait_timeout(child: &mut Child, within: Duration) -> ExitStatus {
     let deadline = Instant::now() + within;
     loop {
@@ -114,7 +181,7 @@ fn wait_timeout(child: &mut Child, within: Duration) -> ExitStatus {
 
 #[test]
 fn a_second_daemon_on_the_same_root_is_refused() {
-    let root = tempfile::tempdir().unwrap();
+    let root = AgentRoot::new();
     let first = Daemon::start(root.path());
 
     let mut second = command(root.path())
@@ -140,7 +207,7 @@ fn a_second_daemon_on_the_same_root_is_refused() {
 
 #[test]
 fn a_task_created_by_the_cli_wakes_the_running_daemon() {
-    let root = tempfile::tempdir().unwrap();
+    let root = AgentRoot::new();
     cli(root.path(), &["bootstrap-main", "--jid", MAIN]);
     // Started with no tasks: its scheduler sleeps with no timer at all, so only the
     // CLI's note can make it fire this task.
@@ -166,27 +233,38 @@ fn a_task_created_by_the_cli_wakes_the_running_daemon() {
     let line = daemon.expect_line("task due", Duration::from_secs(10));
     assert!(line.contains("ping"), "{line}");
 
-    // Until the group queue lands, the daemon records each run as an honest error.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // The run reaches the group's agent: codex asks the model with the task's prompt,
+    // and the run is recorded as a success.
+    let reqs = root.wait_requests(1);
+    assert!(
+        reqs[0]
+            .to_string()
+            .contains("scheduled_task id=\\\"ping\\\""),
+        "the model was not asked about the task: {}",
+        reqs[0]
+    );
+    // (A run that comes due while the previous one is still in flight is skipped.)
+    let deadline = Instant::now() + Duration::from_secs(20);
     let run = loop {
         let out = cli(root.path(), &["task-runs", "--id", "ping", "--json"]);
         let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
-        if let Some(r) = runs
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["status"] == "error")
-        {
+        let runs = runs.as_array().unwrap();
+        for r in runs {
+            assert!(
+                ["running", "success", "skipped"].contains(&r["status"].as_str().unwrap()),
+                "{r}"
+            );
+        }
+        if let Some(r) = runs.iter().find(|r| r["status"] == "success") {
             break r.clone();
         }
-        assert!(Instant::now() < deadline, "no finished run: {runs}");
+        assert!(Instant::now() < deadline, "no successful run: {runs:?}");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(run["error"], rust_claw::scheduler::NO_RUNNER_ERROR);
     assert!(run["duration_ms"].as_i64().unwrap() >= 0);
     let table = String::from_utf8(cli(root.path(), &["task-runs", "--id", "ping"]).stdout).unwrap();
     assert!(table.starts_with("RUN"), "{table}");
-    assert!(table.contains("no agent runner"), "{table}");
+    assert!(table.contains("success"), "{table}");
 
     // Pausing from the CLI reaches the daemon too: no run starts after it.
     cli(root.path(), &["pause-task", "--id", "ping"]);
@@ -206,4 +284,51 @@ fn a_task_created_by_the_cli_wakes_the_running_daemon() {
     std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(count(root.path()), before, "a paused task ran");
     assert!(daemon.stop().success());
+}
+
+#[test]
+fn sigterm_stops_the_daemon_quickly() {
+    let root = AgentRoot::new();
+    // Every turn hangs: the daemon must interrupt it, not wait for it.
+    root.mock.respond_with(|_| Reply::Hang);
+    cli(root.path(), &["bootstrap-main", "--jid", MAIN]);
+
+    // Idle: nothing running.
+    let daemon = Daemon::start(root.path());
+    let started = Instant::now();
+    let status = daemon.stop();
+    let idle = started.elapsed();
+    assert_eq!(status.code(), Some(0), "{status}");
+
+    // Busy: a scheduled run in a live agent session whose model never answers.
+    let daemon = Daemon::start(root.path());
+    cli(
+        root.path(),
+        &[
+            "create-task",
+            "--id",
+            "stuck",
+            "--group-folder",
+            "main",
+            "--chat-jid",
+            MAIN,
+            "--prompt",
+            "never finishes",
+            "--schedule-type",
+            "interval",
+            "--schedule-value",
+            "500",
+        ],
+    );
+    root.wait_requests(1);
+    let started = Instant::now();
+    let status = daemon.stop();
+    let busy = started.elapsed();
+    assert_eq!(status.code(), Some(0), "{status}");
+    println!(
+        "SIGTERM to exit: idle {} ms, with a hung agent turn {} ms",
+        idle.as_millis(),
+        busy.as_millis()
+    );
+    assert!(busy < Duration::from_secs(5), "took {busy:?}");
 }
