@@ -1,7 +1,8 @@
 //! Benchmark: wall time of one admin CLI call (`list-tasks --json`) against a store with
 //! 1,000 tasks, and of opening a current store (no migration work).
 //!
-//! `cargo bench --bench cli` (release profile). Prints median and p90 over 50 runs.
+//! `cargo bench --bench cli` (release profile) prints median and p90 over 50 runs;
+//! `cargo test --bench cli` (what `cargo test --all-targets` does) is a short smoke run.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ fn report(name: &str, mut samples: Vec<Duration>) {
 }
 
 fn main() {
+    let runs = if std::env::args().any(|a| a == "--bench") { 50 } else { 3 };
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("store").join("messages.db");
     let mut store = Store::open(&db).expect("open store");
@@ -77,7 +79,7 @@ fn main() {
         .expect("seed");
     drop(store);
 
-    let opens: Vec<Duration> = (0..200)
+    let opens: Vec<Duration> = (0..runs * 4)
         .map(|_| {
             let t = Instant::now();
             let s = Store::open(&db).expect("reopen");

@@ -159,14 +159,19 @@ impl SharedStore {
         R: Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
+        let job = tokio::task::spawn_blocking(move || {
             // A panic while holding the lock poisons it; the connection itself is still
             // consistent (SQLite rolled back any open transaction), so keep going.
             let mut guard = inner.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut guard)
-        })
-        .await
-        .expect("store task panicked")
+        });
+        match job.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled: the runtime is shutting down and will drop this task; nothing
+            // is waiting for the result any more.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Synchronous access, for code already on a blocking thread.
