@@ -28,7 +28,11 @@ fn report(name: &str, mut samples: Vec<Duration>) {
 }
 
 fn main() {
-    let runs = if std::env::args().any(|a| a == "--bench") { 50 } else { 3 };
+    let runs = if std::env::args().any(|a| a == "--bench") {
+        50
+    } else {
+        3
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("store").join("messages.db");
     let mut store = Store::open(&db).expect("open store");
