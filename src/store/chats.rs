@@ -11,6 +11,7 @@ pub struct Chat {
     pub jid: String,
     pub name: Option<String>,
     pub channel: String,
+    #[serde(serialize_with = "super::rfc3339::option::serialize")]
     pub last_message_at: Option<DateTime<Utc>>,
 }
 

@@ -17,6 +17,7 @@ pub struct Group {
     pub is_main: bool,
     /// Per-group container settings (JSON), `None` for the defaults.
     pub container_config: Option<serde_json::Value>,
+    #[serde(serialize_with = "super::rfc3339::serialize")]
     pub added_at: DateTime<Utc>,
 }
 

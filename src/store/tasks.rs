@@ -19,11 +19,14 @@ pub struct Task {
     pub context_mode: ContextMode,
     #[serde(serialize_with = "ser_tz")]
     pub timezone: Tz,
+    #[serde(serialize_with = "super::rfc3339::option::serialize")]
     pub next_run: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "super::rfc3339::option::serialize")]
     pub last_run: Option<DateTime<Utc>>,
     pub last_result: Option<String>,
     pub status: TaskStatus,
     pub created_by: String,
+    #[serde(serialize_with = "super::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -195,7 +198,9 @@ impl RunStatus {
 pub struct TaskRun {
     pub run_id: i64,
     pub task_id: TaskId,
+    #[serde(serialize_with = "super::rfc3339::serialize")]
     pub due_at: DateTime<Utc>,
+    #[serde(serialize_with = "super::rfc3339::serialize")]
     pub started_at: DateTime<Utc>,
     pub duration_ms: Option<i64>,
     pub status: RunStatus,
