@@ -300,53 +300,51 @@ impl Daemon {
     }
 }
 
-/// Asks the kernel not to map this executable's code in 64 KiB clusters around each
+/// Asks the kernel not to map this executable's pages in 64 KiB clusters around each
 /// page the daemon touches ("fault-around"), and drops what start-up mapped that way.
 ///
-/// A long-running daemon touches a small, scattered part of its code; with fault-around
-/// every touched page brings 15 neighbours into the resident set (about 6 MiB of
-/// untouched code for this binary). Code pages are clean and backed by the file, so
-/// dropping them is free: a page needed again is mapped back from the page cache.
-/// Best effort: a failure changes nothing but memory use.
-fn trim_code_pages() {
+/// A long-running daemon touches a small, scattered part of its code and constants;
+/// with fault-around every touched page brings 15 neighbours into the resident set
+/// (megabytes of this binary that idle never uses). Those pages are clean and backed by
+/// the file, so dropping them is free: a page needed again is mapped back from the page
+/// cache. Mappings holding any private copy (`Anonymous` > 0: pages the dynamic linker
+/// relocated) are left alone, since dropping them would lose the relocation. Best
+/// effort: a failure changes nothing but memory use.
+fn trim_mapped_pages() {
     use nix::sys::mman::{MmapAdvise, madvise};
     let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
         return;
     };
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return;
     };
     let exe = exe.to_string_lossy();
-    for line in maps.lines().filter(|l| l.ends_with(exe.as_ref())) {
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
         let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        // Never writable data. Read-only data may hold pages the dynamic linker
-        // relocated (RELRO): those are private copies and must stay, so only code
-        // (r-x, never written) is dropped.
-        if perms.contains('w') {
+        let first = fields.next().unwrap_or("");
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            )
+        {
+            // A mapping header: ours, and never writable?
+            let perms = fields.next().unwrap_or("");
+            current =
+                (line.ends_with(exe.as_ref()) && !perms.contains('w')).then_some((start, end));
             continue;
         }
-        let code = perms.starts_with("r-x");
-        let Some((start, end)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (
-            usize::from_str_radix(start, 16),
-            usize::from_str_radix(end, 16),
-        ) else {
-            continue;
-        };
-        let Some(addr) = std::ptr::NonNull::new(start as *mut std::ffi::c_void) else {
-            continue;
-        };
-        // SAFETY: the range is one of our own non-writable file mappings as the kernel
-        // lists it. MADV_RANDOM only changes read-ahead; MADV_DONTNEED is applied to
-        // code alone, whose pages are never written, so it changes residency only.
-        unsafe {
-            let _ = madvise(addr, end - start, MmapAdvise::MADV_RANDOM);
-            if code {
+        if first == "Anonymous:"
+            && let Some((start, end)) = current.take()
+            && fields.next() == Some("0")
+            && let Some(addr) = std::ptr::NonNull::new(start as *mut std::ffi::c_void)
+        {
+            // SAFETY: the range is one of our own non-writable file mappings with no
+            // private (anonymous) pages, as the kernel reports it: every page is the
+            // file's, so MADV_RANDOM and MADV_DONTNEED change residency, never contents.
+            unsafe {
+                let _ = madvise(addr, end - start, MmapAdvise::MADV_RANDOM);
                 let _ = madvise(addr, end - start, MmapAdvise::MADV_DONTNEED);
             }
         }
@@ -373,7 +371,13 @@ pub fn run(paths: &Paths, config: &Config) -> Result<()> {
             tracing::info!("no DISCORD_BOT_TOKEN configured: running without a Discord channel");
         }
         let daemon = Daemon::start(paths, config.clone(), store, channels).await?;
-        trim_code_pages();
+        trim_mapped_pages();
+        // Start-up work that finishes in background tasks (IPC's first pass, snapshots)
+        // maps more; trim once more when it is over.
+        tokio::spawn(async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            trim_mapped_pages();
+        });
         tracing::info!(root = %paths.root().display(), "rust_claw daemon started");
         shutdown.await;
         tracing::info!("shutting down");
