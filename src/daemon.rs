@@ -13,6 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use nix::fcntl::{Flock, FlockArg};
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast, mpsc};
@@ -122,6 +123,8 @@ pub struct Daemon {
     stop_delivery: Arc<Notify>,
     delivery_task: tokio::task::JoinHandle<()>,
     background: JoinSet<()>,
+    /// Messages taken in from channels (stored or not), and a wake-up for waiters.
+    ingested: Arc<(AtomicU64, Notify)>,
 }
 
 impl Daemon {
@@ -199,6 +202,8 @@ impl Daemon {
         // Intake: every received message is stored, then its group is woken.
         let (tx, mut rx) = mpsc::channel::<Inbound>(1024);
         let (o, q) = (orchestrator.clone(), queue.clone());
+        let ingested = Arc::new((AtomicU64::new(0), Notify::new()));
+        let counter = ingested.clone();
         background.spawn(async move {
             while let Some(m) = rx.recv().await {
                 match o.ingest(m).await {
@@ -206,6 +211,8 @@ impl Daemon {
                     Ok(None) => {}
                     Err(e) => tracing::error!(error = %e, "cannot store an incoming message"),
                 }
+                counter.0.fetch_add(1, Ordering::SeqCst);
+                counter.1.notify_waiters();
             }
         });
         for channel in &channels {
@@ -237,6 +244,7 @@ impl Daemon {
             stop_delivery,
             delivery_task,
             background,
+            ingested,
         })
     }
 
@@ -253,6 +261,18 @@ impl Daemon {
     /// How many groups hold an agent slot right now.
     pub fn active_agents(&self) -> usize {
         self.queue.active()
+    }
+
+    /// Waits until `n` messages from channels have been taken in (stored, or found to
+    /// belong to no group).
+    pub async fn wait_ingested(&self, n: u64) {
+        loop {
+            let notified = self.ingested.1.notified();
+            if self.ingested.0.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Waits until every message of `chat` is answered and every reply to it sent.

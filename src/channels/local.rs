@@ -26,6 +26,8 @@ pub struct LocalChannel {
     writer: Arc<Mutex<Writer>>,
     /// Notified when the input ends (EOF): the chat session is over once replies are out.
     input_closed: Arc<Notify>,
+    /// Lines handed to the daemon so far (final once `input_closed` fired).
+    lines_sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LocalChannel {
@@ -43,7 +45,13 @@ impl LocalChannel {
             reader: Mutex::new(Some(reader)),
             writer: Arc::new(Mutex::new(writer)),
             input_closed: Arc::new(Notify::new()),
+            lines_sent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
+    }
+
+    /// How many lines were handed to the daemon (all of them, once the input closed).
+    pub fn lines_sent(&self) -> u64 {
+        self.lines_sent.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The terminal's own stdin and stdout.
@@ -81,6 +89,7 @@ impl Channel for LocalChannel {
             let jid = self.jid.clone();
             let user = self.user.clone();
             let closed = self.input_closed.clone();
+            let sent = self.lines_sent.clone();
             tokio::spawn(async move {
                 let mut line = String::new();
                 let mut n: u64 = 0;
@@ -116,6 +125,7 @@ impl Channel for LocalChannel {
                     if inbound.send(msg).await.is_err() {
                         break;
                     }
+                    sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
                 closed.notify_one();
             });

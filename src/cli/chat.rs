@@ -88,7 +88,11 @@ pub fn chat(ctx: &Context, a: ChatArgs) -> Result<(), CliError> {
             config.assistant_name, folder
         );
         tokio::select! {
-            _ = input_closed.notified() => d.wait_answered(&jid).await,
+            _ = input_closed.notified() => {
+                // Every line typed is stored before we look for unanswered ones.
+                d.wait_ingested(local.lines_sent()).await;
+                d.wait_answered(&jid).await
+            }
             _ = daemon::shutdown_signal() => {}
         }
         d.shutdown().await;
