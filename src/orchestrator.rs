@@ -355,8 +355,8 @@ impl GroupHandler for Orchestrator {
                             .remove(&group.folder);
                         self.commit_replies(&chat, &[Self::user_error(&e)], "error", through)
                             .await;
-                        // Other messages may still be waiting.
-                        return AfterMessages::RetryAfter(Duration::ZERO);
+                        // Other messages may still be waiting (after any due task).
+                        return AfterMessages::More;
                     }
                 }
             }
