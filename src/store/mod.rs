@@ -82,6 +82,11 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
+        // Keep `-wal` and `-shm` when the last connection closes (emptied, not
+        // deleted): otherwise every CLI call made while the daemon is stopped creates,
+        // sizes and unlinks both files, which costs more than the query it runs.
+        conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)?;
+        persist_wal(&conn)?;
         let mut store = Store { conn };
         store.migrate(path)?;
         Ok(store)
@@ -182,6 +187,32 @@ impl SharedStore {
     }
 }
 
+/// Sets `SQLITE_FCNTL_PERSIST_WAL` on the main database. With a `journal_size_limit`
+/// set (any value ≥ 0), the last connection to close still checkpoints everything into the database file and
+/// truncates the WAL to zero bytes, so the database file alone is always complete.
+fn persist_wal(conn: &Connection) -> Result<()> {
+    use rusqlite::ffi;
+    let mut on: std::ffi::c_int = 1;
+    // SAFETY: the handle is live for the duration of the call (borrowed from `conn`),
+    // "main" is a NUL-terminated schema name, and PERSIST_WAL reads and writes exactly
+    // one `int` through the pointer, which points at a local that outlives the call.
+    let rc = unsafe {
+        ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&mut on as *mut std::ffi::c_int).cast(),
+        )
+    };
+    if rc != ffi::SQLITE_OK {
+        return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            ffi::Error::new(rc),
+            Some("cannot keep the WAL file (SQLITE_FCNTL_PERSIST_WAL)".into()),
+        )));
+    }
+    Ok(())
+}
+
 /// A time as stored: milliseconds since the epoch, UTC.
 pub fn to_ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
@@ -199,8 +230,10 @@ pub(crate) fn parse_col<T, E: std::fmt::Display>(
     idx: usize,
     parse: impl FnOnce(&str) -> std::result::Result<T, E>,
 ) -> rusqlite::Result<T> {
-    let text: String = row.get(idx)?;
-    parse(&text).map_err(|e| {
+    // Borrowed from SQLite's row buffer: the parsed value makes its own copy if it
+    // needs one, so reading 1,000 rows does not allocate a throwaway String per column.
+    let text = row.get_ref(idx)?.as_str()?;
+    parse(text).map_err(|e| {
         let name = row.as_ref().column_name(idx).unwrap_or("?").to_owned();
         rusqlite::Error::FromSqlConversionFailure(
             idx,
@@ -242,6 +275,35 @@ mod tests {
             .query_row("SELECT total_changes()", [], |r| r.get(0))
             .unwrap();
         assert_eq!(changes, 0);
+    }
+
+    #[test]
+    fn closing_keeps_the_wal_files_empty_and_the_database_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("messages.db");
+        {
+            let mut store = Store::open(&path).unwrap();
+            store
+                .write(|tx| {
+                    tx.execute_batch("INSERT INTO chats (jid, name, channel) VALUES ('1@discord', 'c', 'discord')")
+                })
+                .unwrap();
+        }
+        let wal = dir.path().join("messages.db-wal");
+        assert!(dir.path().join("messages.db-shm").exists());
+        assert_eq!(
+            std::fs::metadata(&wal).unwrap().len(),
+            0,
+            "checkpointed and emptied"
+        );
+        // The database file alone holds the commit (a copy without -wal/-shm is whole).
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&path, &copy).unwrap();
+        let n: i64 = Connection::open(&copy)
+            .unwrap()
+            .query_row("SELECT count(*) FROM chats", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
     }
 
     #[test]

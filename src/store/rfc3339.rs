@@ -8,12 +8,22 @@ use serde::Serializer;
 
 /// `t` as `YYYY-MM-DDTHH:MM:SS[.mmm]Z` (years 0 to 9999; others fall back to chrono).
 pub fn format(t: &DateTime<Utc>) -> String {
+    let mut buf = [0u8; 24];
+    match format_into(t, &mut buf) {
+        Some(text) => text.to_owned(),
+        None => t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+    }
+}
+
+/// The fast path of [`format`], written into `buf` without allocating; `None` when
+/// chrono's general formatter is needed (years outside 0..=9999, sub-millisecond parts).
+fn format_into<'a>(t: &DateTime<Utc>, buf: &'a mut [u8; 24]) -> Option<&'a str> {
     let year = t.year();
     let millis = t.timestamp_subsec_millis();
     if !(0..=9999).contains(&year) || !t.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
-        return t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        return None;
     }
-    let mut buf = *b"0000-00-00T00:00:00.000Z";
+    *buf = *b"0000-00-00T00:00:00.000Z";
     let mut put = |at: usize, value: u32, width: usize| {
         let mut v = value;
         for i in (0..width).rev() {
@@ -34,11 +44,16 @@ pub fn format(t: &DateTime<Utc>) -> String {
     } else {
         24
     };
-    String::from_utf8_lossy(&buf[..len]).into_owned()
+    // Only ASCII digits and separators were written.
+    std::str::from_utf8(&buf[..len]).ok()
 }
 
 pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format(t))
+    let mut buf = [0u8; 24];
+    match format_into(t, &mut buf) {
+        Some(text) => s.serialize_str(text),
+        None => s.serialize_str(&format(t)),
+    }
 }
 
 /// For `Option<DateTime<Utc>>` fields: `null` or the text.
@@ -47,7 +62,7 @@ pub mod option {
 
     pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
         match t {
-            Some(t) => s.serialize_str(&super::format(t)),
+            Some(t) => super::serialize(t, s),
             None => s.serialize_none(),
         }
     }
