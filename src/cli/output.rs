@@ -15,18 +15,63 @@ pub fn print_listing<T: Serialize>(
     headers: &[&str],
     row: impl Fn(&T) -> Vec<String>,
 ) -> Result<(), CliError> {
-    // Stdout is line-buffered; one JSON line of 1,000 tasks would be flushed in
-    // 1 KiB pieces. A block buffer writes it in a few large writes.
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-    let result = if json {
-        serde_json::to_writer(&mut out, items)
-            .map_err(std::io::Error::from)
-            .and_then(|()| writeln!(out))
-    } else {
-        let rows: Vec<Vec<String>> = items.iter().map(row).collect();
-        write_table(&mut out, headers, &rows)
+    if json {
+        let mut array = JsonArray::stdout();
+        for item in items {
+            if let Err(e) = array.push(item) {
+                return finished(Err(e));
+            }
+        }
+        return finished(array.finish().map(drop));
     }
-    .and_then(|()| out.flush());
+    let mut out = stdout_buffer();
+    let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+    finished(write_table(&mut out, headers, &rows).and_then(|()| out.flush()))
+}
+
+/// Stdout is line-buffered; one JSON line of 1,000 tasks would be flushed in 1 KiB
+/// pieces. A block buffer writes it in a few large writes.
+fn stdout_buffer() -> std::io::BufWriter<std::io::StdoutLock<'static>> {
+    std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock())
+}
+
+/// A JSON array written one item at a time — the same bytes as serializing the whole
+/// slice at once (`[a,b]`, then a newline), without holding the slice in memory.
+pub struct JsonArray<W: Write> {
+    out: W,
+    empty: bool,
+}
+
+impl JsonArray<std::io::BufWriter<std::io::StdoutLock<'static>>> {
+    pub fn stdout() -> Self {
+        JsonArray::new(stdout_buffer())
+    }
+}
+
+impl<W: Write> JsonArray<W> {
+    pub fn new(out: W) -> Self {
+        JsonArray { out, empty: true }
+    }
+
+    pub fn push(&mut self, item: &impl Serialize) -> std::io::Result<()> {
+        self.out.write_all(if self.empty { b"[" } else { b"," })?;
+        self.empty = false;
+        serde_json::to_writer(&mut self.out, item).map_err(std::io::Error::from)
+    }
+
+    /// Closes the array and flushes; the writer back.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        if self.empty {
+            self.out.write_all(b"[")?;
+        }
+        self.out.write_all(b"]\n")?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// The outcome of writing a listing.
+pub fn finished(result: std::io::Result<()>) -> Result<(), CliError> {
     match result {
         // `rust_claw list-tasks | head` closes the pipe early: not an error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -111,6 +156,23 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "LONG  B    C\na     한국어  x\n"
         );
+    }
+
+    #[test]
+    fn json_arrays_match_serializing_the_whole_slice() {
+        for items in [vec![], vec!["a"], vec!["a", "b\"c\n", "ü"]] {
+            let mut array = JsonArray::new(Vec::new());
+            for item in &items {
+                array.push(item).unwrap();
+            }
+            let streamed = array.finish().unwrap();
+            let mut whole = serde_json::to_vec(&items).unwrap();
+            whole.push(b'\n');
+            assert_eq!(
+                String::from_utf8(streamed).unwrap(),
+                String::from_utf8(whole).unwrap()
+            );
+        }
     }
 
     #[test]

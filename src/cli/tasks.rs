@@ -1,9 +1,11 @@
 //! `create-task`, `list-tasks`, `pause-task`, `resume-task`, `cancel-task`, `task-runs`.
 
+use std::ops::ControlFlow;
+
 use chrono_tz::Tz;
 use clap::Args;
 
-use super::output::{clip, print_listing, when, when_secs};
+use super::output::{JsonArray, clip, finished, print_listing, when, when_secs};
 use super::{CliError, Context};
 use crate::actions::{self, NewTask};
 use crate::control::{self, Topic};
@@ -103,6 +105,20 @@ fn schedule_cell(t: &Task) -> String {
 
 pub fn list(ctx: &Context, a: ListTasksArgs) -> Result<(), CliError> {
     let store = ctx.open_store()?;
+    if a.json {
+        // Streamed: each task is written as it is read, never all held at once.
+        let mut array = JsonArray::stdout();
+        let mut written = Ok(());
+        tasks::for_each(store.conn(), a.group.as_ref(), a.status, |t| {
+            written = array.push(&t);
+            if written.is_ok() {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
+        })?;
+        return finished(written.and_then(|()| array.finish().map(drop)));
+    }
     let all = tasks::list(store.conn(), a.group.as_ref(), a.status)?;
     print_listing(
         a.json,

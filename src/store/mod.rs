@@ -36,6 +36,7 @@ use rusqlite::Connection;
 const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("schema_2_task_runs.sql"),
+    include_str!("schema_3_task_listing.sql"),
 ];
 
 /// The schema version this build writes.

@@ -1,5 +1,7 @@
 //! Scheduled tasks and their run logs.
 
+use std::ops::ControlFlow;
+
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -121,27 +123,41 @@ pub fn list(
     group: Option<&FolderName>,
     status: Option<TaskStatus>,
 ) -> Result<Vec<Task>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM scheduled_tasks
-         WHERE (?1 IS NULL OR group_folder = ?1) AND (?2 IS NULL OR status = ?2)"
-    ))?;
-    let rows = stmt.query_map(
-        params![group.map(|g| g.as_str()), status.map(|s| s.as_str())],
-        from_row,
-    )?;
-    let mut all: Vec<Task> = rows.collect::<rusqlite::Result<_>>()?;
-    // Sorted here rather than with ORDER BY: SQLite's sorter would copy every whole
-    // row into a temporary record and back, which cost more than reading the rows.
-    // Tasks without a next run last, then by next run, then by id (byte order, as
-    // SQLite's BINARY collation).
-    all.sort_unstable_by(|a, b| {
-        (a.next_run.is_none(), a.next_run, a.id.as_str()).cmp(&(
-            b.next_run.is_none(),
-            b.next_run,
-            b.id.as_str(),
-        ))
-    });
+    let mut all = Vec::new();
+    for_each(conn, group, status, |t| {
+        all.push(t);
+        ControlFlow::Continue(())
+    })?;
     Ok(all)
+}
+
+/// [`list`] one task at a time, for callers that stream (the CLI's `--json`), so a
+/// long listing is never all in memory. `f` returns `Break` to stop early.
+///
+/// Order: tasks without a next run last, then by next run, then by id (byte order).
+/// The `scheduled_tasks_listing` index (migration 3) has exactly that order, so SQLite
+/// walks it instead of sorting every row into a temporary b-tree.
+pub fn for_each(
+    conn: &Connection,
+    group: Option<&FolderName>,
+    status: Option<TaskStatus>,
+    mut f: impl FnMut(Task) -> ControlFlow<()>,
+) -> Result<()> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM scheduled_tasks INDEXED BY scheduled_tasks_listing
+         WHERE (?1 IS NULL OR group_folder = ?1) AND (?2 IS NULL OR status = ?2)
+         ORDER BY next_run IS NULL, next_run, id"
+    ))?;
+    let mut rows = stmt.query(params![
+        group.map(|g| g.as_str()),
+        status.map(|s| s.as_str())
+    ])?;
+    while let Some(row) = rows.next()? {
+        if f(from_row(row)?).is_break() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Deletes a task and (by cascade) its run log; returns whether it existed.
