@@ -520,6 +520,48 @@ async fn a_thread_still_held_by_a_previous_codex_is_waited_for_not_replaced() {
     second.close().await;
 }
 
+/// The group folder usually sits inside a git checkout (the RustClaw repo). codex must
+/// not probe that repo on each turn nor report it (path, commit, remotes) to the model
+/// provider; and our config switches codex's usage analytics off. Both show in the
+/// turn metadata codex copies into every request body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hosts_git_checkout_and_analytics_stay_out_of_model_requests() {
+    let t = TestRoot::new("host-git").await;
+    for args in [
+        &["init", "-q"][..],
+        &[
+            "remote",
+            "add",
+            "origin",
+            "https://example.invalid/host-repo.git",
+        ],
+    ] {
+        let st = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&t.root)
+            .status()
+            .expect("this test needs `git` on PATH (it builds a host checkout)");
+        assert!(st.success(), "git {args:?} failed");
+    }
+    t.mock.push([Reply::text("ok")]);
+    let mut s = t
+        .agents()
+        .start(&folder("team"), false, ContextMode::Group)
+        .await
+        .unwrap();
+    s.run_turn("hi").await.unwrap();
+    s.close().await;
+    let body = t.mock.requests()[0].to_string();
+    assert!(
+        body.contains("x-codex-turn-metadata"),
+        "no metadata: {body}"
+    );
+    for leak in ["example.invalid", "workspaces", "latest_git_commit_hash"] {
+        assert!(!body.contains(leak), "{leak} reached the model: {body}");
+    }
+    assert!(body.contains(r#"\"analytics_enabled\":false"#), "{body}");
+}
+
 #[test]
 fn the_tool_finder_sees_namespaced_tools() {
     let req = json!({"tools": [

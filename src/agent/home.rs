@@ -70,6 +70,26 @@ pub fn load_fragment(path: &Path) -> Result<Table, HomeError> {
     })
 }
 
+/// codex features switched off in every group's config.toml (a `CODEX_CONFIG` fragment
+/// may switch them back on).
+///
+/// - `plugins`, `apps`, `remote_plugin`: without these codex contacts github.com /
+///   chatgpt.com at start.
+/// - `unbounded_connection_retries`: else a dead model endpoint makes a turn retry
+///   forever.
+/// - `skill_search`: in 0.169.0 this runs a dozen *shadow* skill-ranking experiments on
+///   every turn before the model is called (≈ 6 ms of CPU on the critical path, logged
+///   as `shadow_selection_experiment`, results only logged). Skills are still
+///   discovered natively and listed to the model exactly as before (the request body
+///   is identical; `tests/agent.rs` checks enabled/disabled skills end to end).
+pub const FEATURES_OFF: &[&str] = &[
+    "plugins",
+    "apps",
+    "remote_plugin",
+    "unbounded_connection_retries",
+    "skill_search",
+];
+
 /// Renders config.toml. Order of precedence: our defaults < the user's fragment <
 /// the `rust_claw` MCP server entry (the agent's tools must point at its own IPC dir).
 pub fn render_config(c: &HomeConfig) -> String {
@@ -89,18 +109,17 @@ pub fn render_config(c: &HomeConfig) -> String {
     sww.insert("exclude_slash_tmp".into(), true.into());
     sww.insert("exclude_tmpdir_env_var".into(), false.into());
     root.insert("sandbox_workspace_write".into(), Value::Table(sww));
-    // Without these, codex contacts github.com / chatgpt.com at start, and a dead
-    // model endpoint makes a turn retry forever.
     let mut features = Table::new();
-    for f in [
-        "plugins",
-        "apps",
-        "remote_plugin",
-        "unbounded_connection_retries",
-    ] {
-        features.insert(f.into(), false.into());
+    for f in FEATURES_OFF {
+        features.insert((*f).into(), false.into());
     }
     root.insert("features".into(), Value::Table(features));
+    // codex's usage analytics are on by default (its turn metadata says
+    // `analytics_enabled: true`): usage reporting is phoning home, and nothing of ours
+    // reads it.
+    let mut analytics = Table::new();
+    analytics.insert("enabled".into(), false.into());
+    root.insert("analytics".into(), Value::Table(analytics));
 
     if let Some(user) = &c.user_fragment {
         merge(&mut root, user);
@@ -317,9 +336,11 @@ mod tests {
             "apps",
             "remote_plugin",
             "unbounded_connection_retries",
+            "skill_search",
         ] {
             assert_eq!(t["features"][f].as_bool(), Some(false), "{f}");
         }
+        assert_eq!(t["analytics"]["enabled"].as_bool(), Some(false));
         let s = &t["mcp_servers"]["rust_claw"];
         assert_eq!(s["command"].as_str(), Some("/opt/rust_claw"));
         assert_eq!(

@@ -69,6 +69,17 @@ impl Runner for HostRunner {
         if let Some(path) = std::env::var_os("PATH") {
             cmd.env("PATH", path);
         }
+        // The group folder normally lies inside the RustClaw checkout (a git repo).
+        // codex 0.169.0 finds that `.git` by itself and, on EVERY turn before calling the
+        // model, runs `git rev-parse HEAD`, `git remote -v` and `git status --porcelain`
+        // over the whole checkout and sends the host repo's path, commit and remote URLs
+        // to the model provider (`x-codex-turn-metadata`). Git must not climb out of the
+        // group folder: with the ceiling those probes fail at once (≈ 10 ms of the
+        // warm-turn overhead here) and the host's repo stays private. A repository the
+        // agent creates inside its own folder keeps working.
+        if let Some(parent) = spec.workdir.parent() {
+            cmd.env("GIT_CEILING_DIRECTORIES", parent);
+        }
         for var in PASS_THROUGH {
             if let Some(v) = std::env::var_os(var) {
                 cmd.env(var, v);
