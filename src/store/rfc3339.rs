@@ -48,12 +48,17 @@ fn format_into<'a>(t: &DateTime<Utc>, buf: &'a mut [u8; 24]) -> Option<&'a str> 
     std::str::from_utf8(&buf[..len]).ok()
 }
 
-pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+/// Calls `f` with `t`'s text, without allocating in the common case.
+pub fn with_text<R>(t: &DateTime<Utc>, f: impl FnOnce(&str) -> R) -> R {
     let mut buf = [0u8; 24];
     match format_into(t, &mut buf) {
-        Some(text) => s.serialize_str(text),
-        None => s.serialize_str(&format(t)),
+        Some(text) => f(text),
+        None => f(&format(t)),
     }
+}
+
+pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    with_text(t, |text| s.serialize_str(text))
 }
 
 /// For `Option<DateTime<Utc>>` fields: `null` or the text.
