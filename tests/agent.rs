@@ -355,6 +355,15 @@ async fn memory_files_and_enabled_skills_reach_the_model() {
         "enabled skill missing"
     );
     assert!(!body.contains("DESC-OF-beta-skill"), "disabled skill shown");
+    // codex's own bundled skills are off: the model sees the group's enabled set only.
+    assert!(
+        !body.contains("skill-creator"),
+        "codex's bundled skills listed"
+    );
+    assert!(
+        !t.paths.codex_home(&f).join("skills/.system").exists(),
+        "bundled skills installed"
+    );
     assert!(
         !body.contains("BODY-OF-alpha-skill"),
         "skill bodies are read on demand"

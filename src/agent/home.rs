@@ -5,7 +5,7 @@
 //!   config.toml     written here: model, sandbox, features, our MCP server, + CODEX_CONFIG
 //!   auth.json       the owner's login, synced by `auth.rs` (nothing else of ~/.codex)
 //!   AGENTS.md       a copy of groups/global/AGENTS.md (shared memory, read-only here)
-//!   skills/<name>/  copies of the skills enabled for this group (+ codex's own .system/)
+//!   skills/<name>/  copies of the skills enabled for this group, and nothing else
 //!   sessions/ ...   codex's own thread rollouts (what `thread/resume` reads)
 //! ```
 //! The group's own memory is `groups/<folder>/AGENTS.md` in the agent's working
@@ -120,6 +120,15 @@ pub fn render_config(c: &HomeConfig) -> String {
     let mut analytics = Table::new();
     analytics.insert("enabled".into(), false.into());
     root.insert("analytics".into(), Value::Table(analytics));
+    // codex's own bundled skills (skill-creator, imagegen, plugin-creator, ...) are
+    // not part of a group's enabled set: the model must see exactly the skills the
+    // group enabled. Without this codex copies them into `skills/.system/` at every
+    // start, lists them in every request (~2 KB of prompt) and rescans them each turn.
+    let mut bundled = Table::new();
+    bundled.insert("enabled".into(), false.into());
+    let mut skills_table = Table::new();
+    skills_table.insert("bundled".into(), Value::Table(bundled));
+    root.insert("skills".into(), Value::Table(skills_table));
 
     if let Some(user) = &c.user_fragment {
         merge(&mut root, user);
@@ -240,7 +249,8 @@ pub fn prepare(
     install_skills(paths, folder, &home.join("skills"), enabled_skills)
 }
 
-/// Makes `skills_dir` hold exactly the enabled skills (codex's `.system` aside).
+/// Makes `skills_dir` hold exactly the enabled skills. A `.system/` left by an earlier
+/// codex run (bundled skills, now switched off in config.toml) goes too.
 fn install_skills(
     paths: &Paths,
     folder: &FolderName,
@@ -252,10 +262,7 @@ fn install_skills(
         .map_err(io(skills_dir))?
         .flatten()
     {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name != ".system" {
-            remove_any(&entry.path())?;
-        }
+        remove_any(&entry.path())?;
     }
     let mut installed = Vec::new();
     for name in enabled {
@@ -341,6 +348,7 @@ mod tests {
             assert_eq!(t["features"][f].as_bool(), Some(false), "{f}");
         }
         assert_eq!(t["analytics"]["enabled"].as_bool(), Some(false));
+        assert_eq!(t["skills"]["bundled"]["enabled"].as_bool(), Some(false));
         let s = &t["mcp_servers"]["rust_claw"];
         assert_eq!(s["command"].as_str(), Some("/opt/rust_claw"));
         assert_eq!(
@@ -436,7 +444,10 @@ mod tests {
         assert_eq!(installed, ["on"]);
         assert!(!home.join("skills/off").exists());
         assert!(!home.join("AGENTS.md").exists());
-        assert!(system.is_dir(), "codex's own skills are left alone");
+        assert!(
+            !system.exists(),
+            "a .system left by codex's bundled skills (now off) is removed"
+        );
         assert!(paths.agent_tmp_dir(&f).is_dir());
     }
 }
