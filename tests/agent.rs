@@ -552,10 +552,18 @@ async fn the_hosts_git_checkout_and_analytics_stay_out_of_model_requests() {
             .expect("this test needs `git` on PATH (it builds a host checkout)");
         assert!(st.success(), "git {args:?} failed");
     }
+    // Instructions of the host's checkout (e.g. the owner's own AGENTS.md for working on
+    // RustClaw) are not a group's memory and must not reach its agent.
+    std::fs::write(t.root.join("AGENTS.md"), "HOST-CHECKOUT-INSTRUCTIONS").unwrap();
+    std::fs::create_dir_all(t.root.join("groups")).unwrap();
+    std::fs::write(t.root.join("groups/AGENTS.md"), "GROUPS-DIR-INSTRUCTIONS").unwrap();
+    let team = folder("team");
+    std::fs::create_dir_all(t.paths.group_dir(&team)).unwrap();
+    std::fs::write(t.paths.group_dir(&team).join("AGENTS.md"), "TEAM-MEMORY").unwrap();
     t.mock.push([Reply::text("ok")]);
     let mut s = t
         .agents()
-        .start(&folder("team"), false, ContextMode::Group)
+        .start(&team, false, ContextMode::Group)
         .await
         .unwrap();
     s.run_turn("hi").await.unwrap();
@@ -565,7 +573,17 @@ async fn the_hosts_git_checkout_and_analytics_stay_out_of_model_requests() {
         body.contains("x-codex-turn-metadata"),
         "no metadata: {body}"
     );
-    for leak in ["example.invalid", "workspaces", "latest_git_commit_hash"] {
+    assert!(
+        body.contains("TEAM-MEMORY"),
+        "the group's memory is missing"
+    );
+    for leak in [
+        "example.invalid",
+        "workspaces",
+        "latest_git_commit_hash",
+        "HOST-CHECKOUT-INSTRUCTIONS",
+        "GROUPS-DIR-INSTRUCTIONS",
+    ] {
         assert!(!body.contains(leak), "{leak} reached the model: {body}");
     }
     assert!(body.contains(r#"\"analytics_enabled\":false"#), "{body}");

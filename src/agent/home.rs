@@ -120,6 +120,12 @@ pub fn render_config(c: &HomeConfig) -> String {
     let mut analytics = Table::new();
     analytics.insert("enabled".into(), false.into());
     root.insert("analytics".into(), Value::Table(analytics));
+    // codex treats the nearest directory holding `.git` as the project root and reads
+    // every AGENTS.md from there down to the working directory. The group folder lies
+    // inside the RustClaw checkout, so the owner's own instructions for that checkout
+    // (and any `groups/AGENTS.md`) would reach every group's agent. No markers: the
+    // group folder is the project root, and its AGENTS.md is the only project memory.
+    root.insert("project_root_markers".into(), Value::Array(Vec::new()));
     // codex's own bundled skills (skill-creator, imagegen, plugin-creator, ...) are
     // not part of a group's enabled set: the model must see exactly the skills the
     // group enabled. Without this codex copies them into `skills/.system/` at every
@@ -349,6 +355,7 @@ mod tests {
         }
         assert_eq!(t["analytics"]["enabled"].as_bool(), Some(false));
         assert_eq!(t["skills"]["bundled"]["enabled"].as_bool(), Some(false));
+        assert_eq!(t["project_root_markers"].as_array().map(Vec::len), Some(0));
         let s = &t["mcp_servers"]["rust_claw"];
         assert_eq!(s["command"].as_str(), Some("/opt/rust_claw"));
         assert_eq!(
