@@ -43,15 +43,7 @@ fn main() {
             let now = Utc::now();
             actions::register_group(
                 tx,
-                RegisterGroup {
-                    jid: jid.clone(),
-                    name: "Main".into(),
-                    folder: folder.clone(),
-                    trigger: None,
-                    requires_trigger: false,
-                    is_main: true,
-                    container_config: None,
-                },
+                RegisterGroup::main(jid.clone(), "Main", folder.clone()),
                 "@Andy",
                 now,
             )?;

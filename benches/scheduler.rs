@@ -96,15 +96,11 @@ impl Bench {
             .write(|tx| {
                 actions::register_group(
                     tx,
-                    RegisterGroup {
-                        jid: Jid::parse(MAIN_JID).unwrap(),
-                        name: "Main".into(),
-                        folder: FolderName::parse("main").unwrap(),
-                        trigger: None,
-                        requires_trigger: false,
-                        is_main: true,
-                        container_config: None,
-                    },
+                    RegisterGroup::main(
+                        Jid::parse(MAIN_JID).unwrap(),
+                        "Main",
+                        FolderName::parse("main").unwrap(),
+                    ),
                     "@Andy",
                     now,
                 )?;

@@ -61,6 +61,22 @@ pub struct RegisterGroup {
     pub container_config: Option<serde_json::Value>,
 }
 
+impl RegisterGroup {
+    /// The main group: answers every message (no trigger needed), default trigger word
+    /// and container settings.
+    pub fn main(jid: Jid, name: impl Into<String>, folder: FolderName) -> RegisterGroup {
+        RegisterGroup {
+            jid,
+            name: name.into(),
+            folder,
+            trigger: None,
+            requires_trigger: false,
+            is_main: true,
+            container_config: None,
+        }
+    }
+}
+
 pub fn register_group(
     conn: &Connection,
     req: RegisterGroup,

@@ -78,15 +78,7 @@ pub fn auto_register_main(store: &mut Store, config: &Config) -> Result<()> {
             }
             return Ok::<_, actions::ActionError>(None);
         }
-        let req = RegisterGroup {
-            jid: jid.clone(),
-            name: "Main".to_owned(),
-            folder,
-            trigger: None,
-            requires_trigger: false,
-            is_main: true,
-            container_config: None,
-        };
+        let req = RegisterGroup::main(jid.clone(), "Main", folder);
         actions::register_group(tx, req, &trigger, chrono::Utc::now()).map(Some)
     })?;
     if let Some(g) = registered {

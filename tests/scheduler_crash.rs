@@ -141,15 +141,11 @@ fn kill_9_during_a_run() {
         .write(|tx| {
             actions::register_group(
                 tx,
-                RegisterGroup {
-                    jid: Jid::parse(MAIN_JID).unwrap(),
-                    name: "Main".into(),
-                    folder: FolderName::parse("main").unwrap(),
-                    trigger: None,
-                    requires_trigger: false,
-                    is_main: true,
-                    container_config: None,
-                },
+                RegisterGroup::main(
+                    Jid::parse(MAIN_JID).unwrap(),
+                    "Main",
+                    FolderName::parse("main").unwrap(),
+                ),
                 "@Andy",
                 now,
             )?;

@@ -47,15 +47,7 @@ pub fn chat(ctx: &Context, a: ChatArgs) -> Result<(), CliError> {
             return Ok::<_, actions::ActionError>((g, false));
         }
         if f == main_folder && groups::get_main(tx)?.is_none() {
-            let req = RegisterGroup {
-                jid: Jid::local_for(&f),
-                name: "Main (terminal)".into(),
-                folder: f.clone(),
-                trigger: None,
-                requires_trigger: false,
-                is_main: true,
-                container_config: None,
-            };
+            let req = RegisterGroup::main(Jid::local_for(&f), "Main (terminal)", f.clone());
             return actions::register_group(tx, req, &trigger, chrono::Utc::now())
                 .map(|g| (g, true));
         }

@@ -69,15 +69,7 @@ pub fn bootstrap_main(ctx: &Context, a: BootstrapMainArgs) -> Result<(), CliErro
         .folder
         .unwrap_or_else(|| ctx.config.main_group_folder.clone());
     let mut store = ctx.open_store()?;
-    let req = RegisterGroup {
-        jid: a.jid.clone(),
-        name: a.name,
-        folder,
-        trigger: None,
-        requires_trigger: false,
-        is_main: true,
-        container_config: None,
-    };
+    let req = RegisterGroup::main(a.jid.clone(), a.name, folder);
     let trigger = ctx.config.default_trigger();
     let group = store.write(|tx| {
         // Re-running with the same chat is a no-op, so set-up scripts can repeat it.

@@ -288,15 +288,11 @@ mod tests {
             .write(|tx| {
                 actions::register_group(
                     tx,
-                    RegisterGroup {
-                        jid: Jid::parse("1@discord").unwrap(),
-                        name: "Main".into(),
-                        folder: FolderName::parse("main").unwrap(),
-                        trigger: None,
-                        requires_trigger: false,
-                        is_main: true,
-                        container_config: None,
-                    },
+                    RegisterGroup::main(
+                        Jid::parse("1@discord").unwrap(),
+                        "Main",
+                        FolderName::parse("main").unwrap(),
+                    ),
                     "@Andy",
                     t0(),
                 )?;
