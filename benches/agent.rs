@@ -20,12 +20,7 @@ use support::mock_model::Reply;
 use support::{TestRoot, folder};
 
 fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    support::rss_kib("self").expect("this process's VmRSS")
 }
 
 fn stats(name: &str, mut xs: Vec<Duration>) {
@@ -186,12 +181,7 @@ async fn run(full: bool) {
     let codex_rss: u64 = sessions
         .iter()
         .filter_map(|s| s.pid())
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .filter_map(|st| {
-            st.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
+        .filter_map(support::rss_kib)
         .sum();
     println!(
         "host RSS: {before} KiB with 0 sessions, {after} KiB with {live} live → {:.0} KiB per session \

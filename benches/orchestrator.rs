@@ -215,15 +215,7 @@ fn idle_daemon(full: bool) {
         let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
         ticks / 100.0
     };
-    let rss_kb = || -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    };
+    let rss_kb = || support::rss_kib(pid).expect("the daemon's VmRSS");
     let secs = if full { 10 } else { 2 };
     let (c0, t0) = (cpu(pid), Instant::now());
     std::thread::sleep(Duration::from_secs(secs));

@@ -8,11 +8,7 @@ use serde::Serializer;
 
 /// `t` as `YYYY-MM-DDTHH:MM:SS[.mmm]Z` (years 0 to 9999; others fall back to chrono).
 pub fn format(t: &DateTime<Utc>) -> String {
-    let mut buf = [0u8; 24];
-    match format_into(t, &mut buf) {
-        Some(text) => text.to_owned(),
-        None => t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-    }
+    with_text(t, str::to_owned)
 }
 
 /// The fast path of [`format`], written into `buf` without allocating; `None` when
@@ -53,7 +49,7 @@ pub fn with_text<R>(t: &DateTime<Utc>, f: impl FnOnce(&str) -> R) -> R {
     let mut buf = [0u8; 24];
     match format_into(t, &mut buf) {
         Some(text) => f(text),
-        None => f(&format(t)),
+        None => f(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
     }
 }
 

@@ -17,6 +17,16 @@ use rust_claw::store::{SharedStore, Store};
 
 use mock_model::MockModel;
 
+/// Resident memory of a process (`"self"` or a pid) in KiB, from `/proc/<pid>/status`;
+/// `None` once the process is gone.
+pub fn rss_kib(pid: impl std::fmt::Display) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// The pinned codex binary. A missing binary FAILS the test with the fix.
 pub fn codex_bin() -> PathBuf {
     let path = std::env::var_os("RUST_CLAW_TEST_CODEX").map(PathBuf::from).unwrap_or_else(|| {
