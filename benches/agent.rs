@@ -6,7 +6,10 @@
 //! - spawn → ready thread: `Agents::start` (codex home prepared, codex spawned,
 //!   initialize, thread/start or thread/resume).
 //! - turn overhead: a warm thread, the mock answering at once, so the whole turn time
-//!   is overhead beyond the model (codex + our client + HTTP on 127.0.0.1).
+//!   is overhead beyond the model (codex + our client + HTTP on 127.0.0.1); measured
+//!   with the root inside this git checkout (`target/test-homes`, as when running from
+//!   a clone) and outside any checkout (`~/.cache/rust_claw/bench-homes`), because
+//!   codex runs git on every turn in the first layout and not in the second.
 //! - host memory: this process's RSS with N live sessions vs none (codex's own memory
 //!   is in its own processes and not counted).
 
@@ -97,6 +100,17 @@ async fn rpc_round_trip(n: usize) {
 
 async fn run(full: bool) {
     let (starts, turns, live) = if full { (10, 40, 8) } else { (1, 2, 1) };
+    // codex reads its TLS roots again for every model request; with SSL_CERT_DIR set
+    // that means every file in the directory (docs/agent.md, "Turn overhead").
+    for var in ["SSL_CERT_FILE", "SSL_CERT_DIR"] {
+        match std::env::var_os(var) {
+            Some(v) => println!(
+                "environment: {var}={} (passed to codex)",
+                v.to_string_lossy()
+            ),
+            None => println!("environment: {var} unset"),
+        }
+    }
     rpc_round_trip(if full { 2000 } else { 10 }).await;
     let t = TestRoot::new("bench").await;
     let agents = t.agents();
@@ -134,24 +148,7 @@ async fn run(full: bool) {
     stats("close (stdin closed → codex exited)", closes);
 
     // Turn overhead on a warm thread: the mock answers immediately.
-    let mut s = agents.start(&f, false, ContextMode::Group).await.unwrap();
-    s.run_turn("warm up").await.unwrap();
-    let mut times = Vec::new();
-    let (mut before_model, mut after_model) = (Vec::new(), Vec::new());
-    for i in 0..turns {
-        t.mock.push([Reply::text("pong")]);
-        let started = Instant::now();
-        let out = s.run_turn(&format!("ping {i}")).await.unwrap();
-        let done = Instant::now();
-        times.push(done - started);
-        let arrived = *t.mock.arrivals().last().unwrap();
-        before_model.push(arrived - started);
-        after_model.push(done - arrived);
-        assert_eq!(out.final_message.as_deref(), Some("pong"));
-    }
-    stats("turn overhead (warm thread, instant mock)", times);
-    stats("  turn/start → model request", before_model);
-    stats("  model request → turn completed", after_model);
+    let mut s = warm_turns(&t, &f, turns, "root inside a git checkout").await;
     // The same with a mock that takes 100 ms: overhead = turn time - 100 ms.
     let mut slow = Vec::new();
     for _ in 0..(turns / 4).max(1) {
@@ -192,4 +189,73 @@ async fn run(full: bool) {
     for s in sessions {
         s.close().await;
     }
+    drop(t);
+
+    // The same warm turns with the root outside any git checkout (as with
+    // `RUST_CLAW_ROOT=/var/lib/rust_claw`): codex finds no `.git` above the group
+    // folder and so runs none of its per-turn git probes.
+    let base = outside_checkout_base();
+    let t = TestRoot::new_in(&base, "bench").await;
+    warm_turns(&t, &f, turns, "root outside any git checkout")
+        .await
+        .close()
+        .await;
+}
+
+/// Warm-thread turns against an instant mock: the whole turn time is overhead. Prints
+/// the wall-time split and codex's CPU per turn; returns the still-open session.
+async fn warm_turns(
+    t: &TestRoot,
+    f: &rust_claw::model::FolderName,
+    turns: usize,
+    layout: &str,
+) -> rust_claw::agent::Session {
+    let agents = t.agents();
+    let mut s = agents.start(f, false, ContextMode::Group).await.unwrap();
+    s.run_turn("warm up").await.unwrap();
+    let mut times = Vec::new();
+    let (mut before_model, mut after_model) = (Vec::new(), Vec::new());
+    let codex_pid = s.pid().expect("codex is running");
+    let cpu_before = support::cpu_ticks(codex_pid).expect("codex's CPU time");
+    for i in 0..turns {
+        t.mock.push([Reply::text("pong")]);
+        let started = Instant::now();
+        let out = s.run_turn(&format!("ping {i}")).await.unwrap();
+        let done = Instant::now();
+        times.push(done - started);
+        let arrived = *t.mock.arrivals().last().unwrap();
+        before_model.push(arrived - started);
+        after_model.push(done - arrived);
+        assert_eq!(out.final_message.as_deref(), Some("pong"));
+    }
+    // CPU is far steadier than wall time on a shared VM: what codex (and the
+    // processes it spawns) burns per turn, whichever thread or core it ran on.
+    let cpu = support::cpu_ticks(codex_pid).expect("codex's CPU time") - cpu_before;
+    println!("warm turns, {layout}:");
+    stats("turn overhead (warm thread, instant mock)", times);
+    stats("  turn/start → model request", before_model);
+    stats("  model request → turn completed", after_model);
+    println!(
+        "  codex CPU per turn (its children included): {:.1} ms",
+        cpu as f64 * 10.0 / turns as f64
+    );
+    s
+}
+
+/// `~/.cache/rust_claw/bench-homes`: outside the checkout and outside $TMPDIR (codex
+/// refuses a CODEX_HOME under $TMPDIR). Fails loudly if some parent is a git checkout
+/// after all, since the comparison would then measure nothing.
+fn outside_checkout_base() -> std::path::PathBuf {
+    let home = std::env::var_os("HOME").expect("HOME is set");
+    let base = std::path::Path::new(&home).join(".cache/rust_claw/bench-homes");
+    std::fs::create_dir_all(&base).unwrap();
+    if let Some(repo) = base.ancestors().find(|d| d.join(".git").exists()) {
+        panic!(
+            "{} is inside the git checkout {}: set HOME elsewhere to bench the \
+             outside-a-checkout layout",
+            base.display(),
+            repo.display()
+        );
+    }
+    base
 }

@@ -27,6 +27,21 @@ pub fn rss_kib(pid: impl std::fmt::Display) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// CPU time a process has used, its reaped children included (utime + stime +
+/// cutime + cstime from `/proc/<pid>/stat`), in clock ticks (1/100 s on Linux);
+/// `None` once the process is gone.
+pub fn cpu_ticks(pid: impl std::fmt::Display) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the `(comm)`, which may itself contain spaces: state is field 3,
+    // utime..cstime are fields 14..=17.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ')
+        .skip(11)
+        .take(4)
+        .map(|f| f.parse::<u64>().ok())
+        .sum()
+}
+
 /// The pinned codex binary. A missing binary FAILS the test with the fix.
 pub fn codex_bin() -> PathBuf {
     let path = std::env::var_os("RUST_CLAW_TEST_CODEX").map(PathBuf::from).unwrap_or_else(|| {
@@ -70,9 +85,14 @@ pub fn homes_dir() -> PathBuf {
 
 impl TestRoot {
     pub async fn new(name: &str) -> TestRoot {
+        TestRoot::new_in(&homes_dir(), name).await
+    }
+
+    /// A root under `base` instead of the usual test homes (benches compare layouts).
+    pub async fn new_in(base: &Path, name: &str) -> TestRoot {
         let codex = codex_bin();
         let _ = codex;
-        let root = homes_dir().join(format!(
+        let root = base.join(format!(
             "{name}-{}-{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
