@@ -18,6 +18,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use rust_claw::agent::Agents;
 use rust_claw::model::ContextMode;
 use support::mock_model::Reply;
 use support::{TestRoot, folder};
@@ -148,7 +149,7 @@ async fn run(full: bool) {
     stats("close (stdin closed → codex exited)", closes);
 
     // Turn overhead on a warm thread: the mock answers immediately.
-    let mut s = warm_turns(&t, &f, turns, "root inside a git checkout").await;
+    let mut s = warm_turns(&t, &agents, &f, turns, "root inside a git checkout").await;
     // The same with a mock that takes 100 ms: overhead = turn time - 100 ms.
     let mut slow = Vec::new();
     for _ in 0..(turns / 4).max(1) {
@@ -196,7 +197,7 @@ async fn run(full: bool) {
     // folder and so runs none of its per-turn git probes.
     let base = outside_checkout_base();
     let t = TestRoot::new_in(&base, "bench").await;
-    warm_turns(&t, &f, turns, "root outside any git checkout")
+    warm_turns(&t, &t.agents(), &f, turns, "root outside any git checkout")
         .await
         .close()
         .await;
@@ -206,17 +207,17 @@ async fn run(full: bool) {
 /// the wall-time split and codex's CPU per turn; returns the still-open session.
 async fn warm_turns(
     t: &TestRoot,
+    agents: &Agents,
     f: &rust_claw::model::FolderName,
     turns: usize,
     layout: &str,
 ) -> rust_claw::agent::Session {
-    let agents = t.agents();
     let mut s = agents.start(f, false, ContextMode::Group).await.unwrap();
     s.run_turn("warm up").await.unwrap();
     let mut times = Vec::new();
     let (mut before_model, mut after_model) = (Vec::new(), Vec::new());
     let codex_pid = s.pid().expect("codex is running");
-    let cpu_before = support::cpu_ticks(codex_pid).expect("codex's CPU time");
+    let cpu_before = support::cpu_time(codex_pid).expect("codex's CPU time");
     for i in 0..turns {
         t.mock.push([Reply::text("pong")]);
         let started = Instant::now();
@@ -230,14 +231,14 @@ async fn warm_turns(
     }
     // CPU is far steadier than wall time on a shared VM: what codex (and the
     // processes it spawns) burns per turn, whichever thread or core it ran on.
-    let cpu = support::cpu_ticks(codex_pid).expect("codex's CPU time") - cpu_before;
+    let cpu = support::cpu_time(codex_pid).expect("codex's CPU time") - cpu_before;
     println!("warm turns, {layout}:");
     stats("turn overhead (warm thread, instant mock)", times);
     stats("  turn/start → model request", before_model);
     stats("  model request → turn completed", after_model);
     println!(
         "  codex CPU per turn (its children included): {:.1} ms",
-        cpu as f64 * 10.0 / turns as f64
+        cpu.as_secs_f64() * 1e3 / turns as f64
     );
     s
 }

@@ -204,16 +204,10 @@ fn idle_daemon(full: bool) {
         .unwrap();
     let pid = child.id();
     std::thread::sleep(Duration::from_secs(2));
-    let cpu = |pid: u32| -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-        ticks / 100.0
+    let cpu = |pid: u32| {
+        support::cpu_time(pid)
+            .expect("the daemon's CPU time")
+            .as_secs_f64()
     };
     let rss_kb = || support::rss_kib(pid).expect("the daemon's VmRSS");
     let secs = if full { 10 } else { 2 };

@@ -12,6 +12,9 @@
 //! Under `cargo test --all-targets` (no `--bench` flag) it runs the same code at a
 //! small size as a smoke test, checking correctness but not timing.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration as StdDuration, Instant};
@@ -384,20 +387,12 @@ async fn lateness(runs: usize, background: usize) -> f64 {
 }
 
 fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    support::rss_kib("self").expect("this process's VmRSS")
 }
 
-/// User + system CPU time of this process, in ms.
+/// CPU time of this process, in ms.
 fn cpu_ms() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    // Fields after the command name (which is in parentheses).
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    ticks * 10 // USER_HZ is 100 on Linux
+    support::cpu_time("self")
+        .expect("this process's CPU time")
+        .as_millis() as u64
 }

@@ -27,19 +27,22 @@ pub fn rss_kib(pid: impl std::fmt::Display) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// CPU time a process has used, its reaped children included (utime + stime +
-/// cutime + cstime from `/proc/<pid>/stat`), in clock ticks (1/100 s on Linux);
-/// `None` once the process is gone.
-pub fn cpu_ticks(pid: impl std::fmt::Display) -> Option<u64> {
+/// CPU time a process (`"self"` or a pid) has used, its reaped children included
+/// (utime + stime + cutime + cstime from `/proc/<pid>/stat`); `None` once the process
+/// is gone.
+pub fn cpu_time(pid: impl std::fmt::Display) -> Option<std::time::Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the `(comm)`, which may itself contain spaces: state is field 3,
     // utime..cstime are fields 14..=17.
     let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ')
+    let ticks: u64 = rest
+        .split(' ')
         .skip(11)
         .take(4)
         .map(|f| f.parse::<u64>().ok())
-        .sum()
+        .sum::<Option<u64>>()?;
+    // /proc counts in USER_HZ, which is 100 on Linux.
+    Some(std::time::Duration::from_millis(ticks * 10))
 }
 
 /// The pinned codex binary. A missing binary FAILS the test with the fix.
