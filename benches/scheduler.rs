@@ -21,16 +21,15 @@ use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
-use rust_claw::actions::{self, NewTask, RegisterGroup};
+use rust_claw::actions::{self, NewTask};
 use rust_claw::control::Topic;
 use rust_claw::model::{ContextMode, FolderName, Jid, ScheduleType, TaskId, TaskStatus};
 use rust_claw::scheduler::{
     DueRun, RunOutcome, Scheduler, SchedulerHandle, SystemClock, TaskSink, complete,
 };
 use rust_claw::store::{SharedStore, Store, tasks, to_ms};
+use support::MAIN_JID;
 use tokio::sync::{broadcast, mpsc};
-
-const MAIN_JID: &str = "111111111111111111@discord";
 
 struct Size {
     lateness_runs: usize,
@@ -97,16 +96,7 @@ impl Bench {
         let now = Utc::now();
         store
             .write(|tx| {
-                actions::register_group(
-                    tx,
-                    RegisterGroup::main(
-                        Jid::parse(MAIN_JID).unwrap(),
-                        "Main",
-                        FolderName::parse("main").unwrap(),
-                    ),
-                    "@Andy",
-                    now,
-                )?;
+                support::register_main(tx, now)?;
                 for i in 0..background {
                     // Due no sooner than an hour from now: they only sit there.
                     let (kind, value) = match i % 3 {

@@ -3,11 +3,13 @@
 //! sink (the group queue's interface), and the test completes them as the queue
 //! would. No test sleeps: each step waits for the scheduler to finish its pass.
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
-use rust_claw::actions::{self, NewTask, RegisterGroup};
+use rust_claw::actions::{self, NewTask};
 use rust_claw::control::Topic;
 use rust_claw::model::{ContextMode, FolderName, Jid, ScheduleType, TaskId, TaskStatus};
 use rust_claw::scheduler::runs::{self, INTERRUPTED_BY_RESTART};
@@ -16,9 +18,8 @@ use rust_claw::scheduler::{
 };
 use rust_claw::store::tasks::{self, RunStatus, Task, TaskRun};
 use rust_claw::store::{SharedStore, Store};
+use support::MAIN_JID;
 use tokio::sync::broadcast;
-
-const MAIN_JID: &str = "111111111111111111@discord";
 
 /// The queue's stand-in: records what it is handed.
 #[derive(Default)]
@@ -56,20 +57,7 @@ impl Harness {
     fn new(start: DateTime<Utc>) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("store").join("messages.db")).unwrap();
-        store
-            .write(|tx| {
-                actions::register_group(
-                    tx,
-                    RegisterGroup::main(
-                        Jid::parse(MAIN_JID).unwrap(),
-                        "Main",
-                        FolderName::parse("main").unwrap(),
-                    ),
-                    "@Andy",
-                    start,
-                )
-            })
-            .unwrap();
+        store.write(|tx| support::register_main(tx, start)).unwrap();
         let (topics, _) = broadcast::channel(256);
         Harness {
             _dir: dir,

@@ -6,6 +6,8 @@
 //! that the runs are marked `interrupted`, not replayed, and that the recurring task's
 //! next run is intact (the once task is `failed`).
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -15,14 +17,13 @@ use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{Duration, Utc};
 use chrono_tz::Tz;
-use rust_claw::actions::{self, NewTask, RegisterGroup};
+use rust_claw::actions::{self, NewTask};
 use rust_claw::model::{ContextMode, FolderName, Jid, ScheduleType, TaskId, TaskStatus};
 use rust_claw::scheduler::runs::INTERRUPTED_BY_RESTART;
 use rust_claw::scheduler::{DueRun, Scheduler, SystemClock, TaskSink};
 use rust_claw::store::tasks::{self, RunStatus};
 use rust_claw::store::{SharedStore, Store};
-
-const MAIN_JID: &str = "111111111111111111@discord";
+use support::MAIN_JID;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -139,16 +140,7 @@ fn kill_9_during_a_run() {
     let mut store = Store::open(&db(root)).unwrap();
     store
         .write(|tx| {
-            actions::register_group(
-                tx,
-                RegisterGroup::main(
-                    Jid::parse(MAIN_JID).unwrap(),
-                    "Main",
-                    FolderName::parse("main").unwrap(),
-                ),
-                "@Andy",
-                now,
-            )?;
+            support::register_main(tx, now)?;
             for (id, kind, value) in [
                 ("rec", ScheduleType::Interval, "60000".to_owned()),
                 (

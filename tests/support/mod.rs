@@ -45,6 +45,26 @@ pub fn cpu_time(pid: impl std::fmt::Display) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_millis(ticks * 10))
 }
 
+/// The main group the scheduler tests and bench start from: folder `main`, chat
+/// [`MAIN_JID`], trigger `@Andy`.
+pub const MAIN_JID: &str = "111111111111111111@discord";
+
+pub fn register_main(
+    conn: &rusqlite::Connection,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<rust_claw::store::groups::Group, rust_claw::actions::ActionError> {
+    rust_claw::actions::register_group(
+        conn,
+        rust_claw::actions::RegisterGroup::main(
+            rust_claw::model::Jid::parse(MAIN_JID).unwrap(),
+            "Main",
+            FolderName::parse("main").unwrap(),
+        ),
+        "@Andy",
+        now,
+    )
+}
+
 /// The pinned codex binary. A missing binary FAILS the test with the fix.
 pub fn codex_bin() -> PathBuf {
     let path = std::env::var_os("RUST_CLAW_TEST_CODEX").map(PathBuf::from).unwrap_or_else(|| {
