@@ -427,6 +427,12 @@ impl ServerHandler for AgentTools {
     }
 }
 
+/// The version of the IPC request/response files these tools write and read. Bump it
+/// with any incompatible change to `ipc::protocol`: a container image whose
+/// `rust_claw` speaks another version is refused (rebuild it with
+/// scripts/build-image.sh).
+pub const IPC_VERSION: u32 = 1;
+
 /// Serves the tools on stdin/stdout until the client closes them.
 pub fn serve_stdio() -> anyhow::Result<()> {
     let tools = AgentTools::from_env()?;

@@ -343,7 +343,7 @@ impl GroupHandler for Orchestrator {
                             *n += 1;
                             *n
                         };
-                        if attempt <= self.config.agent_max_retries {
+                        if attempt <= self.config.agent_max_retries && !e.is_permanent() {
                             let delay = self.retry_delay(attempt);
                             tracing::warn!(group = %folder, attempt, retry_in = ?delay, error = %e, "agent turn failed");
                             return AfterMessages::RetryAfter(delay);

@@ -38,6 +38,8 @@ pub struct SpawnSpec {
     /// Extra variables codex needs (e.g. the API key a custom model provider names in
     /// `env_key`). Values go in the child's environment only, never in argv or logs.
     pub env: Vec<(String, String)>,
+    /// The group's stored `container_config` (extra mounts; container runner only).
+    pub container_config: Option<serde_json::Value>,
 }
 
 /// A running app-server: its stdio and a handle to stop it.
@@ -73,19 +75,20 @@ pub trait Runner: Send + Sync {
     fn agent_path(&self, host_path: &Path) -> PathBuf {
         host_path.to_owned()
     }
-}
-
-/// The runner `AGENT_RUNNER` selects. `container` is provided by the container module
-/// (a later issue); until then it is refused with a message naming the fix.
-pub fn from_config(config: &crate::config::Config) -> Result<Arc<dyn Runner>, RunnerError> {
-    match config.agent_runner {
-        crate::config::RunnerKind::Host => Ok(Arc::new(super::host::HostRunner::new(
-            config.codex_bin.clone(),
-        ))),
-        crate::config::RunnerKind::Container => Err(RunnerError::Other(
-            "AGENT_RUNNER=container is not available in this build yet; set AGENT_RUNNER=host"
-                .into(),
-        )),
+    /// codex's `sandbox_mode` for the group's config.toml: the host runner relies on
+    /// codex's own sandbox; a container is itself the boundary.
+    fn sandbox_mode(&self) -> &'static str {
+        "workspace-write"
+    }
+    /// Checks, before each agent start, that agents can run at all (container: the
+    /// runtime and the image, cheap once it succeeded). The error names the fix.
+    fn preflight(&self) -> BoxFuture<'_, Result<(), RunnerError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Removes what earlier runs of this installation left behind (containers of a
+    /// killed daemon). Called at daemon start and shutdown.
+    fn cleanup(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
     }
 }
 
@@ -97,8 +100,19 @@ pub enum RunnerError {
         #[source]
         source: std::io::Error,
     },
+    /// Agents cannot run until the owner acts (runtime or image missing, image too
+    /// old): retrying does not help; the message names the fix.
+    #[error(transparent)]
+    Unavailable(#[from] super::container_runtime::ContainerError),
     #[error("{0}")]
     Other(String),
+}
+
+impl RunnerError {
+    /// True when retrying cannot help (tell the chat at once).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, RunnerError::Unavailable(_))
+    }
 }
 
 /// Lines of stderr kept for error messages.

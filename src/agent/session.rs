@@ -55,6 +55,11 @@ pub enum AgentError {
     TurnFailed { message: String },
     #[error("codex exited during the turn{stderr}")]
     Exited { stderr: String },
+    #[error(
+        "the turn ran longer than AGENT_TURN_TIMEOUT_MS ({secs} s): it was interrupted and \
+         the agent stopped"
+    )]
+    TurnTimeout { secs: u64 },
     #[error("no turn is running")]
     NoActiveTurn,
     #[error(transparent)]
@@ -67,6 +72,16 @@ impl AgentError {
             step,
             source,
             stderr,
+        }
+    }
+
+    /// True when retrying the same turn cannot help: tell the chat at once (the
+    /// message names the fix).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            AgentError::Runner(e) => e.is_permanent(),
+            AgentError::TurnTimeout { .. } => true,
+            _ => false,
         }
     }
 
@@ -101,6 +116,8 @@ pub struct AgentSettings {
     pub approvals: ApprovalDecision,
     /// The daemon's TIMEZONE, handed to the agent's tools.
     pub timezone: Option<String>,
+    /// `AGENT_TURN_TIMEOUT_MS`: a longer turn is interrupted, then its agent stopped.
+    pub turn_timeout: Duration,
 }
 
 impl AgentSettings {
@@ -114,6 +131,7 @@ impl AgentSettings {
             approval_policy: "never".to_owned(),
             approvals: ApprovalDecision::Decline,
             timezone: Some(config.timezone.name().to_owned()),
+            turn_timeout: Duration::from_millis(config.agent_turn_timeout_ms),
         })
     }
 }
@@ -148,16 +166,25 @@ impl Agents {
         is_main: bool,
         mode: ContextMode,
     ) -> Result<Session, AgentError> {
+        // Runtime and image first: without them nothing else is worth doing.
+        self.runner.preflight().await?;
         let f = folder.clone();
         let enabled = self
             .store
             .call(move |s| {
-                let jid =
-                    crate::store::groups::get_by_folder(s.conn(), &f)?.map(|g| g.jid.to_string());
-                Ok::<_, crate::store::StoreError>((skills::enabled(s.conn(), &f)?, jid))
+                let group = crate::store::groups::get_by_folder(s.conn(), &f)?;
+                let (jid, container_config) = match group {
+                    Some(g) => (Some(g.jid.to_string()), g.container_config),
+                    None => (None, None),
+                };
+                Ok::<_, crate::store::StoreError>((
+                    skills::enabled(s.conn(), &f)?,
+                    jid,
+                    container_config,
+                ))
             })
             .await?;
-        let (enabled, chat_jid) = enabled;
+        let (enabled, chat_jid, container_config) = enabled;
         let prepared = {
             let (paths, settings, folder) =
                 (self.paths.clone(), self.settings.clone(), folder.clone());
@@ -171,6 +198,7 @@ impl Agents {
                     is_main,
                     &enabled,
                     chat_jid,
+                    container_config,
                 )
             })
             .await
@@ -196,6 +224,7 @@ impl Agents {
             auth_dir: self.settings.auth_dir.clone(),
             codex_home: spec.codex_home.clone(),
             login_required: prepared.login_required,
+            turn_timeout: self.settings.turn_timeout,
         };
         match self.open_thread(&mut session).await {
             Ok(()) => Ok(session),
@@ -324,13 +353,14 @@ fn prepare(
     is_main: bool,
     enabled_skills: &[String],
     chat_jid: Option<String>,
+    container_config: Option<serde_json::Value>,
 ) -> Result<Prepared, AgentError> {
     let fragment = match &settings.codex_config {
         Some(p) => Some(home::load_fragment(p)?),
         None => None,
     };
     let writable_roots = if is_main {
-        vec![paths.global_dir()]
+        vec![runner.agent_path(&paths.global_dir())]
     } else {
         Vec::new()
     };
@@ -344,6 +374,7 @@ fn prepare(
         model: settings.model.clone(),
         reasoning_effort: settings.reasoning_effort.clone(),
         approval_policy: settings.approval_policy.clone(),
+        sandbox_mode: runner.sandbox_mode().to_owned(),
         tools_exe: runner.agent_path(&settings.tools_exe),
         ipc_dir: runner.agent_path(&paths.ipc_dir(folder)),
         chat_jid,
@@ -370,6 +401,7 @@ fn prepare(
             tmp_dir: paths.agent_tmp_dir(folder),
             home_dir: paths.agent_home_dir(folder),
             env,
+            container_config,
         },
         login_required,
     })
@@ -385,6 +417,7 @@ pub struct Session {
     auth_dir: PathBuf,
     codex_home: PathBuf,
     login_required: bool,
+    pub(super) turn_timeout: Duration,
 }
 
 impl Session {
@@ -423,7 +456,9 @@ impl Session {
             .await
             .map_err(|e| AgentError::rpc("turn/start", e, self.stderr_tail()))?;
         self.handle.set_active(Some(turn.id.clone()));
+        let deadline = tokio::time::Instant::now() + self.turn_timeout;
         Ok(ActiveTurn {
+            deadline,
             session: self,
             turn_id: turn.id,
             messages: Vec::new(),

@@ -62,9 +62,17 @@ pub enum Command {
     /// List, enable or disable a group's skills.
     Skills(skills::SkillsArgs),
     /// The MCP server (stdio) an agent uses to reach the host (env RUST_CLAW_IPC_DIR).
-    AgentTools,
+    AgentTools(AgentToolsArgs),
     /// Chat with a group's assistant in this terminal (runs the whole pipeline here).
     Chat(chat::ChatArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentToolsArgs {
+    /// Print the IPC protocol version these tools speak and exit (the daemon checks
+    /// the agent image's against its own).
+    #[arg(long)]
+    pub ipc_version: bool,
 }
 
 #[derive(Debug, Args)]
@@ -167,7 +175,11 @@ fn init_logging(daemon: bool) {
 
 fn run(cli: Cli) -> Result<(), CliError> {
     // Runs on the agent's side: it needs no root, configuration or store.
-    if let Command::AgentTools = cli.command {
+    if let Command::AgentTools(a) = &cli.command {
+        if a.ipc_version {
+            println!("{}", crate::agent_tools::IPC_VERSION);
+            return Ok(());
+        }
         return crate::agent_tools::serve_stdio().map_err(CliError::Runtime);
     }
     let root = match cli.root {
@@ -193,7 +205,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::CancelTask(a) => tasks::cancel(&ctx, a),
         Command::TaskRuns(a) => tasks::runs(&ctx, a),
         Command::Skills(a) => skills::run(&ctx, a),
-        Command::AgentTools => unreachable!("handled above"),
+        Command::AgentTools(_) => unreachable!("handled above"),
         Command::Chat(a) => chat::chat(&ctx, a),
     }
 }
