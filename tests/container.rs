@@ -114,7 +114,9 @@ fn run_as_agent(
     script: &str,
 ) -> String {
     let rt = podman();
-    let name = format!("rustclaw-probe-{}", std::process::id());
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("rustclaw-probe-{}-{n}", std::process::id());
     let mut args = r.run_args(&rt, spec, &name).unwrap();
     let n = args.len();
     assert_eq!(args[n - 2], "/usr/local/bin/codex-native");
@@ -170,7 +172,7 @@ echo "global_rw=$(yes_no touch /workspace/global/probe)"
 echo "global_mem=$(cat /workspace/global/AGENTS.md)"
 echo "rootfs_rw=$(yes_no touch /etc/probe)"
 echo "tmp_rw=$(yes_no touch /tmp/probe)"
-echo "project=$(yes_no test -d /workspace/project)"
+echo "project=$(yes_no test -d /workspace/project/groups)"
 echo "project_rw=$(yes_no touch /workspace/project/probe)"
 echo "other_group=$(yes_no grep -rqs OTHER-GROUP-SECRET /workspace)"
 echo "env_secret=$(yes_no grep -rqs ENV-FILE-SECRET /workspace)"
@@ -387,6 +389,12 @@ impl RunningDaemon {
         }
     }
 
+    /// Everything it logged so far.
+    fn drain(&mut self) -> String {
+        self.seen.extend(self.lines.try_iter());
+        self.seen.join("\n")
+    }
+
     /// SIGKILL of the daemon and every process of its group (the `podman run`
     /// clients too), as a power cut or `systemctl kill -s KILL` would.
     fn kill9(mut self) {
@@ -492,10 +500,17 @@ fn kill_9_then_restart_removes_only_this_installations_orphans_and_no_secret_is_
             "--prompt", "hang", "--schedule-type", "interval", "--schedule-value", "1000",
         ],
     );
-    let daemon = RunningDaemon::start(root, &secret);
+    let mut daemon = RunningDaemon::start(root, &secret);
     // The task's agent starts in a container and asks the model (which never answers):
     // codex got the provider key (it refuses to call the model without it)...
-    rt.block_on(mock.wait_requests(1));
+    if rt
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(25), mock.wait_requests(1)).await
+        })
+        .is_err()
+    {
+        panic!("the model was never asked; the daemon said:\n{}", daemon.drain());
+    }
     let orphans = containers_of(&install);
     assert_eq!(orphans.len(), 1, "{orphans:?}");
     // ...but no process's argv holds it; the runtime was given only its name.

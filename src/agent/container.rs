@@ -262,7 +262,13 @@ impl ContainerRunner {
         for mask in &masks {
             match mask {
                 Mask::Dir(d) => {
-                    let t = format!("{}:ro,size=4k,mode=0500", d.display());
+                    // podman copies what the tmpfs hides into it unless told not to.
+                    let copy = if rt.kind == RuntimeKind::Podman {
+                        ",notmpcopyup"
+                    } else {
+                        ""
+                    };
+                    let t = format!("{}:ro,size=4k,mode=0500{copy}", d.display());
                     push(&["--tmpfs", &t]);
                 }
                 Mask::File(f) => {

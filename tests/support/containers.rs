@@ -46,7 +46,7 @@ pub async fn runner(t: &TestRoot, allowlist: Option<PathBuf>) -> Arc<ContainerRu
              which builds it with scripts/build-image.sh)"
         );
     }
-    r
+    Arc::new(r)
 }
 
 /// Names of the containers labelled with installation `install`.
