@@ -453,7 +453,10 @@ mod tests {
         assert_eq!(c.agent_runner, RunnerKind::Container);
         assert!(c.discord_bot_token.is_none());
         assert_eq!(c.agent_turn_timeout_ms, 1_800_000);
-        assert_eq!((c.container_memory.as_str(), c.container_cpus.as_str()), ("2g", "2"));
+        assert_eq!(
+            (c.container_memory.as_str(), c.container_cpus.as_str()),
+            ("2g", "2")
+        );
         assert_eq!(c.container_network, None);
     }
 

@@ -103,7 +103,9 @@ async fn an_mcp_tool_call_goes_through_ipc_to_sqlite_and_back() {
 
 /// A placeholder until the rig's root exists (never asked to spawn).
 fn unreachable_runner() -> Arc<dyn Runner> {
-    Arc::new(rust_claw::agent::host::HostRunner::new("/nonexistent/codex"))
+    Arc::new(rust_claw::agent::host::HostRunner::new(
+        "/nonexistent/codex",
+    ))
 }
 
 /// What `script` prints when run by `sh` in a container with exactly the agent's
@@ -219,7 +221,11 @@ async fn a_non_main_agent_sees_only_its_own_folders() {
     assert_eq!(field(&out, "rootfs_rw"), "no", "--read-only: {out}");
     assert_eq!(field(&out, "tmp_rw"), "yes", "{out}");
     assert_eq!(field(&out, "project"), "no", "{out}");
-    assert_eq!(field(&out, "other_group"), "no", "another group leaked: {out}");
+    assert_eq!(
+        field(&out, "other_group"),
+        "no",
+        "another group leaked: {out}"
+    );
     assert_eq!(field(&out, "env_secret"), "no", "{out}");
     assert_eq!(field(&out, "store"), "", "the store is visible: {out}");
     assert_eq!(field(&out, "caps"), "CapEff:0000000000000000", "{out}");
@@ -271,8 +277,16 @@ async fn only_allowlisted_extra_mounts_are_mounted_and_read_only_for_non_main() 
     ]});
 
     let r = runner(&t, Some(list.clone())).await;
-    let out = run_as_agent(&r, &spec_for(&t, "team", false, Some(config.clone())), PROBE);
-    assert_eq!(field(&out, "extra").trim(), "app", "only the allowlisted mount: {out}");
+    let out = run_as_agent(
+        &r,
+        &spec_for(&t, "team", false, Some(config.clone())),
+        PROBE,
+    );
+    assert_eq!(
+        field(&out, "extra").trim(),
+        "app",
+        "only the allowlisted mount: {out}"
+    );
     assert_eq!(field(&out, "extra_file"), "APP-CONTENT", "{out}");
     assert_eq!(field(&out, "extra_rw"), "no", "non-main: read-only: {out}");
     // Main may write where the allowlist allows it.
@@ -305,7 +319,11 @@ async fn a_turn_past_its_timeout_is_stopped_and_leaves_no_container() {
     let err = s.run_turn("take forever").await.unwrap_err();
     assert!(matches!(err, AgentError::TurnTimeout { secs: 2 }), "{err}");
     assert!(err.is_permanent());
-    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(
         containers_of(r.install_id()).is_empty(),
         "the timed-out agent's container is gone"
@@ -374,12 +392,12 @@ impl RunningDaemon {
         d
     }
 
-    fn expect(&mut self, needle: &str) {
+    fn expect(&mut self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return,
+                Ok(line) if line.contains(needle) => return line,
                 Ok(line) => self.seen.push(line),
                 Err(_) => panic!(
                     "no log line containing {needle:?}; the daemon said:\n{}",
@@ -496,8 +514,19 @@ fn kill_9_then_restart_removes_only_this_installations_orphans_and_no_secret_is_
     cli(
         root,
         &[
-            "create-task", "--id", "hang", "--group-folder", "main", "--chat-jid", MAIN,
-            "--prompt", "hang", "--schedule-type", "interval", "--schedule-value", "1000",
+            "create-task",
+            "--id",
+            "hang",
+            "--group-folder",
+            "main",
+            "--chat-jid",
+            MAIN,
+            "--prompt",
+            "hang",
+            "--schedule-type",
+            "interval",
+            "--schedule-value",
+            "1000",
         ],
     );
     let mut daemon = RunningDaemon::start(root, &secret);
@@ -509,7 +538,10 @@ fn kill_9_then_restart_removes_only_this_installations_orphans_and_no_secret_is_
         })
         .is_err()
     {
-        panic!("the model was never asked; the daemon said:\n{}", daemon.drain());
+        panic!(
+            "the model was never asked; the daemon said:\n{}",
+            daemon.drain()
+        );
     }
     let orphans = containers_of(&install);
     assert_eq!(orphans.len(), 1, "{orphans:?}");
@@ -554,4 +586,111 @@ fn kill_9_then_restart_removes_only_this_installations_orphans_and_no_secret_is_
     podman_ok(&["rm", "-f", "-t", "0", &other, &unlabelled]);
     drop(mock);
     let _: PathBuf = root.to_owned();
+}
+
+// ---- runtime, image or version missing: one clear error, at once ------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_is_told_to_the_chat_at_once_with_the_fix() {
+    let mut rig = DaemonRig::start_with_runner(
+        "ctr-noimage",
+        // Retries would take 5 s, 10 s, ...: the answer must come before the first.
+        &[("AGENT_RETRY_BASE_MS", "60000")],
+        &[(MAIN, "main", true, false)],
+        |_| unreachable_runner(),
+    )
+    .await;
+    let mut settings = support::containers::settings(None);
+    settings.image = "localhost/rust-claw-no-such-image:never".to_owned();
+    let r = Arc::new(rust_claw::agent::container::ContainerRunner::new(
+        Ok(podman()),
+        settings,
+        rig.t.paths.clone(),
+    ));
+    let err = r.check().await.unwrap_err();
+    assert!(err.to_string().contains("scripts/build-image.sh"), "{err}");
+    rig.runner = r;
+    rig.restart().await;
+    let started = Instant::now();
+    rig.channel.say(MAIN, "hello?").await;
+    let sent = rig.channel.wait_sent(MAIN, 1).await;
+    assert!(
+        sent[0].contains("is not built") && sent[0].contains("scripts/build-image.sh"),
+        "{sent:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(rig.t.mock.requests().is_empty());
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_speaking_another_ipc_version_is_refused_with_the_fix() {
+    let t = TestRoot::new("ctr-skew").await;
+    let tag = format!("localhost/rust-claw-skew-test:{}", std::process::id());
+    let dir = tempfile::Builder::new()
+        .prefix("ctr-skew-")
+        .tempdir_in(support::homes_dir())
+        .unwrap();
+    std::fs::write(
+        dir.path().join("Containerfile"),
+        format!("FROM {}\nLABEL io.rust-claw.ipc-version=0\n", image()),
+    )
+    .unwrap();
+    podman_ok(&["build", "-q", "-t", &tag, dir.path().to_str().unwrap()]);
+    let mut settings = support::containers::settings(None);
+    settings.image = tag.clone();
+    let r =
+        rust_claw::agent::container::ContainerRunner::new(Ok(podman()), settings, t.paths.clone());
+    let err = r.check().await.unwrap_err().to_string();
+    podman_ok(&["rmi", &tag]);
+    assert!(
+        err.contains("IPC version 0") && err.contains("rebuild it with scripts/build-image.sh"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_without_a_runtime_says_so_at_start_up_and_names_both_fixes() {
+    let homes = support::homes_dir();
+    std::fs::create_dir_all(&homes).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("ctr-noruntime-")
+        .tempdir_in(&homes)
+        .unwrap();
+    // No AGENT_RUNNER: the default is containers, and nothing falls back silently.
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .env_remove("AGENT_RUNNER")
+        .env_remove("DISCORD_BOT_TOKEN")
+        .env("PATH", "/nonexistent")
+        .env("TIMEZONE", "UTC")
+        .env("RUST_LOG", "info")
+        .arg("run")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut d = RunningDaemon {
+        lines: {
+            let stderr = child.stderr.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for l in std::io::BufReader::new(stderr)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let _ = tx.send(l);
+                }
+            });
+            rx
+        },
+        child,
+        seen: Vec::new(),
+    };
+    let line = d.expect("agents cannot run: no container runtime");
+    assert!(
+        line.contains("scripts/build-image.sh") && line.contains("AGENT_RUNNER=host"),
+        "{line}"
+    );
+    d.stop();
 }

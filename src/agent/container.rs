@@ -132,9 +132,8 @@ impl ContainerRunner {
     /// The standard mounts of `spec`'s group (host paths canonical).
     fn standard_mounts(&self, spec: &SpawnSpec) -> Result<(Vec<Mount>, Vec<Mask>), RunnerError> {
         let mount = |host: &Path, container: &str, read_only: bool| -> Result<Mount, RunnerError> {
-            let host = std::fs::canonicalize(host).map_err(|e| {
-                RunnerError::Other(format!("cannot mount {}: {e}", host.display()))
-            })?;
+            let host = std::fs::canonicalize(host)
+                .map_err(|e| RunnerError::Other(format!("cannot mount {}: {e}", host.display())))?;
             if !mounts::mountable(&host) {
                 return Err(RunnerError::Other(format!(
                     "cannot mount {}: container runtimes cannot mount paths containing , : or =",
@@ -235,7 +234,14 @@ impl ContainerRunner {
         push(&["--label", &install, "--label", &root_label]);
         push(&["--cap-drop=ALL", "--security-opt=no-new-privileges"]);
         let pids = s.pids_limit.to_string();
-        push(&["--pids-limit", &pids, "--memory", &s.memory, "--cpus", &s.cpus]);
+        push(&[
+            "--pids-limit",
+            &pids,
+            "--memory",
+            &s.memory,
+            "--cpus",
+            &s.cpus,
+        ]);
         push(&["--read-only", "--tmpfs", "/tmp:rw,nosuid,nodev,mode=1777"]);
         if let Some(net) = &s.network {
             push(&["--network", net]);

@@ -158,7 +158,9 @@ pub fn load_allowlist(path: &Path) -> Result<Option<Allowlist>, AllowlistError> 
 fn expand_home(p: &str) -> PathBuf {
     match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ if p == "~" => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default(),
+        _ if p == "~" => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default(),
         _ => PathBuf::from(p),
     }
 }
@@ -182,12 +184,13 @@ pub fn extra_mounts(
     let mut refused = Vec::new();
     for m in &requested.additional_mounts {
         match check_one(m, allowlist, is_main, project_root) {
-            Ok(mount) if accepted.iter().any(|a| a.container == mount.container) => refused
-                .push(format!(
+            Ok(mount) if accepted.iter().any(|a| a.container == mount.container) => {
+                refused.push(format!(
                     "{}: {} is already used by another mount",
                     m.host_path,
                     mount.container.display()
-                )),
+                ))
+            }
             Ok(mount) => accepted.push(mount),
             Err(reason) => refused.push(format!("{}: {reason}", m.host_path)),
         }
@@ -213,7 +216,9 @@ fn check_one(
     let host = std::fs::canonicalize(expand_home(&m.host_path))
         .map_err(|e| format!("cannot resolve it: {e}"))?;
     if !mountable(&host) {
-        return Err("the path contains , : = or a newline, which mount options cannot carry".into());
+        return Err(
+            "the path contains , : = or a newline, which mount options cannot carry".into(),
+        );
     }
     let text = host.to_string_lossy();
     for pattern in BLOCKED_ALWAYS
@@ -256,17 +261,14 @@ fn check_one(
     };
     let rel = Path::new(&name);
     let simple = !name.is_empty()
-        && rel
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)))
+        && rel.components().all(|c| matches!(c, Component::Normal(_)))
         && mountable(&Path::new("/").join(rel));
     if !simple {
         return Err(format!(
             "container_path {name:?} must be a relative path without .. (it goes under {EXTRA})"
         ));
     }
-    let writable =
-        !m.readonly && root.1 && (is_main || !allow.non_main_read_only);
+    let writable = !m.readonly && root.1 && (is_main || !allow.non_main_read_only);
     Ok(Mount {
         host,
         container: Path::new(EXTRA).join(rel),
@@ -295,7 +297,12 @@ mod tests {
         let project = base.join("rustclaw");
         let allowed = base.join("work");
         let other = base.join("other");
-        for d in [&project, &allowed.join("app"), &allowed.join(".ssh"), &other] {
+        for d in [
+            &project,
+            &allowed.join("app"),
+            &allowed.join(".ssh"),
+            &other,
+        ] {
             std::fs::create_dir_all(d).unwrap();
         }
         std::os::unix::fs::symlink(&other, allowed.join("link")).unwrap();
@@ -308,12 +315,25 @@ mod tests {
 
         // No allowlist: nothing.
         let (ok, no) = extra_mounts(&req(&allowed.join("app"), true), None, true, &project);
-        assert!(ok.is_empty() && no[0].contains("no mount allowlist"), "{no:?}");
+        assert!(
+            ok.is_empty() && no[0].contains("no mount allowlist"),
+            "{no:?}"
+        );
         // Allowed: read-only unless asked, allowed and main.
-        let (ok, _) = extra_mounts(&req(&allowed.join("app"), false), Some(&list), false, &project);
+        let (ok, _) = extra_mounts(
+            &req(&allowed.join("app"), false),
+            Some(&list),
+            false,
+            &project,
+        );
         assert_eq!(ok[0].container, Path::new("/workspace/extra/app"));
         assert!(ok[0].read_only, "non-main groups are read-only");
-        let (ok, _) = extra_mounts(&req(&allowed.join("app"), false), Some(&list), true, &project);
+        let (ok, _) = extra_mounts(
+            &req(&allowed.join("app"), false),
+            Some(&list),
+            true,
+            &project,
+        );
         assert!(!ok[0].read_only);
         // Refused: outside the roots, via a symlink out, blocked, the project, bad names.
         for (path, why) in [
@@ -343,9 +363,18 @@ mod tests {
     #[test]
     fn missing_allowlist_is_no_allowlist_and_bad_json_is_an_error() {
         let tmp = tempfile::tempdir().unwrap();
-        assert!(load_allowlist(&tmp.path().join("none.json")).unwrap().is_none());
+        assert!(
+            load_allowlist(&tmp.path().join("none.json"))
+                .unwrap()
+                .is_none()
+        );
         let bad = tmp.path().join("bad.json");
         std::fs::write(&bad, r#"{"allowed_roots": 3}"#).unwrap();
-        assert!(load_allowlist(&bad).unwrap_err().to_string().contains("bad.json"));
+        assert!(
+            load_allowlist(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("bad.json")
+        );
     }
 }

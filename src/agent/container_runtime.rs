@@ -160,18 +160,17 @@ impl Runtime {
         let out = self
             .output(
                 "image inspect",
-                &[
-                    "image",
-                    "inspect",
-                    "--format",
-                    &format,
-                    image,
-                ],
+                &["image", "inspect", "--format", &format, image],
             )
             .await?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-            let missing = ["no such image", "image not known", "not found", "no such object"];
+            let missing = [
+                "no such image",
+                "image not known",
+                "not found",
+                "no such object",
+            ];
             if missing
                 .iter()
                 .any(|m| stderr.to_ascii_lowercase().contains(m))

@@ -18,11 +18,7 @@ use crate::paths::Paths;
 
 /// The runner for `config`. `tools_exe`: this `rust_claw` executable (the container
 /// runner maps it to the image's copy).
-pub fn from_config(
-    paths: &Paths,
-    config: &Config,
-    tools_exe: &std::path::Path,
-) -> Arc<dyn Runner> {
+pub fn from_config(paths: &Paths, config: &Config, tools_exe: &std::path::Path) -> Arc<dyn Runner> {
     match config.agent_runner {
         RunnerKind::Host => Arc::new(HostRunner::new(config.codex_bin.clone())),
         RunnerKind::Container => Arc::new(ContainerRunner::new(

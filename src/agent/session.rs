@@ -169,37 +169,27 @@ impl Agents {
         // Runtime and image first: without them nothing else is worth doing.
         self.runner.preflight().await?;
         let f = folder.clone();
-        let enabled = self
+        let stored = self
             .store
             .call(move |s| {
                 let group = crate::store::groups::get_by_folder(s.conn(), &f)?;
-                let (jid, container_config) = match group {
+                let (chat_jid, container_config) = match group {
                     Some(g) => (Some(g.jid.to_string()), g.container_config),
                     None => (None, None),
                 };
-                Ok::<_, crate::store::StoreError>((
-                    skills::enabled(s.conn(), &f)?,
-                    jid,
+                Ok::<_, crate::store::StoreError>(StoredGroup {
+                    enabled_skills: skills::enabled(s.conn(), &f)?,
+                    chat_jid,
                     container_config,
-                ))
+                })
             })
             .await?;
-        let (enabled, chat_jid, container_config) = enabled;
         let prepared = {
             let (paths, settings, folder) =
                 (self.paths.clone(), self.settings.clone(), folder.clone());
             let runner = self.runner.clone();
             tokio::task::spawn_blocking(move || {
-                prepare(
-                    &paths,
-                    &settings,
-                    runner.as_ref(),
-                    &folder,
-                    is_main,
-                    &enabled,
-                    chat_jid,
-                    container_config,
-                )
+                prepare(&paths, &settings, runner.as_ref(), &folder, is_main, stored)
             })
             .await
             .expect("prepare panicked")?
@@ -339,6 +329,14 @@ async fn timed<T>(
     }
 }
 
+/// What a start reads about the group from the store.
+struct StoredGroup {
+    enabled_skills: Vec<String>,
+    chat_jid: Option<String>,
+    /// Extra mounts (container runner).
+    container_config: Option<serde_json::Value>,
+}
+
 struct Prepared {
     spec: SpawnSpec,
     login_required: bool,
@@ -351,10 +349,13 @@ fn prepare(
     runner: &dyn Runner,
     folder: &FolderName,
     is_main: bool,
-    enabled_skills: &[String],
-    chat_jid: Option<String>,
-    container_config: Option<serde_json::Value>,
+    stored: StoredGroup,
 ) -> Result<Prepared, AgentError> {
+    let StoredGroup {
+        enabled_skills,
+        chat_jid,
+        container_config,
+    } = stored;
     let fragment = match &settings.codex_config {
         Some(p) => Some(home::load_fragment(p)?),
         None => None,
@@ -382,7 +383,7 @@ fn prepare(
         writable_roots,
         user_fragment: fragment.clone(),
     };
-    home::prepare(paths, folder, &config, enabled_skills)?;
+    home::prepare(paths, folder, &config, &enabled_skills)?;
     let codex_home = paths.codex_home(folder);
     let login_required = home::uses_openai_login(fragment.as_ref());
     auth::sync(&settings.auth_dir, &codex_home, login_required)?;
