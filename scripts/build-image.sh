@@ -81,36 +81,55 @@ shopt -s nullglob
 for crt in /usr/local/share/ca-certificates/*.crt; do cp "$crt" "$ctx/certs/"; done
 shopt -u nullglob
 
-# What the image is made of: rebuild only when one of these changes.
-key="$( (echo "$CODEX_VERSION $base $ipc_version"
-         "$rt" image inspect --format '{{.Id}}' "$base" 2>/dev/null || true
-         cd "$ctx" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-32)"
+have_image() { "$rt" image inspect "$1" >/dev/null 2>&1; }
+hash_of() { sha256sum | cut -c1-32; }
+
+# Stage 1, `agent-deps` (Debian packages, codex, the user; minutes to build): keyed by
+# everything that goes into it, and cached as a tarball across runs when
+# RUST_CLAW_CACHE_IMAGE=1 (CI).
+# (A local base is identified by its cached tarball: each import gets a new image id.)
+if [[ $local_base == 1 ]]; then
+  base_id="$(stat -c '%s-%Y' "$CACHE/base/bookworm-minbase.tar" 2>/dev/null || echo imported)"
+else
+  base_id="$("$rt" image inspect --format '{{.Id}}' "$base" 2>/dev/null || echo "$base")"
+fi
+deps_key="$( (echo "$CODEX_VERSION $base $base_id"
+              cd "$ctx" && sha256sum Containerfile && find certs -type f -print0 | sort -z | xargs -0 -r sha256sum) | hash_of)"
+deps="localhost/rust-claw-agent-deps:$deps_key"
+if ! have_image "$deps"; then
+  saved="$CACHE/images/agent-deps-$deps_key.tar"
+  if [[ -s "$saved" ]]; then
+    echo "==> loading $deps from $saved"
+    "$rt" load -i "$saved" >/dev/null
+  fi
+  if ! have_image "$deps"; then
+    echo "==> $rt build --target agent-deps (base $base, codex $CODEX_VERSION)"
+    start=$(date +%s)
+    "$rt" build --network=host --target agent-deps \
+      --build-arg "BASE=$base" --build-arg "CODEX_VERSION=$CODEX_VERSION" \
+      -t "$deps" -f "$ctx/Containerfile" "$ctx"
+    echo "built $deps in $(( $(date +%s) - start )) s"
+    if [[ "${RUST_CLAW_CACHE_IMAGE:-0}" == 1 ]]; then
+      mkdir -p "$CACHE/images"
+      rm -f "$CACHE"/images/agent-deps-*.tar
+      "$rt" save -o "$saved.tmp" "$deps" && mv "$saved.tmp" "$saved"
+    fi
+  fi
+fi
+
+# Stage 2, the image: the dependencies plus this rust_claw (seconds).
+key="$( (echo "$deps_key $ipc_version"; sha256sum < "$ctx/rust_claw") | hash_of)"
 current="$("$rt" image inspect --format '{{index .Config.Labels "io.rust-claw.build-key"}}' "$TAG" 2>/dev/null || true)"
 if [[ "$current" == "$key" ]]; then
   echo "$TAG is up to date (build key $key)"
   exit 0
 fi
-saved="$CACHE/images/agent-$key.tar"
-if [[ -s "$saved" ]]; then
-  echo "==> loading $TAG from $saved"
-  "$rt" load -i "$saved" >/dev/null
-  if [[ "$("$rt" image inspect --format '{{index .Config.Labels "io.rust-claw.build-key"}}' "$TAG" 2>/dev/null)" == "$key" ]]; then
-    exit 0
-  fi
-fi
-
-echo "==> $rt build -t $TAG (base $base, codex $CODEX_VERSION, IPC version $ipc_version)"
+echo "==> $rt build -t $TAG (IPC version $ipc_version)"
 start=$(date +%s)
 "$rt" build --network=host \
-  --build-arg "BASE=$base" \
+  --build-arg "DEPS=$deps" \
   --build-arg "CODEX_VERSION=$CODEX_VERSION" \
   --build-arg "IPC_VERSION=$ipc_version" \
   --label "io.rust-claw.build-key=$key" \
   -t "$TAG" -f "$ctx/Containerfile" "$ctx"
 echo "built $TAG in $(( $(date +%s) - start )) s"
-
-if [[ "${RUST_CLAW_CACHE_IMAGE:-0}" == 1 ]]; then
-  mkdir -p "$CACHE/images"
-  rm -f "$CACHE"/images/agent-*.tar
-  "$rt" save -o "$saved.tmp" "$TAG" && mv "$saved.tmp" "$saved"
-fi

@@ -48,8 +48,10 @@ mkdir -p "$RUST_CLAW_CACHE"
 conf="$RUST_CLAW_CACHE/containers.conf"
 nofile="$(ulimit -Hn)"
 [[ "$nofile" == unlimited || "$nofile" -gt 1048576 ]] && nofile=1048576
+nproc="$(ulimit -Hu)"
+[[ "$nproc" == unlimited || "$nproc" -gt 32768 ]] && nproc=32768
 want="[containers]
-default_ulimits = [\"nofile=$nofile:$nofile\", \"nproc=32768:32768\"]
+default_ulimits = [\"nofile=$nofile:$nofile\", \"nproc=$nproc:$nproc\"]
 [engine]
 runtime = \"runc\"
 cgroup_manager = \"cgroupfs\"

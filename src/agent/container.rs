@@ -228,6 +228,9 @@ impl ContainerRunner {
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |parts: &[&str]| a.extend(parts.iter().map(OsString::from));
         push(&["run", "-i", "--rm", "--init", "--pull=never"]);
+        // The conversation streams through stdio: the runtime must not also keep it
+        // in a log file on disk.
+        push(&["--log-driver=none"]);
         push(&["--name", name]);
         let install = format!("{LABEL_INSTALL}={}", self.install);
         let root_label = format!("{LABEL_ROOT}={}", self.root.display());
@@ -446,5 +449,119 @@ impl Drop for ContainerChild {
             // Reap it in the background so it leaves no zombie.
             std::thread::spawn(move || c.wait());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FolderName;
+
+    fn runner(root: &Path) -> ContainerRunner {
+        let rt = Runtime {
+            program: PathBuf::from("/usr/bin/podman"),
+            kind: RuntimeKind::Podman,
+            rootless: true,
+        };
+        ContainerRunner::new(
+            Ok(rt),
+            ContainerSettings {
+                image: "img:1".into(),
+                network: Some("none".into()),
+                pids_limit: 64,
+                memory: "512m".into(),
+                cpus: "1.5".into(),
+                host_tools_exe: PathBuf::from("/opt/bin/rust_claw"),
+                allowlist: None,
+            },
+            Paths::new(root),
+        )
+    }
+
+    fn spec(paths: &Paths, name: &str, is_main: bool) -> SpawnSpec {
+        let f = FolderName::parse(name).unwrap();
+        let s = SpawnSpec {
+            folder: f.clone(),
+            is_main,
+            codex_home: paths.codex_home(&f),
+            workdir: paths.group_dir(&f),
+            global_dir: paths.global_dir(),
+            ipc_dir: paths.ipc_dir(&f),
+            tmp_dir: paths.agent_tmp_dir(&f),
+            home_dir: paths.agent_home_dir(&f),
+            env: vec![("PROVIDER_KEY".into(), "sk-very-secret".into())],
+            container_config: None,
+        };
+        for d in [&s.codex_home, &s.workdir, &s.ipc_dir, &s.home_dir] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn argv_is_hardened_and_names_secrets_without_their_values() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = runner(tmp.path());
+        let paths = Paths::new(tmp.path());
+        std::fs::create_dir_all(paths.store_dir()).unwrap();
+        std::fs::write(tmp.path().join(".env"), "X=1").unwrap();
+        let rt = r.runtime().unwrap().clone();
+        let args: Vec<String> = r
+            .run_args(&rt, &spec(&paths, "team", false), "rustclaw-team-1")
+            .unwrap()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let joined = args.join(" ");
+        for flag in [
+            "run -i --rm --init --pull=never",
+            "--name rustclaw-team-1",
+            "--cap-drop=ALL",
+            "--security-opt=no-new-privileges",
+            "--read-only",
+            "--pids-limit 64 --memory 512m --cpus 1.5",
+            "--network none",
+            "--userns=keep-id",
+            "--workdir /workspace/group",
+            "-e PROVIDER_KEY ",
+            "img:1 /usr/local/bin/codex-native app-server",
+        ] {
+            assert!(joined.contains(flag), "{flag:?} missing: {joined}");
+        }
+        assert!(!joined.contains("sk-very-secret"), "{joined}");
+        assert!(joined.contains(&format!("{LABEL_INSTALL}={}", r.install_id())));
+        assert!(joined.contains("destination=/workspace/global,readonly"));
+        assert!(!joined.contains("/workspace/project"), "non-main: {joined}");
+
+        let main: Vec<String> = r
+            .run_args(&rt, &spec(&paths, "main", true), "rustclaw-main-1")
+            .unwrap()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let joined = main.join(" ");
+        assert!(!joined.contains("destination=/workspace/global,readonly"));
+        assert!(joined.contains("destination=/workspace/project,readonly"));
+        assert!(joined.contains("--tmpfs /workspace/project/store:ro"));
+        assert!(joined.contains("--tmpfs /workspace/project/data:ro"));
+        assert!(joined.contains("source=/dev/null,destination=/workspace/project/.env,readonly"));
+    }
+
+    #[test]
+    fn host_paths_map_to_mount_points() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = runner(tmp.path());
+        let paths = Paths::new(tmp.path());
+        let f = FolderName::parse("team").unwrap();
+        assert_eq!(
+            r.agent_path(Path::new("/opt/bin/rust_claw")),
+            Path::new(mounts::TOOLS_EXE)
+        );
+        assert_eq!(r.agent_path(&paths.ipc_dir(&f)), Path::new("/workspace/ipc"));
+        assert_eq!(
+            r.agent_path(&paths.global_dir().join("AGENTS.md")),
+            Path::new("/workspace/global/AGENTS.md")
+        );
+        assert_eq!(r.sandbox_mode(), "danger-full-access");
     }
 }

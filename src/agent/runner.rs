@@ -1,10 +1,10 @@
 //! Where a group's `codex app-server` runs: the [`Runner`] boundary.
 //!
 //! The session layer needs only a byte pipe to an app-server and a way to stop it, so
-//! that is all a runner returns. `host` spawns codex as a child of the daemon; the
-//! container runner (a later issue) spawns `podman run -i … codex app-server` and
-//! implements the same trait. The trait is object safe: the orchestrator holds an
-//! `Arc<dyn Runner>` chosen once from `AGENT_RUNNER`.
+//! that is all a runner returns. `host` spawns codex as a child of the daemon;
+//! `container` spawns `podman run -i … codex app-server` (or docker) and implements the
+//! same trait. The trait is object safe: the orchestrator holds an `Arc<dyn Runner>`
+//! chosen once from `AGENT_RUNNER` (`runners::from_config`).
 
 use std::collections::VecDeque;
 use std::future::Future;
