@@ -27,9 +27,10 @@ use rmcp::model::{CallToolResult, ContentBlock, ServerCapabilities, ServerConfig
 use rmcp::{ErrorData, ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
 use serde::Deserialize;
 
-use crate::actions::validate_skill_name;
+use crate::model::SkillName;
 use crate::ipc::protocol::{self, Request, Response, Status};
-use crate::ipc::snapshots::{GROUPS_FILE, SKILLS_FILE, TASKS_FILE, write_atomic};
+use crate::ipc::snapshots::{GROUPS_FILE, SKILLS_FILE, TASKS_FILE};
+use crate::safe_dir::{Durability, write_atomic_path};
 use crate::model::{ContextMode, FolderName, Jid, ScheduleType, TaskId, ValidationError};
 use crate::schedule::Schedule;
 
@@ -334,7 +335,7 @@ impl AgentTools {
     }
 
     async fn skill(&self, a: SkillArgs, on: bool) -> ToolResult {
-        let skill_name = match validate_skill_name(&a.skill_name) {
+        let skill_name = match SkillName::parse(&a.skill_name).map(|n| n.as_str().to_owned()) {
             Ok(n) => n,
             Err(e) => return refuse(e),
         };
@@ -396,7 +397,7 @@ pub async fn submit(ipc_dir: &Path, req: &Request, timeout: Duration) -> anyhow:
     let dir = ipc_dir.join(req.subdir());
     std::fs::create_dir_all(&dir)?;
     let bytes = serde_json::to_vec(&req.to_json())?;
-    write_atomic(&dir.join(format!("{id}.json")), &bytes)?;
+    write_atomic_path(&dir.join(format!("{id}.json")), &bytes, Durability::Atomic)?;
     let target = responses.join(format!("{id}.json"));
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);

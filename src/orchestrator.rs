@@ -188,7 +188,7 @@ impl Orchestrator {
             let first = first.lines().next().unwrap_or("unknown error");
             format!("I couldn't answer because the agent failed: {first}")
         };
-        router_clip(&text, MAX_ERROR_CHARS)
+        crate::text::clip(&text, MAX_ERROR_CHARS)
     }
 
     fn retry_delay(&self, attempt: u32) -> Duration {
@@ -300,15 +300,6 @@ fn chats_of(g: &Group) -> Vec<String> {
     chats
 }
 
-fn router_clip(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_owned()
-    } else {
-        let mut s: String = text.chars().take(max - 1).collect();
-        s.push('…');
-        s
-    }
-}
 
 impl GroupHandler for Orchestrator {
     type Session = Session;

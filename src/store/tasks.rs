@@ -165,6 +165,16 @@ pub fn delete(conn: &Connection, id: &TaskId) -> Result<bool> {
     Ok(conn.execute("DELETE FROM scheduled_tasks WHERE id = ?1", [id.as_str()])? > 0)
 }
 
+/// How many active tasks `folder` has (the per-group limit counts these).
+pub fn count_active(conn: &Connection, folder: &FolderName) -> Result<usize> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM scheduled_tasks WHERE group_folder = ?1 AND status = 'active'",
+        [folder.as_str()],
+        |r| r.get(0),
+    )?;
+    Ok(n as usize)
+}
+
 /// The earliest `next_run` of any active task: when the scheduler must wake next.
 pub fn earliest_due(conn: &Connection) -> Result<Option<DateTime<Utc>>> {
     let ms: Option<i64> = conn.query_row(

@@ -80,6 +80,7 @@ impl Rig {
             paths: self.paths.clone(),
             default_trigger: "@Andy".into(),
             timezone: chrono_tz::UTC,
+            limits: rust_claw::ipc::Limits::default(),
         }
     }
 
