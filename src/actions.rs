@@ -10,9 +10,8 @@ use chrono_tz::Tz;
 use rusqlite::Connection;
 
 use crate::model::{
-    SkillName,
-    ContextMode, FolderName, Jid, ScheduleType, TaskId, TaskStatus, ValidationError, validate_name,
-    validate_trigger,
+    ContextMode, FolderName, Jid, ScheduleType, SkillName, TaskId, TaskStatus, ValidationError,
+    validate_name, validate_trigger,
 };
 use crate::schedule::Schedule;
 use crate::store::groups::{self, Group};

@@ -27,11 +27,11 @@ use rmcp::model::{CallToolResult, ContentBlock, ServerCapabilities, ServerConfig
 use rmcp::{ErrorData, ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
 use serde::Deserialize;
 
-use crate::model::SkillName;
 use crate::ipc::protocol::{self, Request, Response, Status};
 use crate::ipc::snapshots::{GROUPS_FILE, SKILLS_FILE, TASKS_FILE};
-use crate::safe_dir::{Durability, write_atomic_path};
+use crate::model::SkillName;
 use crate::model::{ContextMode, FolderName, Jid, ScheduleType, TaskId, ValidationError};
+use crate::safe_dir::{Durability, write_atomic_path};
 use crate::schedule::Schedule;
 
 /// How long a tool waits for the host's answer.

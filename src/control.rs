@@ -6,7 +6,6 @@
 //! that directory with inotify and re-reads what the topic names. The file's content
 //! (the time of the change) is informational only: the database is the truth.
 
-
 use crate::paths::Paths;
 use crate::safe_dir::{Durability, SafeDir};
 

@@ -300,7 +300,6 @@ fn chats_of(g: &Group) -> Vec<String> {
     chats
 }
 
-
 impl GroupHandler for Orchestrator {
     type Session = Session;
 

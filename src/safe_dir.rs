@@ -259,9 +259,7 @@ impl SafeDir {
     pub fn read_file(&self, name: impl AsRef<OsStr>, max: u64) -> Result<Vec<u8>, ReadError> {
         let name = component(name.as_ref()).map_err(ReadError::Io)?;
         let refuse = |what: &str| {
-            ReadError::Refused(format!(
-                "the file is {what}; only regular files are read"
-            ))
+            ReadError::Refused(format!("the file is {what}; only regular files are read"))
         };
         let too_big = |n: u64| {
             ReadError::Refused(format!("the file is {n} bytes, over the {max}-byte limit"))
@@ -322,11 +320,7 @@ impl SafeDir {
         let fd = openat(
             &self.fd,
             tmp.as_str(),
-            OFlag::O_WRONLY
-                | OFlag::O_CREAT
-                | OFlag::O_EXCL
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_CLOEXEC,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(FILE_MODE),
         )
         .map_err(io)?;
@@ -448,11 +442,7 @@ impl SafeDir {
         let out = openat(
             &dst.fd,
             to,
-            OFlag::O_WRONLY
-                | OFlag::O_CREAT
-                | OFlag::O_EXCL
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_CLOEXEC,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(FILE_MODE),
         )
         .map_err(io)?;
@@ -495,7 +485,10 @@ mod tests {
             Lookup::Impostor("a symbolic link")
         ));
         std::os::unix::fs::symlink(outside.path().join("secret"), tmp.path().join("f")).unwrap();
-        assert!(matches!(root.read_file("f", 10), Err(ReadError::Refused(_))));
+        assert!(matches!(
+            root.read_file("f", 10),
+            Err(ReadError::Refused(_))
+        ));
         // ensure_dir displaces the link and makes a real directory.
         let mut displaced = Vec::new();
         let (d, created) = root

@@ -123,7 +123,9 @@ impl Schedule {
                 let mut prev = c.next_after(tz, now)?;
                 let mut min: Option<Duration> = None;
                 for _ in 0..64 {
-                    let Some(next) = c.next_after(tz, prev) else { break };
+                    let Some(next) = c.next_after(tz, prev) else {
+                        break;
+                    };
                     let gap = next - prev;
                     min = Some(min.map_or(gap, |m| m.min(gap)));
                     prev = next;

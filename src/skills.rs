@@ -4,7 +4,6 @@
 //! Whether a skill is enabled lives in the store (`store::skills`); this module only
 //! knows what exists. A group's own skill wins over a global one of the same name.
 
-
 use serde::Serialize;
 
 use crate::model::{FolderName, SkillName};

@@ -218,7 +218,9 @@ fn read_files(
             }
             Err(ReadError::Refused(reason)) => Input::Refused(reason),
             Err(ReadError::Io(e)) => {
-                out.push(Some(Err(Retry(format!("cannot read {sub}/{id}.json: {e}")))));
+                out.push(Some(Err(Retry(format!(
+                    "cannot read {sub}/{id}.json: {e}"
+                )))));
                 continue;
             }
         };
@@ -320,7 +322,13 @@ pub fn finish(dirs: &GroupDirs, q: &Quarantine, a: &Answer) -> Result<(), Retry>
     } else {
         let displace = |p: &SafeDir, n: &str, kind: &'static str| {
             let reason = format!("{n} in the IPC directory was {kind}, not a directory; replaced");
-            q.put_as(a.folder.as_str(), p, OsStr::new(n), &format!("{n}-dir"), &reason)
+            q.put_as(
+                a.folder.as_str(),
+                p,
+                OsStr::new(n),
+                &format!("{n}-dir"),
+                &reason,
+            )
         };
         fresh = dirs
             .base

@@ -260,7 +260,6 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     Parsed { kind, request }
 }
 
-
 /// True when `json` opens more than `max` arrays/objects at once. A byte scan that
 /// skips strings: cheaper than parsing, and it stops a stack-deep document before the
 /// parser sees it.
@@ -388,7 +387,9 @@ fn from_fields(kind: &str, f: &Fields<'_>) -> Result<Request, ValidationError> {
     let task_id = || f.parsed(TASK_ID, TaskId::parse);
     let skill = || -> Result<(String, Option<FolderName>), ValidationError> {
         Ok((
-            f.parsed(SKILL_NAME, |v| SkillName::parse(v).map(|n| n.as_str().to_owned()))?,
+            f.parsed(SKILL_NAME, |v| {
+                SkillName::parse(v).map(|n| n.as_str().to_owned())
+            })?,
             f.opt_parsed(TARGET_FOLDER, FolderName::parse)?,
         ))
     };

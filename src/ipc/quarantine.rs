@@ -134,7 +134,11 @@ impl Quarantine {
             format!("{reason}\nfile name: {:?}\n", quote(&original))
         };
         // The reason first: whoever sees the entry in the quarantine sees why.
-        if let Err(e) = dir.write_atomic(&format!("{stem}.reason"), text.as_bytes(), Durability::Atomic) {
+        if let Err(e) = dir.write_atomic(
+            &format!("{stem}.reason"),
+            text.as_bytes(),
+            Durability::Atomic,
+        ) {
             tracing::error!(folder, error = %e, "cannot write the quarantine reason");
         }
         match from.rename_to(name, &dir, &format!("{stem}.json")) {
@@ -194,7 +198,10 @@ fn load(dir: SafeDir) -> std::io::Result<Tally> {
     let mut by_stem: HashMap<String, (i64, u64)> = HashMap::new();
     for (name, _) in dir.entries()? {
         let Some(n) = name.to_str() else { continue };
-        let Some(stem) = n.strip_suffix(".json").or_else(|| n.strip_suffix(".reason")) else {
+        let Some(stem) = n
+            .strip_suffix(".json")
+            .or_else(|| n.strip_suffix(".reason"))
+        else {
             continue;
         };
         let Ok(st) = dir.stat(&name) else { continue };

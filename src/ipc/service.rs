@@ -254,7 +254,9 @@ impl Service {
     /// for its close-write event. Anything else (a link, a FIFO, a directory, a hard
     /// link to a finished file) is ready now.
     fn still_being_written(&self, folder: &str, sub: &str, name: &std::ffi::OsStr) -> bool {
-        let Some(d) = FolderName::parse(folder).ok().and_then(|f| self.dirs.get(&f).cloned())
+        let Some(d) = FolderName::parse(folder)
+            .ok()
+            .and_then(|f| self.dirs.get(&f).cloned())
         else {
             return false;
         };
@@ -509,7 +511,11 @@ fn run_pass(ctx: &PassCtx, batch: watcher::Batch) -> (Changes, usize) {
 
 /// Request files in a directory that is not a registered group's: quarantined, not
 /// answered (nobody is there to read an answer).
-fn refuse_unregistered(ctx: &PassCtx, folder: &str, items: Vec<(&'static str, std::ffi::OsString)>) {
+fn refuse_unregistered(
+    ctx: &PassCtx,
+    folder: &str,
+    items: Vec<(&'static str, std::ffi::OsString)>,
+) {
     for (sub, name) in items {
         if let Ok(crate::safe_dir::Lookup::Dir(d)) = ctx.ipc.open_path(&[folder, sub]) {
             let reason = format!("directory {folder:?} is not a registered group's");
@@ -525,20 +531,22 @@ fn render_changed(ctx: &PassCtx, changes: &Changes) {
     if !task_change && !groups_change && changes.skill_folders.is_empty() {
         return;
     }
-    let rendered = ctx.store.blocking(|s| -> Result<Rendered, crate::store::StoreError> {
-        let mut out = Vec::new();
-        for g in groups::list(s.conn())? {
-            let kinds = Kinds {
-                tasks: task_change && (g.is_main || changes.task_folders.contains(&g.folder)),
-                groups: g.is_main && groups_change,
-                skills: changes.skill_folders.contains(&g.folder),
-            };
-            if kinds != Kinds::default() {
-                snapshots::render(s.conn(), &ctx.env.paths, &g, kinds, &mut out)?;
+    let rendered = ctx
+        .store
+        .blocking(|s| -> Result<Rendered, crate::store::StoreError> {
+            let mut out = Vec::new();
+            for g in groups::list(s.conn())? {
+                let kinds = Kinds {
+                    tasks: task_change && (g.is_main || changes.task_folders.contains(&g.folder)),
+                    groups: g.is_main && groups_change,
+                    skills: changes.skill_folders.contains(&g.folder),
+                };
+                if kinds != Kinds::default() {
+                    snapshots::render(s.conn(), &ctx.env.paths, &g, kinds, &mut out)?;
+                }
             }
-        }
-        Ok(out)
-    });
+            Ok(out)
+        });
     match rendered {
         Ok(r) => ctx
             .writer

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use crate::model::FolderName;
 use super::watcher::GroupDirs;
+use crate::model::FolderName;
 use crate::paths::Paths;
 use crate::safe_dir::Durability;
 use crate::skills;
@@ -85,7 +85,11 @@ pub fn render(
         } else {
             Vec::new()
         };
-        out.push((folder.clone(), GROUPS_FILE, pretty(&json!({ "groups": list }))));
+        out.push((
+            folder.clone(),
+            GROUPS_FILE,
+            pretty(&json!({ "groups": list })),
+        ));
     }
     if kinds.skills {
         let enabled = store::skills::enabled(conn, &group.folder)?;
@@ -96,7 +100,11 @@ pub fn render(
                 json!({ "name": s.name, "scope": s.scope, "enabled": on })
             })
             .collect();
-        out.push((folder.clone(), SKILLS_FILE, pretty(&json!({ "skills": list }))));
+        out.push((
+            folder.clone(),
+            SKILLS_FILE,
+            pretty(&json!({ "skills": list })),
+        ));
     }
     Ok(())
 }

@@ -151,10 +151,7 @@ fn scan_dir(folder: &str, sub: &'static str, dir: &SafeDir, out: &mut Vec<Signal
 
 /// Request entries of directories under `data/ipc/` that are not registered groups
 /// (so not watched): found by rescans, then quarantined.
-pub fn scan_unregistered(
-    ipc: &SafeDir,
-    registered: &BTreeMap<FolderName, bool>,
-) -> Vec<Signal> {
+pub fn scan_unregistered(ipc: &SafeDir, registered: &BTreeMap<FolderName, bool>) -> Vec<Signal> {
     let mut out = Vec::new();
     let Ok(entries) = ipc.entries() else {
         return out;
@@ -267,9 +264,7 @@ impl Watcher {
             };
             match guard.try_io(|fd| fd.get_ref().0.read_events().map_err(Into::into)) {
                 Ok(Ok(events)) => return self.classify(events),
-                Ok(Err(e)) if e.raw_os_error() == Some(Errno::EAGAIN as i32) => {
-                    guard.clear_ready()
-                }
+                Ok(Err(e)) if e.raw_os_error() == Some(Errno::EAGAIN as i32) => guard.clear_ready(),
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "cannot read IPC watcher events; rescanning");
                     return vec![Signal::Rescan];
@@ -414,7 +409,10 @@ mod tests {
         p.insert("quiet".into(), "tasks", os("a.json"));
         let batch = p.take_batch(8, 64);
         let quiet = batch.iter().find(|(f, _)| f == "quiet").unwrap();
-        assert_eq!(quiet.1, [("tasks", os("a.json")), ("messages", os("b.json"))]);
+        assert_eq!(
+            quiet.1,
+            [("tasks", os("a.json")), ("messages", os("b.json"))]
+        );
         let flood = batch.iter().find(|(f, _)| f == "flood").unwrap();
         assert_eq!(flood.1.len(), 8);
         assert_eq!(flood.1[0].1, os("000.json"));
