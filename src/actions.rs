@@ -122,14 +122,17 @@ pub fn register_group(
     Ok(group)
 }
 
-/// Unregisters a chat. Its folder, tasks and history stay on disk.
-pub fn unregister_group(conn: &Connection, jid: &Jid) -> Result<Group> {
+/// Unregisters a chat. Its folder, tasks and history stay on disk; its active tasks
+/// are paused (an unregistered group never runs). Returns the group and how many
+/// tasks were paused.
+pub fn unregister_group(conn: &Connection, jid: &Jid) -> Result<(Group, usize)> {
     let group = groups::get_by_jid(conn, jid)?.ok_or_else(|| ActionError::NotFound {
         what: "group with jid",
         id: jid.to_string(),
     })?;
     groups::delete(conn, jid)?;
-    Ok(group)
+    let paused = tasks::pause_group(conn, &group.folder)?;
+    Ok((group, paused))
 }
 
 #[derive(Debug, Clone)]
@@ -403,7 +406,7 @@ mod tests {
             register_group(c, bad, "@Andy", now()),
             Err(ActionError::Invalid(_))
         ));
-        unregister_group(c, &Jid::parse("111111@discord").unwrap()).unwrap();
+        let _ = unregister_group(c, &Jid::parse("111111@discord").unwrap()).unwrap();
         assert!(groups::list(c).unwrap().is_empty());
     }
 

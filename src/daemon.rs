@@ -42,13 +42,15 @@ pub struct InstanceLock {
 
 impl InstanceLock {
     pub fn acquire(paths: &Paths) -> Result<InstanceLock> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let path = paths.daemon_lock();
-        std::fs::create_dir_all(paths.store_dir())
+        crate::safe_dir::ensure_private_dir(&paths.store_dir())
             .with_context(|| format!("cannot create {}", paths.store_dir().display()))?;
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {

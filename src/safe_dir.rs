@@ -451,6 +451,35 @@ impl SafeDir {
     }
 }
 
+/// Creates `path` (and missing parents) and makes it private to the daemon's uid
+/// (mode 0700), tightening an existing directory that other users could read.
+pub fn ensure_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(path)?;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700 | 0o700))?;
+    }
+    Ok(())
+}
+
+/// Makes an existing file private (mode 0600 or narrower); a missing file is fine.
+pub fn make_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => std::fs::set_permissions(
+            path,
+            std::fs::Permissions::from_mode(m.permissions().mode() & 0o600),
+        ),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Writes `path` atomically through its parent directory (which the owner controls):
 /// the one atomic-write helper for paths outside agent-writable trees.
 pub fn write_atomic_path(path: &Path, bytes: &[u8], d: Durability) -> std::io::Result<()> {

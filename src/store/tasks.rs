@@ -165,6 +165,14 @@ pub fn delete(conn: &Connection, id: &TaskId) -> Result<bool> {
     Ok(conn.execute("DELETE FROM scheduled_tasks WHERE id = ?1", [id.as_str()])? > 0)
 }
 
+/// Pauses every active task of `folder`; returns how many.
+pub fn pause_group(conn: &Connection, folder: &FolderName) -> Result<usize> {
+    Ok(conn.execute(
+        "UPDATE scheduled_tasks SET status = 'paused' WHERE group_folder = ?1 AND status = 'active'",
+        [folder.as_str()],
+    )?)
+}
+
 /// How many active tasks `folder` has (the per-group limit counts these).
 pub fn count_active(conn: &Connection, folder: &FolderName) -> Result<usize> {
     let n: i64 = conn.query_row(
