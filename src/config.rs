@@ -84,6 +84,8 @@ pub struct Config {
     pub agent_retry_base_ms: u64,
     /// Retries before the chat is told the agent failed.
     pub agent_max_retries: u32,
+    /// How long the growing tables keep their rows (`RETAIN_*_DAYS`).
+    pub retention: crate::store::retention::Retention,
 }
 
 /// Every variable the daemon reads, its default and what it is for; `.env.example`
@@ -138,6 +140,14 @@ pub const VARIABLES: &[(&str, &str)] = &[
     (
         "AGENT_MAX_RETRIES",
         "retries of a failed turn before the chat is told",
+    ),
+    (
+        "RETAIN_MESSAGES_DAYS",
+        "answered chat messages and task run logs older than this are deleted",
+    ),
+    (
+        "RETAIN_RECEIPTS_DAYS",
+        "sent replies (outbox) and applied IPC requests (ledger) older than this are deleted",
     ),
     ("RUST_LOG", "log filter, e.g. info or rust_claw=debug"),
 ];
@@ -229,6 +239,15 @@ impl Config {
         let idle_timeout_ms = parse_number(src, "IDLE_TIMEOUT_MS", 300_000, 1_000, 86_400_000)?;
         let agent_retry_base_ms = parse_number(src, "AGENT_RETRY_BASE_MS", 5_000, 1, 600_000)?;
         let agent_max_retries = parse_number(src, "AGENT_MAX_RETRIES", 5, 0, 20)? as u32;
+        let day = std::time::Duration::from_secs(86_400);
+        let history = day * parse_number(src, "RETAIN_MESSAGES_DAYS", 90, 1, 36_500)? as u32;
+        let receipts = day * parse_number(src, "RETAIN_RECEIPTS_DAYS", 7, 1, 36_500)? as u32;
+        let retention = crate::store::retention::Retention {
+            messages: history,
+            task_runs: history,
+            outbox: receipts,
+            ipc_ledger: receipts,
+        };
         let agent_runner = match src.get("AGENT_RUNNER").as_deref() {
             None | Some("container") => RunnerKind::Container,
             Some("host") => RunnerKind::Host,
@@ -285,6 +304,7 @@ impl Config {
             idle_timeout_ms,
             agent_retry_base_ms,
             agent_max_retries,
+            retention,
         })
     }
 
