@@ -140,3 +140,111 @@ pub fn counts(conn: &Connection) -> Result<[(&'static str, i64); 4]> {
         ("task_run_logs", count("task_run_logs")?),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    const DAY_MS: i64 = 86_400_000;
+
+    fn ids(store: &Store, sql: &str) -> Vec<i64> {
+        let mut stmt = store.conn().prepare(sql).unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn prunes_only_what_nothing_needs_any_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("messages.db")).unwrap();
+        let now = Utc.timestamp_millis_opt(1_000 * DAY_MS).unwrap();
+        let old = to_ms(now) - 100 * DAY_MS;
+        let recent = to_ms(now) - DAY_MS;
+        store
+            .conn()
+            .execute_batch(&format!(
+                "INSERT INTO messages (id, chat_jid, sender_id, sender_name, content, sent_at) VALUES
+                   (1, 'a@local', 'u', 'U', 'old, answered', {old}),
+                   (2, 'a@local', 'u', 'U', 'old, unanswered', {old}),
+                   (3, 'a@local', 'u', 'U', 'recent', {recent}),
+                   (4, 'b@local', 'u', 'U', 'old, chat never answered', {old});
+                 INSERT INTO router_cursors (chat_jid, last_message_id, updated_at) VALUES ('a@local', 1, 0);
+                 INSERT INTO outbox (id, chat_jid, text, nonce, origin, created_at, sent_at) VALUES
+                   (1, 'a@local', 'sent long ago', 'n1', 'reply', {old}, {old}),
+                   (2, 'a@local', 'never sent', 'n2', 'reply', {old}, NULL),
+                   (3, 'a@local', 'sent recently', 'n3', 'reply', {recent}, {recent});
+                 INSERT INTO ipc_ledger (group_folder, request_id, request_type, status, response, applied_at) VALUES
+                   ('main', 'old', 'message', 'ok', '{{}}', {old}),
+                   ('main', 'new', 'message', 'ok', '{{}}', {recent});
+                 INSERT INTO scheduled_tasks (id, group_folder, chat_jid, prompt, schedule_type, schedule_value,
+                     context_mode, timezone, status, created_by, created_at) VALUES
+                   ('t', 'main', 'a@local', 'p', 'interval', '1000', 'group', 'UTC', 'active', 'cli', 0),
+                   ('u', 'main', 'a@local', 'p', 'interval', '1000', 'group', 'UTC', 'active', 'cli', 0);
+                 INSERT INTO task_run_logs (id, task_id, due_at, started_at, status) VALUES
+                   (1, 't', {old}, {old}, 'success'),
+                   (2, 't', {old}, {old}, 'running'),
+                   (3, 't', {old}, {old}, 'error'),
+                   (4, 't', {recent}, {recent}, 'success'),
+                   (5, 'u', {old}, {old}, 'success');"
+            ))
+            .unwrap();
+        let keep = Retention {
+            messages: DAY * 30,
+            outbox: DAY * 7,
+            ipc_ledger: DAY * 7,
+            task_runs: DAY * 30,
+        };
+        let pruned = prune(&mut store, &keep, now).unwrap();
+        assert_eq!(
+            pruned,
+            Pruned {
+                messages: 1,
+                outbox: 1,
+                ipc_ledger: 1,
+                task_runs: 2
+            }
+        );
+        // Unanswered messages stay (the next prompt needs them), answered old ones go.
+        assert_eq!(
+            ids(&store, "SELECT id FROM messages ORDER BY id"),
+            [2, 3, 4]
+        );
+        // Unsent replies stay.
+        assert_eq!(ids(&store, "SELECT id FROM outbox ORDER BY id"), [2, 3]);
+        assert_eq!(ids(&store, "SELECT applied_at FROM ipc_ledger"), [recent]);
+        // A running run stays, and so does each task's latest run however old.
+        assert_eq!(
+            ids(&store, "SELECT id FROM task_run_logs ORDER BY id"),
+            [2, 4, 5]
+        );
+        // A second pass finds nothing.
+        assert_eq!(prune(&mut store, &keep, now).unwrap().total(), 0);
+    }
+
+    #[test]
+    fn a_backlog_is_deleted_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("messages.db")).unwrap();
+        let now = Utc.timestamp_millis_opt(1_000 * DAY_MS).unwrap();
+        let n = BATCH * 2 + 10;
+        store
+            .conn()
+            .execute(
+                "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?1)
+                 INSERT INTO ipc_ledger (group_folder, request_id, request_type, status, response, applied_at)
+                 SELECT 'main', 'r' || i, 'message', 'ok', '{}', 0 FROM k",
+                [n as i64],
+            )
+            .unwrap();
+        let first = prune_step(&mut store, &Retention::default(), now).unwrap();
+        assert_eq!(first.ipc_ledger, BATCH);
+        assert!(first.more());
+        let rest = prune(&mut store, &Retention::default(), now).unwrap();
+        assert_eq!(rest.ipc_ledger, n - BATCH);
+        assert_eq!(counts(store.conn()).unwrap()[2], ("ipc_ledger", 0));
+    }
+}
