@@ -179,11 +179,12 @@ impl AgentTools {
             (Ok(None), Some(own)) => own.clone(),
             (Ok(None), None) => return refuse(ValidationError::new("chat_jid", "is required")),
         };
-        self.submit(Request::Message {
-            chat_jid,
-            text: a.text,
-        })
-        .await
+        // Refused here, before anything is written, like every other rule.
+        let text = match protocol::message_text(&a.text) {
+            Ok(t) => t,
+            Err(e) => return refuse(e),
+        };
+        self.submit(Request::Message { chat_jid, text }).await
     }
 
     #[tool(
@@ -428,9 +429,9 @@ impl ServerHandler for AgentTools {
     }
 }
 
-/// Serves the tools on stdin/stdout until the client closes them.
-pub fn serve_stdio() -> anyhow::Result<()> {
-    let tools = AgentTools::from_env()?;
+/// Serves the tools on stdin/stdout until the client closes them (`tools` from
+/// [`AgentTools::from_env`], whose errors are the caller's to report: exit 2).
+pub fn serve_stdio(tools: AgentTools) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -535,7 +535,7 @@ mod tests {
         root.write_atomic("w", b"new", Durability::Durable).unwrap();
         assert_eq!(std::fs::read(outside.path().join("secret")).unwrap(), b"s");
         assert_eq!(root.read_file("w", 10).unwrap(), b"new");
-        assert!(matches!(root.open_dir(".."), Err(_)));
+        assert!(root.open_dir("..").is_err());
         assert!(matches!(root.read_file("a/b", 10), Err(ReadError::Io(_))));
     }
 

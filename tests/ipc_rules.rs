@@ -217,3 +217,29 @@ fn a_relative_root_serves_requests_written_while_running() {
         assert_eq!(mode(&resp) & 0o077, 0, "responses are private");
     }
 }
+
+#[test]
+fn agent_tools_refuse_a_bad_environment_with_exit_2() {
+    for (var, value, needle) in [
+        ("RUST_CLAW_IPC_DIR", None, "RUST_CLAW_IPC_DIR"),
+        (
+            "RUST_CLAW_TIMEZONE",
+            Some("Mars/Base"),
+            "RUST_CLAW_TIMEZONE",
+        ),
+        ("RUST_CLAW_CHAT_JID", Some("not a jid"), "jid"),
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rust_claw"));
+        cmd.arg("agent-tools")
+            .env("RUST_CLAW_IPC_DIR", "/tmp")
+            .stdin(Stdio::null());
+        match value {
+            Some(v) => cmd.env(var, v),
+            None => cmd.env_remove(var),
+        };
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{var}: {err}");
+    }
+}

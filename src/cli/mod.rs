@@ -200,7 +200,10 @@ fn check_root(root: &std::path::Path, command: &Command) -> Result<(), CliError>
 fn run(cli: Cli) -> Result<(), CliError> {
     // Runs on the agent's side: it needs no root, configuration or store.
     if let Command::AgentTools = cli.command {
-        return crate::agent_tools::serve_stdio().map_err(CliError::Runtime);
+        // A bad environment is a configuration error (exit 2), not a runtime failure.
+        let tools = crate::agent_tools::AgentTools::from_env()
+            .map_err(|e| CliError::Invalid(format!("agent-tools: {e:#}")))?;
+        return crate::agent_tools::serve_stdio(tools).map_err(CliError::Runtime);
     }
     let root = match cli.root {
         Some(r) => r,

@@ -370,7 +370,8 @@ const REQUIRES_TRIGGER: &[&str] = &["requiresTrigger", "requires_trigger"];
 const SKILL_NAME: &[&str] = &["skillName", "skill_name"];
 const TARGET_FOLDER: &[&str] = &["targetGroupFolder", "target_group_folder"];
 
-fn message_text(text: &str) -> Result<String, ValidationError> {
+/// A `message` request's text: 1 to [`MAX_TEXT_CHARS`] characters, not blank.
+pub fn message_text(text: &str) -> Result<String, ValidationError> {
     if text.trim().is_empty() {
         return Err(ValidationError::new("text", "must not be empty"));
     }

@@ -124,8 +124,7 @@ fn claim_due_in(conn: &Connection, now: DateTime<Utc>, limit: usize) -> Result<P
         };
         task.next_run = next;
         if let Some(blocking) = tasks::in_flight_run(conn, &task.id)? {
-            let reason = format!("not started: run {blocking} of this task was still in flight");
-            tasks::record_skipped(conn, &task.id, due_at, now, &reason)?;
+            tasks::count_skipped(conn, blocking)?;
             tasks::update(conn, &task)?;
             pass.skipped.push(SkippedRun {
                 task_id: task.id.clone(),

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("schema_2_task_runs.sql"),
     include_str!("schema_3_task_listing.sql"),
+    include_str!("schema_4_run_skips.sql"),
 ];
 
 /// The schema version this build writes.
