@@ -318,7 +318,10 @@ async fn a_turn_past_its_timeout_is_stopped_and_leaves_no_container() {
     let started = Instant::now();
     let err = s.run_turn("take forever").await.unwrap_err();
     assert!(matches!(err, AgentError::TurnTimeout { secs: 2 }), "{err}");
-    assert!(err.is_permanent());
+    assert!(matches!(
+        err.failure(),
+        rust_claw::agent::error::Failure::Permanent { .. }
+    ));
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "{:?}",

@@ -322,7 +322,7 @@ impl Runner for ContainerRunner {
     }
 
     fn spawn(&self, spec: &SpawnSpec) -> Result<AgentProcess, RunnerError> {
-        let rt = self.runtime().map_err(RunnerError::Unavailable)?;
+        let rt = self.runtime().map_err(RunnerError::from)?;
         let name = format!("{NAME_PREFIX}{}-{}", spec.folder, now_ms());
         let args = self.run_args(rt, spec, &name)?;
         let mut cmd = rt.command();
@@ -385,7 +385,7 @@ impl Runner for ContainerRunner {
             if matches!(self.last_check(), Some(Ok(()))) {
                 return Ok(());
             }
-            self.check().await.map_err(RunnerError::Unavailable)
+            self.check().await.map_err(RunnerError::from)
         })
     }
 }
@@ -557,7 +557,10 @@ mod tests {
             r.agent_path(Path::new("/opt/bin/rust_claw")),
             Path::new(mounts::TOOLS_EXE)
         );
-        assert_eq!(r.agent_path(&paths.ipc_dir(&f)), Path::new("/workspace/ipc"));
+        assert_eq!(
+            r.agent_path(&paths.ipc_dir(&f)),
+            Path::new("/workspace/ipc")
+        );
         assert_eq!(
             r.agent_path(&paths.global_dir().join("AGENTS.md")),
             Path::new("/workspace/global/AGENTS.md")

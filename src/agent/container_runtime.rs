@@ -22,32 +22,59 @@ pub const NAME_PREFIX: &str = "rustclaw-";
 /// Why agents cannot run in containers right now. Each message names the fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ContainerError {
-    #[error(
-        "no container runtime: {wanted} is not installed (not found on PATH). Install podman \
-         (Debian/Ubuntu: apt-get install podman) and build the agent image with \
-         scripts/build-image.sh, or set AGENT_RUNNER=host"
-    )]
+    #[error("{}; {}", self.problem(), FIX_RUNTIME)]
     RuntimeMissing { wanted: String },
-    #[error(
-        "the agent image {image} is not built: run scripts/build-image.sh (or set \
-         AGENT_RUNNER=host)"
-    )]
+    #[error("{}; {}", self.problem(), FIX_IMAGE)]
     ImageMissing { image: String },
-    #[error(
-        "the agent image {image} speaks IPC version {found}, this rust_claw speaks {want}: \
-         rebuild it with scripts/build-image.sh"
-    )]
+    #[error("{}; {}", self.problem(), FIX_REBUILD)]
     VersionSkew {
         image: String,
         found: String,
         want: u32,
     },
-    #[error("{runtime} failed ({what}): {stderr}")]
+    #[error("{}", self.problem())]
     Broken {
         runtime: String,
         what: String,
         stderr: String,
     },
+}
+
+const FIX_RUNTIME: &str = "install podman (Debian/Ubuntu: apt-get install podman) and build \
+     the agent image with scripts/build-image.sh, or set AGENT_RUNNER=host";
+const FIX_IMAGE: &str = "run scripts/build-image.sh (or set AGENT_RUNNER=host)";
+const FIX_REBUILD: &str = "rebuild it with scripts/build-image.sh";
+
+impl ContainerError {
+    /// What is wrong, without the fix.
+    pub fn problem(&self) -> String {
+        match self {
+            ContainerError::RuntimeMissing { wanted } => {
+                format!("no container runtime: {wanted} is not installed (not found on PATH)")
+            }
+            ContainerError::ImageMissing { image } => {
+                format!("the agent image {image} is not built")
+            }
+            ContainerError::VersionSkew { image, found, want } => format!(
+                "the agent image {image} speaks IPC version {found}, this rust_claw speaks {want}"
+            ),
+            ContainerError::Broken {
+                runtime,
+                what,
+                stderr,
+            } => format!("{runtime} failed ({what}): {stderr}"),
+        }
+    }
+
+    /// What the owner must do; `None` when retrying may help (the runtime failed).
+    pub fn fix(&self) -> Option<&'static str> {
+        match self {
+            ContainerError::RuntimeMissing { .. } => Some(FIX_RUNTIME),
+            ContainerError::ImageMissing { .. } => Some(FIX_IMAGE),
+            ContainerError::VersionSkew { .. } => Some(FIX_REBUILD),
+            ContainerError::Broken { .. } => None,
+        }
+    }
 }
 
 /// The container CLI to call.

@@ -10,6 +10,7 @@
 //!   picks one from the configuration.
 //! - [`home`]: the per-group codex home (config.toml, memory, skills).
 //! - [`auth`]: the owner's login shared without leaks, refreshed tokens flowing back.
+//! - [`error`]: what can go wrong, and whether retrying can help.
 //! - [`session`] and [`turn`]: start a group's session, run/steer/interrupt turns.
 //! - [`text`]: what users see of an agent message.
 
@@ -18,6 +19,7 @@ pub mod codex;
 pub mod container;
 pub mod container_mounts;
 pub mod container_runtime;
+pub mod error;
 pub mod home;
 pub mod host;
 pub mod protocol;
@@ -28,8 +30,9 @@ pub mod session;
 pub mod text;
 pub mod turn;
 
+pub use error::{AgentError, Failure};
 pub use protocol::ApprovalDecision;
 pub use runner::{AgentChild, AgentProcess, Runner, RunnerError, SpawnSpec};
-pub use session::{AgentError, AgentSettings, Agents, Session};
+pub use session::{AgentSettings, Agents, Session};
 pub use text::strip_internal;
 pub use turn::{ActiveTurn, SessionHandle, TurnEnd, TurnEvent, TurnOutcome};

@@ -100,18 +100,25 @@ pub enum RunnerError {
         #[source]
         source: std::io::Error,
     },
-    /// Agents cannot run until the owner acts (runtime or image missing, image too
-    /// old): retrying does not help; the message names the fix.
-    #[error(transparent)]
-    Unavailable(#[from] super::container_runtime::ContainerError),
+    /// The runner cannot start agents until the owner sets something up (e.g. the
+    /// container image is missing): a permanent failure, shown to the chat at once.
+    #[error("{message}; {fix}")]
+    Setup { message: String, fix: String },
     #[error("{0}")]
     Other(String),
 }
 
-impl RunnerError {
-    /// True when retrying cannot help (tell the chat at once).
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, RunnerError::Unavailable(_))
+impl From<super::container_runtime::ContainerError> for RunnerError {
+    /// A missing runtime, image or IPC version is permanent until the owner acts
+    /// ([`RunnerError::Setup`]); a runtime that fails otherwise may recover.
+    fn from(e: super::container_runtime::ContainerError) -> RunnerError {
+        match e.fix() {
+            Some(fix) => RunnerError::Setup {
+                message: e.problem(),
+                fix: fix.to_owned(),
+            },
+            None => RunnerError::Other(e.to_string()),
+        }
     }
 }
 
