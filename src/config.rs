@@ -86,6 +86,8 @@ pub struct Config {
     pub agent_max_retries: u32,
     /// What one group's agent may make the host do through IPC.
     pub ipc_limits: crate::ipc::Limits,
+    /// How long the growing tables keep their rows (`RETAIN_*_DAYS`).
+    pub retention: crate::store::retention::Retention,
 }
 
 /// Every variable the daemon reads, its default and what it is for; `.env.example`
@@ -156,6 +158,14 @@ pub const VARIABLES: &[(&str, &str)] = &[
     (
         "IPC_QUARANTINE_MAX_BYTES",
         "bytes of refused IPC requests kept per group (oldest dropped)",
+    ),
+    (
+        "RETAIN_MESSAGES_DAYS",
+        "answered chat messages and task run logs older than this are deleted",
+    ),
+    (
+        "RETAIN_RECEIPTS_DAYS",
+        "sent replies (outbox) and applied IPC requests (ledger) older than this are deleted",
     ),
     ("RUST_LOG", "log filter, e.g. info or rust_claw=debug"),
 ];
@@ -269,6 +279,15 @@ impl Config {
                 )?,
             },
         };
+        let day = std::time::Duration::from_secs(86_400);
+        let history = day * parse_number(src, "RETAIN_MESSAGES_DAYS", 90, 1, 36_500)? as u32;
+        let receipts = day * parse_number(src, "RETAIN_RECEIPTS_DAYS", 7, 1, 36_500)? as u32;
+        let retention = crate::store::retention::Retention {
+            messages: history,
+            task_runs: history,
+            outbox: receipts,
+            ipc_ledger: receipts,
+        };
         let agent_runner = match src.get("AGENT_RUNNER").as_deref() {
             None | Some("container") => RunnerKind::Container,
             Some("host") => RunnerKind::Host,
@@ -326,6 +345,7 @@ impl Config {
             agent_retry_base_ms,
             agent_max_retries,
             ipc_limits,
+            retention,
         })
     }
 
