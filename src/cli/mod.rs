@@ -45,7 +45,7 @@ pub enum Command {
     RegisterGroup(groups::RegisterGroupArgs),
     /// List registered groups.
     ListGroups(ListArgs),
-    /// Unregister a chat. Its folder, tasks and history stay on disk.
+    /// Unregister a chat. Its folder, tasks and history stay on disk; its active tasks are paused.
     UnregisterGroup(groups::UnregisterGroupArgs),
     /// Create a scheduled task.
     CreateTask(tasks::CreateTaskArgs),
