@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::broadcast;
+use tracing::Instrument as _;
 
 use crate::agent::{AgentError, Agents, Session, TurnOutcome};
 use crate::channels::{BoxFuture, Inbound};
@@ -107,6 +108,9 @@ impl Orchestrator {
                             mentions_bot: m.mentions_assistant || m.direct,
                         },
                     )?;
+                    if let Some(id) = id {
+                        tracing::info!(chat = %jid, group = %group.folder, message = id, "message received");
+                    }
                     Ok(id.map(|_| group.folder))
                 })
             })
@@ -237,13 +241,20 @@ impl Orchestrator {
                     through,
                 } => {
                     let prompt = router::format_messages(&batch, self.config.timezone);
-                    tracing::info!(group = %group.folder, chat, messages = batch.len(), "starting a turn");
-                    self.typing(chat, true).await;
-                    let result = self.group_turn(group, session, &prompt).await;
-                    self.typing(chat, false).await;
-                    let outcome = result.map_err(|e| (e, through))?;
-                    self.commit_replies(chat, &outcome.messages, "reply", through)
-                        .await;
+                    let span = tracing::info_span!("turn", group = %group.folder, chat, through);
+                    async {
+                        tracing::info!(messages = batch.len(), "starting a turn");
+                        self.typing(chat, true).await;
+                        let result = self.group_turn(group, session, &prompt).await;
+                        self.typing(chat, false).await;
+                        let outcome = result.map_err(|e| (e, through))?;
+                        self.commit_replies(chat, &outcome.messages, "reply", through)
+                            .await;
+                        tracing::info!(replies = outcome.messages.len(), "turn done");
+                        Ok::<_, (AgentError, i64)>(())
+                    }
+                    .instrument(span)
+                    .await?;
                     self.attempts
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -365,71 +376,76 @@ impl GroupHandler for Orchestrator {
     }
 
     fn task<'a>(&'a self, run: DueRun, session: &'a mut Option<Session>) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let task = run.task.clone();
-            let f = task.group_folder.clone();
-            let group = match self
-                .store
-                .call(move |s| groups::get_by_folder(s.conn(), &f))
-                .await
-            {
-                Ok(Some(g)) => g,
-                other => {
-                    let why = match other {
-                        Err(e) => e.to_string(),
-                        _ => format!("group {} is no longer registered", task.group_folder),
-                    };
-                    self.finish_run(&run, RunOutcome::Error { error: why }, None)
-                        .await;
-                    return;
-                }
-            };
-            let prompt = router::format_task(&task, run.due_at, task.timezone);
-            let chat = task.chat_jid.to_string();
-            tracing::info!(task = %task.id, group = %group.folder, mode = %task.context_mode, "running a scheduled task");
-            self.typing(&chat, true).await;
-            let result = match task.context_mode {
-                ContextMode::Group => self.group_turn(&group, session, &prompt).await,
-                ContextMode::Isolated => {
-                    // A fresh, ephemeral thread in its own process: the group's session is
-                    // neither used nor replaced.
-                    match self
-                        .agents
-                        .start(&group.folder, group.is_main, ContextMode::Isolated)
-                        .await
-                    {
-                        Ok(mut s) => {
-                            let r = s.run_turn(&prompt).await;
-                            s.close().await;
-                            r
+        let span = tracing::info_span!("task_run", task = %run.task.id, run = run.run_id,
+            group = %run.task.group_folder);
+        Box::pin(
+            async move {
+                let task = run.task.clone();
+                let f = task.group_folder.clone();
+                let group = match self
+                    .store
+                    .call(move |s| groups::get_by_folder(s.conn(), &f))
+                    .await
+                {
+                    Ok(Some(g)) => g,
+                    other => {
+                        let why = match other {
+                            Err(e) => e.to_string(),
+                            _ => format!("group {} is no longer registered", task.group_folder),
+                        };
+                        self.finish_run(&run, RunOutcome::Error { error: why }, None)
+                            .await;
+                        return;
+                    }
+                };
+                let prompt = router::format_task(&task, run.due_at, task.timezone);
+                let chat = task.chat_jid.to_string();
+                tracing::info!(mode = %task.context_mode, "running a scheduled task");
+                self.typing(&chat, true).await;
+                let result = match task.context_mode {
+                    ContextMode::Group => self.group_turn(&group, session, &prompt).await,
+                    ContextMode::Isolated => {
+                        // A fresh, ephemeral thread in its own process: the group's session is
+                        // neither used nor replaced.
+                        match self
+                            .agents
+                            .start(&group.folder, group.is_main, ContextMode::Isolated)
+                            .await
+                        {
+                            Ok(mut s) => {
+                                let r = s.run_turn(&prompt).await;
+                                s.close().await;
+                                r
+                            }
+                            Err(e) => Err(e),
                         }
-                        Err(e) => Err(e),
+                    }
+                };
+                self.typing(&chat, false).await;
+                match result {
+                    Ok(outcome) => {
+                        let summary = outcome.final_message.clone().unwrap_or_default();
+                        self.finish_run(
+                            &run,
+                            RunOutcome::Success { result: summary },
+                            Some(outcome.messages),
+                        )
+                        .await
+                    }
+                    Err(e) => {
+                        let error = e.to_string();
+                        let note = format!(
+                            "Scheduled task {} failed. {}",
+                            task.id,
+                            Self::user_error(&e)
+                        );
+                        self.finish_run(&run, RunOutcome::Error { error }, Some(vec![note]))
+                            .await
                     }
                 }
-            };
-            self.typing(&chat, false).await;
-            match result {
-                Ok(outcome) => {
-                    let summary = outcome.final_message.clone().unwrap_or_default();
-                    self.finish_run(
-                        &run,
-                        RunOutcome::Success { result: summary },
-                        Some(outcome.messages),
-                    )
-                    .await
-                }
-                Err(e) => {
-                    let error = e.to_string();
-                    let note = format!(
-                        "Scheduled task {} failed. {}",
-                        task.id,
-                        Self::user_error(&e)
-                    );
-                    self.finish_run(&run, RunOutcome::Error { error }, Some(vec![note]))
-                        .await
-                }
             }
-        })
+            .instrument(span),
+        )
     }
 
     fn close(&self, folder: &FolderName, session: Session) -> BoxFuture<'_, ()> {

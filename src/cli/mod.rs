@@ -4,9 +4,14 @@
 //! 1 a runtime failure (database, filesystem, ...).
 
 mod chat;
+mod completions;
+mod doctor;
 mod groups;
+mod import;
 mod output;
+mod service;
 mod skills;
+mod status;
 mod tasks;
 
 use std::path::PathBuf;
@@ -16,6 +21,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::actions::ActionError;
 use crate::config::Config;
+use crate::logging::LogFormat;
 use crate::model::ValidationError;
 use crate::paths::Paths;
 use crate::store::{Store, StoreError};
@@ -65,6 +71,18 @@ pub enum Command {
     AgentTools,
     /// Chat with a group's assistant in this terminal (runs the whole pipeline here).
     Chat(chat::ChatArgs),
+    /// What the daemon on this root is doing: agents, queued work, next runs, errors.
+    Status(status::StatusArgs),
+    /// Install, remove or inspect RustClaw as a systemd service.
+    Service(service::ServiceArgs),
+    /// Check that this root can serve (config, store, runtime, login, Discord, disk).
+    Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff) to stdout: `rust_claw man > rust_claw.1`.
+    Man,
+    /// Import groups, tasks, memory and the sender allowlist from a NanoClaw v1 install.
+    ImportNanoclaw(import::ImportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -140,7 +158,6 @@ impl Context {
 /// Parses the command line and runs it; the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Run));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -153,21 +170,15 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Human-readable logs on stderr (journald keeps them). `RUST_LOG` tunes them; the
-/// default is `info` for the daemon and `warn` for one-shot admin verbs.
-fn init_logging(daemon: bool) {
-    let default = if daemon { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 fn run(cli: Cli) -> Result<(), CliError> {
     // Runs on the agent's side: it needs no root, configuration or store.
     if let Command::AgentTools = cli.command {
+        let format = std::env::var("LOG_FORMAT").ok();
+        let format = format
+            .as_deref()
+            .and_then(LogFormat::parse)
+            .unwrap_or_default();
+        crate::logging::init(false, format);
         return crate::agent_tools::serve_stdio().map_err(CliError::Runtime);
     }
     let root = match cli.root {
@@ -175,11 +186,23 @@ fn run(cli: Cli) -> Result<(), CliError> {
         None => std::env::current_dir()
             .map_err(|e| anyhow::anyhow!("cannot read the working directory: {e}"))?,
     };
-    let config = Config::load(&root).map_err(|e| CliError::Invalid(e.to_string()))?;
-    let ctx = Context {
-        paths: Paths::new(root),
-        config,
-    };
+    let loaded = Config::load(&root);
+    let paths = Paths::new(root);
+    match cli.command {
+        // Needs neither a valid configuration nor a root.
+        Command::Completions(a) => return completions::completions(a),
+        Command::Man => return completions::man(),
+        // Reports an invalid configuration instead of stopping at it.
+        Command::Doctor(a) => {
+            let format = loaded.as_ref().map(|c| c.log_format).unwrap_or_default();
+            crate::logging::init(false, format);
+            return doctor::doctor(&paths, &loaded, a);
+        }
+        _ => {}
+    }
+    let config = loaded.map_err(|e| CliError::Invalid(e.to_string()))?;
+    crate::logging::init(matches!(cli.command, Command::Run), config.log_format);
+    let ctx = Context { paths, config };
     match cli.command {
         Command::Run => crate::daemon::run(&ctx.paths, &ctx.config).map_err(CliError::Runtime),
         Command::BootstrapMain(a) => groups::bootstrap_main(&ctx, a),
@@ -193,7 +216,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::CancelTask(a) => tasks::cancel(&ctx, a),
         Command::TaskRuns(a) => tasks::runs(&ctx, a),
         Command::Skills(a) => skills::run(&ctx, a),
-        Command::AgentTools => unreachable!("handled above"),
+        Command::AgentTools | Command::Doctor(_) | Command::Completions(_) | Command::Man => {
+            unreachable!("handled above")
+        }
         Command::Chat(a) => chat::chat(&ctx, a),
+        Command::Status(a) => status::status(&ctx, a),
+        Command::Service(a) => service::run(&ctx, a),
+        Command::ImportNanoclaw(a) => import::import(&ctx, a),
     }
 }
