@@ -461,6 +461,7 @@ impl GroupHandler for Orchestrator {
 impl Orchestrator {
     /// Finishes a scheduled run and queues its output, in one transaction.
     async fn finish_run(&self, run: &DueRun, outcome: RunOutcome, replies: Option<Vec<String>>) {
+        let replies_n = replies.as_ref().map_or(0, Vec::len);
         let (run_id, chat, origin) = (
             run.run_id,
             run.task.chat_jid.to_string(),
@@ -481,6 +482,7 @@ impl Orchestrator {
             .await;
         match res {
             Ok(()) => {
+                tracing::info!(replies = replies_n, "scheduled run finished");
                 self.delivery.wake();
                 let _ = self.bus.send(Topic::Tasks);
             }

@@ -157,6 +157,9 @@ impl Context {
 
 /// Parses the command line and runs it; the process exit code.
 pub fn main() -> ExitCode {
+    // Private by construction: the store, .env copies, group folders, IPC files and
+    // anything our agents write are readable by this user only (`doctor` checks).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
