@@ -27,3 +27,9 @@ if [[ ! -x "$RUST_CLAW_TEST_CODEX" ]]; then
   npm install --no-audit --no-fund --prefix "$CODEX_PREFIX" "@openai/codex@$CODEX_VERSION" >/dev/null
 fi
 "$RUST_CLAW_TEST_CODEX" --version
+
+# systemd-analyze: tests verify the unit `rust_claw service install` writes.
+if ! command -v systemd-analyze >/dev/null; then
+  need_root "systemd (for systemd-analyze)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
+fi

@@ -578,7 +578,7 @@ fn check_disk(paths: &Paths) -> Check {
     const CRITICAL: u64 = 200 << 20;
     match nix::sys::statvfs::statvfs(paths.root()) {
         Ok(s) => {
-            let free = s.blocks_available() as u64 * s.fragment_size() as u64;
+            let free = s.blocks_available() * s.fragment_size();
             let text = format!("{} MiB free on the root's file system", free >> 20);
             if free < CRITICAL {
                 fail(

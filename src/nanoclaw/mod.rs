@@ -582,7 +582,7 @@ fn import_allowlist(opts: &Options, report: &mut Report) {
     if !opts.dry_run {
         let written = target
             .parent()
-            .map_or(Ok(()), |d| std::fs::create_dir_all(d))
+            .map_or(Ok(()), std::fs::create_dir_all)
             .and_then(|()| write_private(&target, text.as_bytes()));
         if let Err(e) = written {
             report.add(
