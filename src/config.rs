@@ -87,6 +87,10 @@ pub struct Config {
     pub agent_max_retries: u32,
     /// How log lines look (`LOG_FORMAT`).
     pub log_format: LogFormat,
+    /// What one group's agent may make the host do through IPC.
+    pub ipc_limits: crate::ipc::Limits,
+    /// How long the growing tables keep their rows (`RETAIN_*_DAYS`).
+    pub retention: crate::store::retention::Retention,
 }
 
 /// Every variable the daemon reads, its default and what it is for; `.env.example`
@@ -141,6 +145,30 @@ pub const VARIABLES: &[(&str, &str)] = &[
     (
         "AGENT_MAX_RETRIES",
         "retries of a failed turn before the chat is told",
+    ),
+    (
+        "MIN_TASK_INTERVAL_MS",
+        "shortest time between runs of a schedule an agent creates (the CLI's floor is 1000)",
+    ),
+    (
+        "MAX_TASKS_PER_GROUP",
+        "active scheduled tasks an agent can give one group",
+    ),
+    (
+        "IPC_QUARANTINE_MAX_FILES",
+        "refused IPC requests kept per group in data/ipc/errors/ (oldest dropped)",
+    ),
+    (
+        "IPC_QUARANTINE_MAX_BYTES",
+        "bytes of refused IPC requests kept per group (oldest dropped)",
+    ),
+    (
+        "RETAIN_MESSAGES_DAYS",
+        "answered chat messages and task run logs older than this are deleted",
+    ),
+    (
+        "RETAIN_RECEIPTS_DAYS",
+        "sent replies (outbox) and applied IPC requests (ledger) older than this are deleted",
     ),
     ("RUST_LOG", "log filter, e.g. info or rust_claw=debug"),
     (
@@ -236,6 +264,37 @@ impl Config {
         let idle_timeout_ms = parse_number(src, "IDLE_TIMEOUT_MS", 300_000, 1_000, 86_400_000)?;
         let agent_retry_base_ms = parse_number(src, "AGENT_RETRY_BASE_MS", 5_000, 1, 600_000)?;
         let agent_max_retries = parse_number(src, "AGENT_MAX_RETRIES", 5, 0, 20)? as u32;
+        let ipc_limits = crate::ipc::Limits {
+            min_task_interval_ms: parse_number(
+                src,
+                "MIN_TASK_INTERVAL_MS",
+                60_000,
+                1_000,
+                86_400_000,
+            )?,
+            max_tasks_per_group: parse_number(src, "MAX_TASKS_PER_GROUP", 200, 1, 100_000)?
+                as usize,
+            quarantine: crate::ipc::QuarantineLimits {
+                max_files: parse_number(src, "IPC_QUARANTINE_MAX_FILES", 1_000, 1, 1_000_000)?
+                    as usize,
+                max_bytes: parse_number(
+                    src,
+                    "IPC_QUARANTINE_MAX_BYTES",
+                    64 * 1024 * 1024,
+                    1024 * 1024,
+                    1 << 40,
+                )?,
+            },
+        };
+        let day = std::time::Duration::from_secs(86_400);
+        let history = day * parse_number(src, "RETAIN_MESSAGES_DAYS", 90, 1, 36_500)? as u32;
+        let receipts = day * parse_number(src, "RETAIN_RECEIPTS_DAYS", 7, 1, 36_500)? as u32;
+        let retention = crate::store::retention::Retention {
+            messages: history,
+            task_runs: history,
+            outbox: receipts,
+            ipc_ledger: receipts,
+        };
         let agent_runner = match src.get("AGENT_RUNNER").as_deref() {
             None | Some("container") => RunnerKind::Container,
             Some("host") => RunnerKind::Host,
@@ -298,6 +357,8 @@ impl Config {
             idle_timeout_ms,
             agent_retry_base_ms,
             agent_max_retries,
+            ipc_limits,
+            retention,
         })
     }
 

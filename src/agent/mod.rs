@@ -7,11 +7,13 @@
 //! - [`runner`]: the object-safe [`runner::Runner`] boundary; [`host`] implements it.
 //! - [`home`]: the per-group codex home (config.toml, memory, skills).
 //! - [`auth`]: the owner's login shared without leaks, refreshed tokens flowing back.
+//! - [`error`]: what can go wrong, and whether retrying can help.
 //! - [`session`] and [`turn`]: start a group's session, run/steer/interrupt turns.
 //! - [`text`]: what users see of an agent message.
 
 pub mod auth;
 pub mod codex;
+pub mod error;
 pub mod home;
 pub mod host;
 pub mod protocol;
@@ -21,8 +23,9 @@ pub mod session;
 pub mod text;
 pub mod turn;
 
+pub use error::{AgentError, Failure};
 pub use protocol::ApprovalDecision;
 pub use runner::{AgentChild, AgentProcess, Runner, RunnerError, SpawnSpec};
-pub use session::{AgentError, AgentSettings, Agents, Session};
+pub use session::{AgentSettings, Agents, Session};
 pub use text::strip_internal;
 pub use turn::{ActiveTurn, SessionHandle, TurnEnd, TurnEvent, TurnOutcome};

@@ -97,6 +97,10 @@ pub enum RunnerError {
         #[source]
         source: std::io::Error,
     },
+    /// The runner cannot start agents until the owner sets something up (e.g. the
+    /// container image is missing): a permanent failure, shown to the chat at once.
+    #[error("{message}; {fix}")]
+    Setup { message: String, fix: String },
     #[error("{0}")]
     Other(String),
 }

@@ -14,17 +14,18 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::auth::{self, AuthError};
+use super::auth;
 use super::codex::{CodexClient, CodexEvent};
+pub use super::error::AgentError;
 use super::home::{self, HomeConfig, HomeError};
 use super::protocol::{ApprovalDecision, ThreadParams, UserInput};
 use super::rpc::{Notification, RpcError};
-use super::runner::{AgentChild, AgentProcess, Runner, RunnerError, SpawnSpec};
+use super::runner::{AgentChild, AgentProcess, Runner, SpawnSpec};
 use super::turn::{ActiveTurn, SessionHandle, TurnOutcome};
 use crate::config::Config;
 use crate::model::{ContextMode, FolderName};
 use crate::paths::Paths;
-use crate::store::{SharedStore, StoreError, sessions, skills};
+use crate::store::{SharedStore, sessions, skills};
 
 /// How long codex may take to answer a handshake or thread request (it starts MCP
 /// servers while opening a thread).
@@ -33,55 +34,6 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(60);
 const EXIT_GRACE: Duration = Duration::from_secs(3);
 /// How often (every 100 ms) to retry a thread another codex process still holds.
 const WRITER_RETRIES: u32 = 30;
-
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    #[error(transparent)]
-    Login(#[from] AuthError),
-    #[error("cannot prepare the agent's codex home: {0}")]
-    Home(#[from] HomeError),
-    #[error(transparent)]
-    Runner(#[from] RunnerError),
-    #[error("codex {step} failed: {source}{stderr}")]
-    Rpc {
-        step: &'static str,
-        source: RpcError,
-        /// codex's last stderr lines, prefixed with a newline, or empty.
-        stderr: String,
-    },
-    #[error("codex did not answer {step} within {secs} s")]
-    Timeout { step: &'static str, secs: u64 },
-    #[error("codex turn failed: {message}")]
-    TurnFailed { message: String },
-    #[error("codex exited during the turn{stderr}")]
-    Exited { stderr: String },
-    #[error("no turn is running")]
-    NoActiveTurn,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl AgentError {
-    pub(super) fn rpc(step: &'static str, source: RpcError, stderr: String) -> AgentError {
-        AgentError::Rpc {
-            step,
-            source,
-            stderr,
-        }
-    }
-
-    /// True when the user must log in again (for the short error shown in the chat).
-    pub fn is_login_required(&self) -> bool {
-        match self {
-            AgentError::Login(AuthError::LoginRequired) => true,
-            AgentError::TurnFailed { message } => {
-                let m = message.to_ascii_lowercase();
-                m.contains("401") || m.contains("unauthorized") || m.contains("log in again")
-            }
-            _ => false,
-        }
-    }
-}
 
 /// How agents are run, from the daemon's configuration.
 #[derive(Debug, Clone)]

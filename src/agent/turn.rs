@@ -9,8 +9,9 @@
 use std::sync::{Arc, Mutex};
 
 use super::codex::{CodexClient, CodexEvent};
+use super::error::{AgentError, CodexErrorInfo};
 use super::protocol::{TurnStatus, UserInput};
-use super::session::{AgentError, Session};
+use super::session::Session;
 use super::text::strip_internal;
 
 /// What the orchestrator sees during a turn.
@@ -101,7 +102,7 @@ pub struct ActiveTurn<'a> {
     pub(super) session: &'a mut Session,
     pub(super) turn_id: String,
     pub(super) messages: Vec<String>,
-    pub(super) last_error: Option<String>,
+    pub(super) last_error: Option<(String, Option<CodexErrorInfo>)>,
     pub(super) outcome: Option<Result<TurnOutcome, AgentError>>,
 }
 
@@ -150,12 +151,13 @@ impl ActiveTurn<'_> {
                 }
                 CodexEvent::Error {
                     message,
+                    info,
                     will_retry,
                     ..
                 } => {
-                    tracing::warn!(group = %self.session.folder, %message, will_retry, "codex reported an error");
+                    tracing::warn!(group = %self.session.folder, %message, ?info, will_retry, "codex reported an error");
                     if !will_retry {
-                        self.last_error = Some(message);
+                        self.last_error = Some((message, info));
                     }
                 }
                 CodexEvent::TurnStarted { .. } => {}
@@ -165,18 +167,29 @@ impl ActiveTurn<'_> {
                         TurnStatus::Completed => Ok(TurnEnd::Completed),
                         TurnStatus::Interrupted => Ok(TurnEnd::Interrupted),
                         TurnStatus::Failed | TurnStatus::InProgress => {
-                            Err(AgentError::TurnFailed {
-                                message: turn
-                                    .error
-                                    .map(|e| match e.additional_details {
+                            let earlier = self.last_error.take();
+
+                            let (message, info) = turn
+                                .error
+                                .map(|e| {
+                                    let info =
+                                        CodexErrorInfo::from_json(e.codex_error_info.as_ref());
+                                    let message = match e.additional_details {
                                         Some(d) if !d.is_empty() => format!("{} ({d})", e.message),
                                         _ => e.message,
-                                    })
-                                    .or_else(|| self.last_error.take())
-                                    .unwrap_or_else(|| {
-                                        "codex reported a failed turn without a message".into()
-                                    }),
-                            })
+                                    };
+                                    (message, info)
+                                })
+                                .or(earlier.clone())
+                                .unwrap_or_else(|| {
+                                    (
+                                        "codex reported a failed turn without a message".into(),
+                                        None,
+                                    )
+                                });
+                            // The `error` notification may have carried the classification.
+                            let info = info.or(earlier.and_then(|(_, info)| info));
+                            Err(AgentError::TurnFailed { message, info })
                         }
                     };
                     self.outcome = Some(end.map(|end| TurnOutcome {

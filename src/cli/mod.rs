@@ -173,6 +173,38 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Only `bootstrap-main`, `run`, `chat` and `import-nanoclaw` may start a new root; they
+/// say so, and make its `data/` and `groups/` private. Any other verb on a directory
+/// without a store is a mistake (a typo in --root): exit 2 naming the path and the fix.
+fn check_root(root: &std::path::Path, command: &Command) -> Result<(), CliError> {
+    let paths = Paths::new(root);
+    let exists = paths.database().exists();
+    let creates = matches!(
+        command,
+        Command::Run | Command::Chat(_) | Command::BootstrapMain(_) | Command::ImportNanoclaw(_)
+    );
+    if !creates {
+        if exists {
+            return Ok(());
+        }
+        return Err(CliError::Invalid(format!(
+            "{} is not a RustClaw root (no {}); pass the right --root (or RUST_CLAW_ROOT), or create one with `rust_claw --root {} bootstrap-main --jid <channel id>@discord`",
+            root.display(),
+            paths.database().display(),
+            root.display()
+        )));
+    }
+    if !exists {
+        eprintln!("creating a new RustClaw root at {}", root.display());
+    }
+    for dir in [paths.root().join("data"), paths.groups_dir()] {
+        crate::safe_dir::ensure_private_dir(&dir).map_err(|e| {
+            CliError::Runtime(anyhow::anyhow!("cannot create {}: {e}", dir.display()))
+        })?;
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), CliError> {
     // Runs on the agent's side: it needs no root, configuration or store.
     if let Command::AgentTools = cli.command {
@@ -182,20 +214,27 @@ fn run(cli: Cli) -> Result<(), CliError> {
             .and_then(LogFormat::parse)
             .unwrap_or_default();
         crate::logging::init(false, format);
-        return crate::agent_tools::serve_stdio().map_err(CliError::Runtime);
+        // A bad environment is a configuration error (exit 2), not a runtime failure.
+        let tools = crate::agent_tools::AgentTools::from_env()
+            .map_err(|e| CliError::Invalid(format!("agent-tools: {e:#}")))?;
+        return crate::agent_tools::serve_stdio(tools).map_err(CliError::Runtime);
     }
     let root = match cli.root {
         Some(r) => r,
         None => std::env::current_dir()
             .map_err(|e| anyhow::anyhow!("cannot read the working directory: {e}"))?,
     };
+    // Resolved once: everything later (the watcher's paths included) is absolute, so a
+    // relative --root means the same directory whatever the working directory becomes.
+    let root = std::path::absolute(&root)
+        .map_err(|e| CliError::Invalid(format!("invalid --root {}: {e}", root.display())))?;
     let loaded = Config::load(&root);
-    let paths = Paths::new(root);
+    let paths = Paths::new(&root);
     match cli.command {
         // Needs neither a valid configuration nor a root.
         Command::Completions(a) => return completions::completions(a),
         Command::Man => return completions::man(),
-        // Reports an invalid configuration instead of stopping at it.
+        // Reports an invalid configuration instead of stopping at it; needs no store.
         Command::Doctor(a) => {
             let format = loaded.as_ref().map(|c| c.log_format).unwrap_or_default();
             crate::logging::init(false, format);
@@ -205,6 +244,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
     }
     let config = loaded.map_err(|e| CliError::Invalid(e.to_string()))?;
     crate::logging::init(matches!(cli.command, Command::Run), config.log_format);
+    // A unit may be written (or removed) before the root has a store.
+    if !matches!(cli.command, Command::Service(_)) {
+        check_root(&root, &cli.command)?;
+    }
     let ctx = Context { paths, config };
     match cli.command {
         Command::Run => crate::daemon::run(&ctx.paths, &ctx.config).map_err(CliError::Runtime),

@@ -27,6 +27,17 @@ pub fn rss_kib(pid: impl std::fmt::Display) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Private memory a process has written (`Private_Dirty` in `/proc/<pid>/smaps_rollup`)
+/// in KiB: what it really costs, unlike RSS, which counts clean shared pages the kernel
+/// may drop at will. `None` once the process is gone.
+pub fn private_dirty_kib(pid: impl std::fmt::Display) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Private_Dirty:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// CPU time a process (`"self"` or a pid) has used, its reaped children included
 /// (utime + stime + cutime + cstime from `/proc/<pid>/stat`); `None` once the process
 /// is gone.
