@@ -25,6 +25,8 @@ pub enum Copied {
     /// Already present in the target: left as it is.
     Present(String),
     Skipped(String, String),
+    /// Not in the source at all.
+    Missing(String),
 }
 
 fn dir_flags() -> OFlag {
@@ -192,6 +194,11 @@ pub fn copy_file(
             Ok(Some(_)) => return Copied::Present(shown),
             Err(e) => return Copied::Skipped(shown, e.to_string()),
         }
+    }
+    match kind_at(src, from) {
+        Ok(None) => return Copied::Missing(shown),
+        Ok(Some(_)) => {}
+        Err(e) => return Copied::Skipped(shown, e.to_string()),
     }
     let bytes = match read_file(src, from) {
         Ok(b) => b,

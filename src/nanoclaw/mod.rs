@@ -447,12 +447,8 @@ fn import_folders(
                 Copied::Present(p) => {
                     report.add("file", p, Outcome::Present, "the target exists; left alone")
                 }
-                Copied::Skipped(p, why)
-                    if why == "No such file or directory"
-                        || why == "ENOENT: No such file or directory" =>
-                {
-                    let _ = p;
-                }
+                // A group folder without a CLAUDE.md: nothing to say.
+                Copied::Missing(_) => {}
                 Copied::Skipped(p, why) => report.add("file", p, Outcome::Skipped, why),
             }
         }
