@@ -293,7 +293,8 @@ impl Orchestrator {
                 delay.as_secs().max(1),
                 self.config.agent_max_retries + 1
             );
-            self.tell(chat, crate::text::clip(&text, MAX_ERROR_CHARS)).await;
+            self.tell(chat, crate::text::clip(&text, MAX_ERROR_CHARS))
+                .await;
         }
         Some(delay)
     }
