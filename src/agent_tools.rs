@@ -429,6 +429,12 @@ impl ServerHandler for AgentTools {
     }
 }
 
+/// The version of the IPC request/response files these tools write and read. Bump it
+/// with any incompatible change to `ipc::protocol`: a container image whose
+/// `rust_claw` speaks another version is refused (rebuild it with
+/// scripts/build-image.sh).
+pub const IPC_VERSION: u32 = 1;
+
 /// Serves the tools on stdin/stdout until the client closes them (`tools` from
 /// [`AgentTools::from_env`], whose errors are the caller's to report: exit 2).
 pub fn serve_stdio(tools: AgentTools) -> anyhow::Result<()> {

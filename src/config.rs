@@ -75,6 +75,14 @@ pub struct Config {
     pub agent_runner: RunnerKind,
     pub container_runtime: ContainerRuntime,
     pub container_image: String,
+    /// `--network` for agent containers; `None`: the runtime's default network.
+    pub container_network: Option<String>,
+    /// `--pids-limit`, `--memory`, `--cpus` of each agent container.
+    pub container_pids_limit: u64,
+    pub container_memory: String,
+    pub container_cpus: String,
+    /// A turn running longer is interrupted, then its agent (container) is stopped.
+    pub agent_turn_timeout_ms: u64,
     pub codex_bin: PathBuf,
     pub codex_auth_dir: PathBuf,
     pub codex_config: Option<PathBuf>,
@@ -120,6 +128,23 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("AGENT_RUNNER", "container | host"),
     ("CONTAINER_RUNTIME", "auto | podman | docker"),
     ("CONTAINER_IMAGE", "image the agent containers run"),
+    (
+        "CONTAINER_NETWORK",
+        "network of agent containers: empty (runtime default), none, host or a named network",
+    ),
+    (
+        "CONTAINER_PIDS_LIMIT",
+        "processes an agent container may run",
+    ),
+    (
+        "CONTAINER_MEMORY",
+        "memory limit of an agent container (e.g. 2g)",
+    ),
+    ("CONTAINER_CPUS", "CPUs an agent container may use (e.g. 2)"),
+    (
+        "AGENT_TURN_TIMEOUT_MS",
+        "a turn running longer is interrupted and its container stopped",
+    ),
     ("CODEX_BIN", "the codex CLI used by the host runner"),
     (
         "CODEX_AUTH_DIR",
@@ -312,6 +337,47 @@ impl Config {
                 ));
             }
         };
+        let container_pids_limit = parse_number(src, "CONTAINER_PIDS_LIMIT", 512, 16, 65_536)?;
+        let container_memory = src
+            .get("CONTAINER_MEMORY")
+            .unwrap_or_else(|| "2g".to_owned());
+        if !is_size(&container_memory) {
+            return Err(invalid(
+                "CONTAINER_MEMORY",
+                &container_memory,
+                "must be a number with an optional unit b, k, m or g (e.g. 2g)",
+            ));
+        }
+        let container_cpus = src.get("CONTAINER_CPUS").unwrap_or_else(|| "2".to_owned());
+        if !container_cpus
+            .parse::<f64>()
+            .is_ok_and(|c| c > 0.0 && c <= 1024.0)
+        {
+            return Err(invalid(
+                "CONTAINER_CPUS",
+                &container_cpus,
+                "must be a positive number of CPUs (e.g. 1.5)",
+            ));
+        }
+        let container_network = src.get("CONTAINER_NETWORK");
+        if let Some(n) = &container_network
+            && !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            return Err(invalid(
+                "CONTAINER_NETWORK",
+                n,
+                "must be none, host or a network name (letters, digits, _ . -)",
+            ));
+        }
+        let agent_turn_timeout_ms = parse_number(
+            src,
+            "AGENT_TURN_TIMEOUT_MS",
+            30 * 60 * 1000,
+            1_000,
+            7 * 86_400_000,
+        )?;
         let home = std::env::var_os("HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/root"));
@@ -343,6 +409,11 @@ impl Config {
             container_image: src
                 .get("CONTAINER_IMAGE")
                 .unwrap_or_else(|| "rust-claw-codex-agent:latest".to_owned()),
+            container_network,
+            container_pids_limit,
+            container_memory,
+            container_cpus,
+            agent_turn_timeout_ms,
             codex_bin: src
                 .get("CODEX_BIN")
                 .map(|v| expand_home(&v, &home))
@@ -386,6 +457,15 @@ fn parse_number(
             )),
         },
     }
+}
+
+/// A byte size as podman and docker take it: digits, optionally one unit letter.
+fn is_size(v: &str) -> bool {
+    let digits = v.trim_end_matches(['b', 'k', 'm', 'g', 'B', 'K', 'M', 'G']);
+    !digits.is_empty()
+        && v.len() - digits.len() <= 1
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && digits.parse::<u64>().is_ok_and(|n| n > 0)
 }
 
 /// `~/x` → `$HOME/x`, as a shell would (`.env` files are not read by a shell).
@@ -446,6 +526,12 @@ mod tests {
         assert_eq!(c.max_concurrent_agents, 5);
         assert_eq!(c.agent_runner, RunnerKind::Container);
         assert!(c.discord_bot_token.is_none());
+        assert_eq!(c.agent_turn_timeout_ms, 1_800_000);
+        assert_eq!(
+            (c.container_memory.as_str(), c.container_cpus.as_str()),
+            ("2g", "2")
+        );
+        assert_eq!(c.container_network, None);
     }
 
     #[test]
@@ -462,6 +548,11 @@ mod tests {
             ("ASSISTANT_NAME", "Andy Bot"),
             ("CODEX_REASONING_EFFORT", "max"),
             ("LOG_FORMAT", "xml"),
+            ("CONTAINER_MEMORY", "lots"),
+            ("CONTAINER_CPUS", "-1"),
+            ("CONTAINER_NETWORK", "host;rm"),
+            ("CONTAINER_PIDS_LIMIT", "1"),
+            ("AGENT_TURN_TIMEOUT_MS", "5"),
         ] {
             let e = Config::from_source(&src(&[(var, value)])).unwrap_err();
             assert!(e.to_string().starts_with(&format!("invalid {var}=")), "{e}");

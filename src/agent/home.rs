@@ -48,6 +48,9 @@ pub struct HomeConfig {
     pub reasoning_effort: Option<String>,
     /// codex's `approval_policy`: when codex asks us (never | on-request | untrusted).
     pub approval_policy: String,
+    /// codex's `sandbox_mode`: `workspace-write` on the host; `danger-full-access` in
+    /// a container, which is itself the boundary.
+    pub sandbox_mode: String,
     /// The `rust_claw` executable that serves `agent-tools` (as codex will see it).
     pub tools_exe: PathBuf,
     /// The group's IPC directory (as codex will see it).
@@ -102,7 +105,7 @@ pub fn render_config(c: &HomeConfig) -> String {
         root.insert("model_reasoning_effort".into(), e.clone().into());
     }
     root.insert("approval_policy".into(), c.approval_policy.clone().into());
-    root.insert("sandbox_mode".into(), "workspace-write".into());
+    root.insert("sandbox_mode".into(), c.sandbox_mode.clone().into());
     let mut sww = Table::new();
     sww.insert("writable_roots".into(), paths_array(&c.writable_roots));
     sww.insert("network_access".into(), false.into());
@@ -327,6 +330,7 @@ mod tests {
             model: Some("gpt-x".into()),
             reasoning_effort: Some("high".into()),
             approval_policy: "never".into(),
+            sandbox_mode: "workspace-write".into(),
             tools_exe: "/opt/rust_claw".into(),
             ipc_dir: "/root/data/ipc/team".into(),
             chat_jid: Some("1@discord".into()),

@@ -51,7 +51,7 @@ pub enum Command {
     RegisterGroup(groups::RegisterGroupArgs),
     /// List registered groups.
     ListGroups(ListArgs),
-    /// Unregister a chat. Its folder, tasks and history stay on disk.
+    /// Unregister a chat. Its folder, tasks and history stay on disk; its active tasks are paused.
     UnregisterGroup(groups::UnregisterGroupArgs),
     /// Create a scheduled task.
     CreateTask(tasks::CreateTaskArgs),
@@ -68,7 +68,7 @@ pub enum Command {
     /// List, enable or disable a group's skills.
     Skills(skills::SkillsArgs),
     /// The MCP server (stdio) an agent uses to reach the host (env RUST_CLAW_IPC_DIR).
-    AgentTools,
+    AgentTools(AgentToolsArgs),
     /// Chat with a group's assistant in this terminal (runs the whole pipeline here).
     Chat(chat::ChatArgs),
     /// What the daemon on this root is doing: agents, queued work, next runs, errors.
@@ -83,6 +83,14 @@ pub enum Command {
     Man,
     /// Import groups, tasks, memory and the sender allowlist from a NanoClaw v1 install.
     ImportNanoclaw(import::ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentToolsArgs {
+    /// Print the IPC protocol version these tools speak and exit (the daemon checks
+    /// the agent image's against its own).
+    #[arg(long)]
+    pub ipc_version: bool,
 }
 
 #[derive(Debug, Args)]
@@ -207,7 +215,11 @@ fn check_root(root: &std::path::Path, command: &Command) -> Result<(), CliError>
 
 fn run(cli: Cli) -> Result<(), CliError> {
     // Runs on the agent's side: it needs no root, configuration or store.
-    if let Command::AgentTools = cli.command {
+    if let Command::AgentTools(a) = &cli.command {
+        if a.ipc_version {
+            println!("{}", crate::agent_tools::IPC_VERSION);
+            return Ok(());
+        }
         let format = std::env::var("LOG_FORMAT").ok();
         let format = format
             .as_deref()
@@ -262,7 +274,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::CancelTask(a) => tasks::cancel(&ctx, a),
         Command::TaskRuns(a) => tasks::runs(&ctx, a),
         Command::Skills(a) => skills::run(&ctx, a),
-        Command::AgentTools | Command::Doctor(_) | Command::Completions(_) | Command::Man => {
+        Command::AgentTools(_) | Command::Doctor(_) | Command::Completions(_) | Command::Man => {
             unreachable!("handled above")
         }
         Command::Chat(a) => chat::chat(&ctx, a),
