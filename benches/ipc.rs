@@ -66,6 +66,7 @@ async fn start(paths: &Paths, store: &SharedStore) -> rust_claw::ipc::IpcHandle 
         paths: paths.clone(),
         default_trigger: "@Andy".into(),
         timezone: chrono_tz::UTC,
+        limits: rust_claw::ipc::Limits::default(),
     };
     IpcService::start_with(env, store.clone(), bus)
         .await

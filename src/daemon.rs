@@ -46,13 +46,15 @@ pub struct InstanceLock {
 
 impl InstanceLock {
     pub fn acquire(paths: &Paths) -> Result<InstanceLock> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let path = paths.daemon_lock();
-        std::fs::create_dir_all(paths.store_dir())
+        crate::safe_dir::ensure_private_dir(&paths.store_dir())
             .with_context(|| format!("cannot create {}", paths.store_dir().display()))?;
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -125,6 +127,8 @@ pub struct Daemon {
     background: JoinSet<()>,
     /// Messages taken in from channels (stored or not), and a wake-up for waiters.
     ingested: Arc<(AtomicU64, Notify)>,
+    /// Removes agent containers still running at shutdown.
+    runner: Arc<dyn Runner>,
 }
 
 impl Daemon {
@@ -136,9 +140,9 @@ impl Daemon {
         store: Store,
         channels: Vec<Arc<dyn Channel>>,
     ) -> Result<Daemon> {
-        let runner = crate::agent::runner::from_config(&config)?;
         let settings =
             AgentSettings::from_config(&config).context("cannot find the rust_claw executable")?;
+        let runner = crate::agent::runners::from_config(paths, &config, &settings.tools_exe);
         Daemon::start_with(paths, config, store, channels, settings, runner).await
     }
 
@@ -153,6 +157,12 @@ impl Daemon {
         runner: Arc<dyn Runner>,
     ) -> Result<Daemon> {
         let store = SharedStore::new(store);
+        // Containers a killed previous run left behind; then say now (not at the first
+        // message) when agents cannot run, and how to fix it.
+        runner.cleanup().await;
+        if let Err(e) = runner.preflight().await {
+            tracing::error!("agents cannot run: {e}");
+        }
         // What changed (tasks, groups, skills, outbox): from IPC, the orchestrator and,
         // through the control watcher, CLI processes.
         let (bus, _) = broadcast::channel::<Topic>(1024);
@@ -160,7 +170,7 @@ impl Daemon {
         let mut background = JoinSet::new();
 
         let delivery = Delivery::new(store.clone());
-        let agents = Agents::new(paths.clone(), settings, runner, store.clone());
+        let agents = Agents::new(paths.clone(), settings, runner.clone(), store.clone());
         let orchestrator = Arc::new(Orchestrator::new(
             config.clone(),
             store.clone(),
@@ -252,6 +262,7 @@ impl Daemon {
             delivery_task,
             background,
             ingested,
+            runner,
         })
     }
 
@@ -327,6 +338,7 @@ impl Daemon {
         let _ = tokio::time::timeout(FLUSH_GRACE, self.delivery.pass(&mut retries)).await;
         self.ipc.shutdown().await;
         self.background.shutdown().await;
+        self.runner.cleanup().await;
     }
 }
 

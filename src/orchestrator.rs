@@ -238,7 +238,7 @@ impl Orchestrator {
             }
             _ => format!("I couldn't answer because the agent failed: {first}"),
         };
-        router_clip(&text, MAX_ERROR_CHARS)
+        crate::text::clip(&text, MAX_ERROR_CHARS)
     }
 
     /// Queues `text` for `chat` without moving its cursor (the messages stay unanswered).
@@ -289,7 +289,8 @@ impl Orchestrator {
                 delay.as_secs().max(1),
                 self.config.agent_max_retries + 1
             );
-            self.tell(chat, router_clip(&text, MAX_ERROR_CHARS)).await;
+            self.tell(chat, crate::text::clip(&text, MAX_ERROR_CHARS))
+                .await;
         }
         Some(delay)
     }
@@ -401,16 +402,6 @@ fn chats_of(g: &Group) -> Vec<String> {
         chats.push(local);
     }
     chats
-}
-
-fn router_clip(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_owned()
-    } else {
-        let mut s: String = text.chars().take(max - 1).collect();
-        s.push('…');
-        s
-    }
 }
 
 impl GroupHandler for Orchestrator {

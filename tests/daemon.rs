@@ -299,7 +299,7 @@ fn a_task_created_by_the_cli_wakes_the_running_daemon() {
             "--schedule-type",
             "interval",
             "--schedule-value",
-            "500",
+            "1000",
         ],
     );
     let line = daemon.expect_line("task due", Duration::from_secs(10));
@@ -411,7 +411,7 @@ fn sigterm_stops_the_daemon_quickly() {
             "--schedule-type",
             "interval",
             "--schedule-value",
-            "500",
+            "1000",
         ],
     );
     root.wait_requests(1);

@@ -310,7 +310,8 @@ async fn scheduled_tasks_run_before_waiting_messages_and_reply_in_their_chat() {
     // The first turn is slow; meanwhile a message and a due task queue up behind it.
     rig.t.mock.push([Reply::Stream {
         pieces: vec!["slow ".into(), "answer".into()],
-        gap: Duration::from_millis(1500),
+        // Longer than the task's 1 s interval (the shortest the CLI allows).
+        gap: Duration::from_millis(2500),
     }]);
     rig.t.mock.respond_with(|req| {
         let body = req.to_string();
@@ -340,7 +341,7 @@ async fn scheduled_tasks_run_before_waiting_messages_and_reply_in_their_chat() {
             "--schedule-type",
             "interval",
             "--schedule-value",
-            "300",
+            "1000",
         ])
         .output()
         .unwrap();

@@ -328,6 +328,7 @@ fn child(root: &Path) {
             approval_policy: "never".to_owned(),
             approvals: ApprovalDecision::Decline,
             timezone: Some("UTC".to_owned()),
+            turn_timeout: Duration::from_secs(1800),
         };
         let channel: Arc<dyn Channel> = Arc::new(FileChannel::open(root));
         let daemon = Daemon::start_with(

@@ -10,6 +10,7 @@
 //! | `CODEX_CONFIG` unreadable or invalid (ours or codex's check) | `Permanent` | fix `CODEX_CONFIG`     |
 //! | codex binary missing                               | `Permanent` | set `CODEX_BIN` / install    |
 //! | runner cannot start until set up (e.g. no image)   | `Permanent` | the runner's own fix         |
+//! | a turn ran past `AGENT_TURN_TIMEOUT_MS`            | `Permanent` | ask for less / raise the limit |
 //! | network error, 408/429/5xx, codex crash or timeout | `Transient` | retried with back-off        |
 //! | the daemon is shutting down                        | `Shutdown`  | nothing (answered after restart) |
 //!
@@ -50,6 +51,11 @@ pub enum AgentError {
     },
     #[error("codex exited during the turn{stderr}")]
     Exited { stderr: String },
+    #[error(
+        "the turn ran longer than AGENT_TURN_TIMEOUT_MS ({secs} s): it was interrupted and \
+         the agent stopped"
+    )]
+    TurnTimeout { secs: u64 },
     #[error("no turn is running")]
     NoActiveTurn,
     #[error(transparent)]
@@ -108,6 +114,7 @@ const REQUEST_FIX: &str = "the model provider refused the request: check CODEX_M
 const CONFIG_FIX: &str = "codex rejected its configuration: fix the file CODEX_CONFIG names (its messages are in the daemon's log)";
 const USAGE_FIX: &str =
     "the account's usage limit is reached: wait for it to reset or raise it with the provider";
+const TIMEOUT_FIX: &str = "the turn took longer than AGENT_TURN_TIMEOUT_MS allows: ask for a smaller step, or raise the limit";
 const BINARY_FIX: &str = "codex is not installed where CODEX_BIN points: install @openai/codex 0.169.0 or set CODEX_BIN to its path";
 
 impl AgentError {
@@ -126,6 +133,8 @@ impl AgentError {
         };
         match self {
             AgentError::Shutdown => Failure::Shutdown,
+            // Retrying a runaway turn would run away again, for as long each time.
+            AgentError::TurnTimeout { .. } => permanent(TIMEOUT_FIX),
             AgentError::Login(AuthError::LoginRequired) => permanent(LOGIN_FIX),
             AgentError::Login(AuthError::Io { .. }) => Failure::Transient,
             AgentError::Home(HomeError::Fragment { .. }) => Failure::Permanent {

@@ -4,7 +4,10 @@
 //! - [`rpc`]: line-delimited JSON-RPC over any async reader/writer pair.
 //! - [`protocol`]: the typed app-server messages we use (pinned codex version).
 //! - [`codex`]: the typed client, server-request answers, decoded turn events.
-//! - [`runner`]: the object-safe [`runner::Runner`] boundary; [`host`] implements it.
+//! - [`runner`]: the object-safe [`runner::Runner`] boundary; [`host`] and
+//!   [`container`] implement it ([`container_mounts`]: what a container sees;
+//!   [`container_runtime`]: podman/docker, the image check, clean-up); [`runners`]
+//!   picks one from the configuration.
 //! - [`home`]: the per-group codex home (config.toml, memory, skills).
 //! - [`auth`]: the owner's login shared without leaks, refreshed tokens flowing back.
 //! - [`error`]: what can go wrong, and whether retrying can help.
@@ -13,12 +16,16 @@
 
 pub mod auth;
 pub mod codex;
+pub mod container;
+pub mod container_mounts;
+pub mod container_runtime;
 pub mod error;
 pub mod home;
 pub mod host;
 pub mod protocol;
 pub mod rpc;
 pub mod runner;
+pub mod runners;
 pub mod session;
 pub mod text;
 pub mod turn;

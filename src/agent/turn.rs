@@ -14,6 +14,9 @@ use super::protocol::{TurnStatus, UserInput};
 use super::session::Session;
 use super::text::strip_internal;
 
+/// How long a timed-out turn may take to end after `turn/interrupt`.
+const INTERRUPT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the orchestrator sees during a turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TurnEvent {
@@ -99,6 +102,8 @@ impl SessionHandle {
 /// A turn in progress. Drive it to its end with [`ActiveTurn::next_event`] until
 /// `None`, then [`ActiveTurn::finish`] (or call `finish` directly to skip events).
 pub struct ActiveTurn<'a> {
+    /// `AGENT_TURN_TIMEOUT_MS` after the turn started.
+    pub(super) deadline: tokio::time::Instant,
     pub(super) session: &'a mut Session,
     pub(super) turn_id: String,
     pub(super) messages: Vec<String>,
@@ -117,7 +122,12 @@ impl ActiveTurn<'_> {
             return None;
         }
         loop {
-            let Some(note) = self.session.notes.recv().await else {
+            let next = tokio::time::timeout_at(self.deadline, self.session.notes.recv()).await;
+            let Ok(next) = next else {
+                self.time_out().await;
+                return None;
+            };
+            let Some(note) = next else {
                 self.session.handle.set_active(None);
                 self.outcome = Some(Err(AgentError::Exited {
                     stderr: self.session.stderr_tail(),
@@ -204,6 +214,32 @@ impl ActiveTurn<'_> {
                 }
             }
         }
+    }
+
+    /// The turn ran past its deadline: ask codex to stop it, give it a moment to end,
+    /// then stop the agent itself (for a container: stop and remove the container).
+    async fn time_out(&mut self) {
+        let secs = self.session.turn_timeout.as_secs();
+        tracing::warn!(group = %self.session.folder, turn = %self.turn_id, secs,
+            "turn timed out; interrupting it and stopping the agent");
+        let handle = self.session.handle.clone();
+        let _ = tokio::time::timeout(INTERRUPT_GRACE, handle.interrupt()).await;
+        let thread = handle.thread_id.clone();
+        let turn_id = self.turn_id.clone();
+        let notes = &mut self.session.notes;
+        let ended = async {
+            while let Some(note) = notes.recv().await {
+                if let Some(CodexEvent::TurnCompleted { turn }) = CodexEvent::decode(&note, &thread)
+                    && turn.id == turn_id
+                {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(INTERRUPT_GRACE, ended).await;
+        self.session.handle.set_active(None);
+        self.session.kill().await;
+        self.outcome = Some(Err(AgentError::TurnTimeout { secs }));
     }
 
     /// Runs the turn to its end and returns how it ended. A failed turn is

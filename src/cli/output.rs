@@ -128,20 +128,7 @@ pub fn when_secs(t: Option<DateTime<Utc>>, tz: Tz) -> String {
     }
 }
 
-/// At most `max` characters of `text` on one line, with an ellipsis if cut.
-pub fn clip(text: &str, max: usize) -> String {
-    let flat: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if flat.chars().count() <= max {
-        flat
-    } else {
-        let mut s: String = flat.chars().take(max.saturating_sub(1)).collect();
-        s.push('…');
-        s
-    }
-}
+pub use crate::text::clip;
 
 #[cfg(test)]
 mod tests {

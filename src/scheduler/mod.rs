@@ -170,9 +170,12 @@ impl Scheduler {
                     continue;
                 }
             };
-            for s in &pass.skipped {
-                tracing::warn!(task = %s.task_id, due = %s.due_at, blocking_run = s.blocking_run_id,
-                    "occurrence skipped: the task's previous run is still in flight");
+            // Counted on the blocking run (`task-runs` shows it), not a line each.
+            if !pass.skipped.is_empty() {
+                tracing::debug!(
+                    skipped = pass.skipped.len(),
+                    "occurrences skipped: their task's previous run is still in flight"
+                );
             }
             let handed = pass.runs.len() as u64;
             for run in pass.runs {

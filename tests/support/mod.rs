@@ -2,6 +2,7 @@
 //! real codex binary and a mock model server.
 #![allow(dead_code)]
 
+pub mod containers;
 pub mod mock_model;
 pub mod rig;
 
@@ -166,6 +167,7 @@ stream_max_retries = 0
             approval_policy: "never".to_owned(),
             approvals: ApprovalDecision::Decline,
             timezone: Some("UTC".to_owned()),
+            turn_timeout: std::time::Duration::from_secs(1800),
         };
         TestRoot {
             root,
