@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use chrono_tz::Tz;
 
+use crate::logging::LogFormat;
 use crate::model::{FolderName, Jid};
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +93,8 @@ pub struct Config {
     pub agent_retry_base_ms: u64,
     /// Retries before the chat is told the agent failed.
     pub agent_max_retries: u32,
+    /// How log lines look (`LOG_FORMAT`).
+    pub log_format: LogFormat,
     /// What one group's agent may make the host do through IPC.
     pub ipc_limits: crate::ipc::Limits,
     /// How long the growing tables keep their rows (`RETAIN_*_DAYS`).
@@ -193,6 +196,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "sent replies (outbox) and applied IPC requests (ledger) older than this are deleted",
     ),
     ("RUST_LOG", "log filter, e.g. info or rust_claw=debug"),
+    (
+        "LOG_FORMAT",
+        "text (human-readable, the default) or json (one object per line)",
+    ),
 ];
 
 /// Reads variables from the environment, falling back to a `.env` map.
@@ -384,7 +391,13 @@ impl Config {
                 "must be minimal, low, medium, high or xhigh",
             ));
         }
+        let log_format = match src.get("LOG_FORMAT") {
+            None => LogFormat::Text,
+            Some(v) => LogFormat::parse(&v)
+                .ok_or_else(|| invalid("LOG_FORMAT", &v, "must be text or json"))?,
+        };
         Ok(Config {
+            log_format,
             discord_bot_token: src.get("DISCORD_BOT_TOKEN").map(Secret),
             auto_register_main_jid,
             assistant_name,
@@ -539,6 +552,7 @@ mod tests {
             ("CONTAINER_NETWORK", "host;rm"),
             ("CONTAINER_PIDS_LIMIT", "1"),
             ("AGENT_TURN_TIMEOUT_MS", "5"),
+            ("LOG_FORMAT", "xml"),
         ] {
             let e = Config::from_source(&src(&[(var, value)])).unwrap_err();
             assert!(e.to_string().starts_with(&format!("invalid {var}=")), "{e}");

@@ -271,6 +271,25 @@ impl Daemon {
         self.orchestrator.stats()
     }
 
+    /// What the daemon is doing, for `rust_claw status` (see [`crate::status`]).
+    pub fn live_view(
+        &self,
+        max_agents: usize,
+    ) -> impl Fn() -> crate::status::LiveStatus + Send + Sync + 'static {
+        let (queue, orchestrator) = (self.queue.clone(), self.orchestrator.clone());
+        let started_at = chrono::Utc::now();
+        move || {
+            let stats = orchestrator.stats();
+            crate::status::LiveStatus::now(
+                started_at,
+                max_agents,
+                queue.active(),
+                queue.activity(),
+                stats,
+            )
+        }
+    }
+
     /// The store the daemon writes (tests and benchmarks inspect it).
     pub fn store(&self) -> &SharedStore {
         &self.store
@@ -364,8 +383,15 @@ pub fn run(paths: &Paths, config: &Config) -> Result<()> {
             tracing::info!("no DISCORD_BOT_TOKEN configured: running without a Discord channel");
         }
         let daemon = Daemon::start(paths, config.clone(), store, channels).await?;
+        let _status = crate::status::serve(paths, daemon.live_view(config.max_concurrent_agents))
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "`rust_claw status` will not see this daemon"),
+            );
+        crate::sd_notify::notify("READY=1\nSTATUS=serving");
+        let _watchdog = crate::sd_notify::spawn_watchdog(daemon.store().clone());
         tracing::info!(root = %paths.root().display(), "rust_claw daemon started");
         stop.triggered().await;
+        crate::sd_notify::notify("STOPPING=1");
         daemon.shutdown().await;
         tracing::info!("stopped");
         Ok::<_, anyhow::Error>(())

@@ -87,6 +87,18 @@ struct State {
     shutting_down: bool,
 }
 
+/// One group's place in the queue, as `rust_claw status` shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct GroupActivity {
+    pub folder: FolderName,
+    /// `working`, `idle` (a live session waiting for input) or `none`.
+    pub agent: String,
+    /// Waiting for one of the MAX_CONCURRENT_AGENTS slots.
+    pub waiting_for_slot: bool,
+    pub pending_messages: bool,
+    pub pending_runs: usize,
+}
+
 pub struct GroupQueue<H: GroupHandler> {
     handler: Arc<H>,
     state: Mutex<State>,
@@ -266,6 +278,32 @@ impl<H: GroupHandler> GroupQueue<H> {
             let folder = st.waiting.remove(pos).expect("position is in range");
             self.start_worker(st, folder);
         }
+    }
+
+    /// What every known group is doing right now (for `rust_claw status`).
+    pub fn activity(&self) -> Vec<GroupActivity> {
+        let st = self.lock();
+        let mut out: Vec<GroupActivity> = st
+            .groups
+            .iter()
+            .filter(|(_, g)| g.running || g.queued || g.has_work())
+            .map(|(folder, g)| GroupActivity {
+                folder: folder.clone(),
+                agent: if !g.running {
+                    "none"
+                } else if g.idle {
+                    "idle"
+                } else {
+                    "working"
+                }
+                .to_owned(),
+                waiting_for_slot: g.queued,
+                pending_messages: g.pending_messages,
+                pending_runs: g.pending_runs.len(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.folder.as_str().cmp(b.folder.as_str()));
+        out
     }
 
     /// How many workers hold a slot.

@@ -134,8 +134,15 @@ async fn a_moved_tasks_dir_replaced_by_a_link_is_repaired_not_followed() {
     let tasks = rig.ipc("ops").join("tasks");
     let v = victim(&rig);
     let before = snapshot(&v);
-    std::fs::rename(&tasks, rig.ipc("ops").join("tasks.old")).unwrap();
-    symlink(&v, &tasks).unwrap();
+    // Moved aside, then a link put in its place (the service may recreate the
+    // directory in between: that one is moved aside too).
+    for i in 0.. {
+        assert!(i < 100, "could not put the link in place");
+        std::fs::rename(&tasks, rig.ipc("ops").join(format!("tasks.old{i}"))).unwrap();
+        if symlink(&v, &tasks).is_ok() {
+            break;
+        }
+    }
     // A file renamed into the moved directory still reports under "tasks".
     std::fs::write(v.join("late.json"), b"{\"type\":\"refresh_groups\"}").unwrap();
     wait_for(Duration::from_secs(5), || is_real_dir(&tasks)).await;
@@ -305,6 +312,11 @@ async fn refused_requests_cannot_fill_the_disk() {
     })
     .await;
     let errs = rig.paths.ipc_errors_dir("ops");
+    // The last entry is trimmed just after its file leaves tasks/.
+    wait_for(Duration::from_secs(5), || {
+        std::fs::read_dir(&errs).unwrap().count() == 40
+    })
+    .await;
     let mut bytes = 0;
     let mut files = 0;
     for e in std::fs::read_dir(&errs).unwrap() {
@@ -451,7 +463,7 @@ async fn a_skills_link_to_another_group_gives_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_names_are_quarantined_not_ignored() {
     use std::os::unix::ffi::OsStrExt;
-    let rig = Rig::new().await;
+    let mut rig = Rig::new().await;
     let tasks = rig.ipc("ops").join("tasks");
     let body = json!({"type":"refresh_skills"}).to_string();
     let long = format!("{}.json", "n".repeat(250));
@@ -464,9 +476,12 @@ async fn unusable_names_are_quarantined_not_ignored() {
     ] {
         std::fs::write(tasks.join(&name), &body).unwrap();
     }
-    // The same id in both request directories at once: one applied, one refused.
+    // The same id in both request directories at once (both there when the daemon
+    // starts): one applied, one refused.
+    rig.stop().await;
     rig.put_raw("ops", "messages", "twin.json", body.as_bytes());
     rig.put_raw("ops", "tasks", "twin.json", body.as_bytes());
+    rig.start().await;
     wait_for(Duration::from_secs(5), || {
         std::fs::read_dir(&tasks).unwrap().count() == 0
             && std::fs::read_dir(rig.ipc("ops").join("messages"))

@@ -59,25 +59,9 @@ pub fn render(
     let folder = &group.folder;
     if kinds.tasks {
         let filter = (!group.is_main).then_some(&group.folder);
-        let list: Vec<Value> = tasks::list(conn, filter, None)?
-            .into_iter()
-            .map(|t| {
-                json!({
-                    "id": t.id,
-                    "groupFolder": t.group_folder,
-                    "chatJid": t.chat_jid,
-                    "prompt": t.prompt,
-                    "schedule_type": t.schedule_type,
-                    "schedule_value": t.schedule_value,
-                    "context_mode": t.context_mode,
-                    "timezone": t.timezone.name(),
-                    "status": t.status,
-                    "next_run": t.next_run,
-                    "last_run": t.last_run,
-                })
-            })
-            .collect();
-        out.push((folder.clone(), TASKS_FILE, pretty(&Value::Array(list))));
+        let list = tasks::list(conn, filter, None)?;
+        let views: Vec<TaskView<'_>> = list.iter().map(TaskView::from).collect();
+        out.push((folder.clone(), TASKS_FILE, pretty(&views)));
     }
     if kinds.groups {
         let list = if group.is_main {
@@ -143,7 +127,44 @@ fn known_chats(conn: &Connection) -> Result<Vec<Value>, StoreError> {
     Ok(list)
 }
 
-fn pretty(v: &Value) -> Vec<u8> {
+/// One task as `current_tasks.json` shows it (NanoClaw's field names), serialised
+/// straight from the row: no intermediate JSON tree for thousands of tasks.
+#[derive(serde::Serialize)]
+struct TaskView<'a> {
+    #[serde(rename = "chatJid")]
+    chat_jid: &'a crate::model::Jid,
+    context_mode: crate::model::ContextMode,
+    #[serde(rename = "groupFolder")]
+    group_folder: &'a FolderName,
+    id: &'a crate::model::TaskId,
+    last_run: Option<chrono::DateTime<chrono::Utc>>,
+    next_run: Option<chrono::DateTime<chrono::Utc>>,
+    prompt: &'a str,
+    schedule_type: crate::model::ScheduleType,
+    schedule_value: &'a str,
+    status: crate::model::TaskStatus,
+    timezone: &'static str,
+}
+
+impl<'a> From<&'a tasks::Task> for TaskView<'a> {
+    fn from(t: &'a tasks::Task) -> Self {
+        TaskView {
+            chat_jid: &t.chat_jid,
+            context_mode: t.context_mode,
+            group_folder: &t.group_folder,
+            id: &t.id,
+            last_run: t.last_run,
+            next_run: t.next_run,
+            prompt: &t.prompt,
+            schedule_type: t.schedule_type,
+            schedule_value: &t.schedule_value,
+            status: t.status,
+            timezone: t.timezone.name(),
+        }
+    }
+}
+
+fn pretty<T: serde::Serialize + ?Sized>(v: &T) -> Vec<u8> {
     let mut b = serde_json::to_vec_pretty(v).unwrap_or_default();
     b.push(b'\n');
     b

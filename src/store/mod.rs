@@ -20,6 +20,7 @@ pub mod groups;
 pub mod ipc_ledger;
 pub mod messages;
 pub mod outbox;
+pub mod overview;
 pub mod retention;
 pub mod rfc3339;
 pub mod sessions;
