@@ -66,6 +66,8 @@ pub enum ContainerRuntime {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub discord_bot_token: Option<Secret>,
+    /// REST base of Discord's API (`https://discord.com/api`, or a proxy / fake).
+    pub discord_api_base: String,
     pub auto_register_main_jid: Option<Jid>,
     pub assistant_name: String,
     pub main_group_folder: FolderName,
@@ -92,6 +94,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
     (
         "DISCORD_BOT_TOKEN",
         "Discord bot token; without it the daemon runs with no Discord channel",
+    ),
+    (
+        "DISCORD_API_BASE",
+        "Discord REST base (the gateway URL comes from its /gateway answer); default https://discord.com/api",
     ),
     (
         "AUTO_REGISTER_MAIN_JID",
@@ -259,8 +265,14 @@ impl Config {
                 "must be minimal, low, medium, high or xhigh",
             ));
         }
+        let discord_api_base = match src.get("DISCORD_API_BASE") {
+            None => crate::channels::discord::DEFAULT_API_BASE.to_owned(),
+            Some(v) => crate::channels::discord::parse_api_base(&v)
+                .map_err(|reason| invalid("DISCORD_API_BASE", &v, reason))?,
+        };
         Ok(Config {
             discord_bot_token: src.get("DISCORD_BOT_TOKEN").map(Secret),
+            discord_api_base,
             auto_register_main_jid,
             assistant_name,
             main_group_folder,
@@ -387,6 +399,7 @@ mod tests {
             ("AUTO_REGISTER_MAIN_JID", "123"),
             ("ASSISTANT_NAME", "Andy Bot"),
             ("CODEX_REASONING_EFFORT", "max"),
+            ("DISCORD_API_BASE", "https://discord.com"),
         ] {
             let e = Config::from_source(&src(&[(var, value)])).unwrap_err();
             assert!(e.to_string().starts_with(&format!("invalid {var}=")), "{e}");

@@ -376,13 +376,18 @@ pub fn run(paths: &Paths, config: &Config) -> Result<()> {
     let config = Arc::new(config.clone());
     runtime.block_on(async {
         let shutdown = shutdown_signal();
-        let channels: Vec<Arc<dyn Channel>> = Vec::new();
-        if config.discord_bot_token.is_some() {
-            tracing::warn!("DISCORD_BOT_TOKEN is set, but this build has no Discord channel yet");
-        } else {
-            tracing::info!("no DISCORD_BOT_TOKEN configured: running without a Discord channel");
+        let discord = crate::channels::discord::from_config(&config)?;
+        let mut channels: Vec<Arc<dyn Channel>> = Vec::new();
+        match &discord {
+            Some(d) => channels.push(d.clone()),
+            None => tracing::info!(
+                "Discord is off: no DISCORD_BOT_TOKEN (IPC, the scheduler and `rust_claw chat` still work)"
+            ),
         }
         let daemon = Daemon::start(paths, config.clone(), store, channels).await?;
+        if let Some(d) = &discord {
+            d.set_group_dirs(crate::channels::discord::group_dirs(daemon.store().clone(), paths.clone()));
+        }
         trim_mapped_pages();
         // Start-up work that finishes in background tasks (IPC's first pass, snapshots)
         // maps more; trim once more when it is over.
@@ -391,11 +396,24 @@ pub fn run(paths: &Paths, config: &Config) -> Result<()> {
             trim_mapped_pages();
         });
         tracing::info!(root = %paths.root().display(), "rust_claw daemon started");
-        shutdown.await;
+        // A Discord connection that ended for good (bad token, intent off) ends `run`.
+        let fatal = async {
+            match &discord {
+                Some(d) => Some(d.fatal().await),
+                None => std::future::pending().await,
+            }
+        };
+        let fatal = tokio::select! {
+            _ = shutdown => None,
+            why = fatal => why,
+        };
         tracing::info!("shutting down");
         daemon.shutdown().await;
         tracing::info!("stopped");
-        Ok::<_, anyhow::Error>(())
+        match fatal {
+            Some(why) => Err(anyhow::anyhow!(why)),
+            None => Ok::<_, anyhow::Error>(()),
+        }
     })
 }
 

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod codex;
 pub mod home;
 pub mod host;
+pub mod images;
 pub mod protocol;
 pub mod rpc;
 pub mod runner;
