@@ -152,6 +152,7 @@ async fn triggers_mentions_and_bots() {
     s.echo();
     let f = &s.fake;
 
+    f.guild_create("Test Guild", &[(MAIN, "general"), (OPS, "ops-room")]);
     f.message(MAIN, alice(), "hello main");
     let posts = f.wait_posts(MAIN, 1).await;
     assert_eq!(posts[0].content(), "re: hello main");
@@ -210,7 +211,24 @@ async fn triggers_mentions_and_bots() {
     // Exactly one reply per trigger: 3 creates in all.
     assert_eq!(f.posts().len(), 3, "{:?}", f.posts());
 
-    // Chats are recorded with their names for list-groups / available_groups.
+    // Chats are recorded with their guild and channel names (list-groups, the agent's
+    // available_groups).
+    let chats = s
+        .daemon
+        .as_ref()
+        .unwrap()
+        .store()
+        .call(|st| rust_claw::store::chats::list(st.conn()))
+        .await
+        .unwrap();
+    let name_of = |c: u64| {
+        chats
+            .iter()
+            .find(|x| x.jid == jid(c))
+            .and_then(|x| x.name.clone())
+    };
+    assert_eq!(name_of(MAIN).as_deref(), Some("Test Guild #general"));
+    assert_eq!(name_of(OPS).as_deref(), Some("Test Guild #ops-room"));
     s.stop().await;
 }
 

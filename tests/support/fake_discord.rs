@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! A fake Discord on 127.0.0.1 for the real serenity client: REST (axum) and the
 //! gateway (websocket, tokio-tungstenite), each on its own port.
 //!
@@ -150,6 +151,42 @@ impl FakeDiscord {
             let _ = tx.send(Cmd::Send(frame));
         }
         s
+    }
+
+    /// A GUILD_CREATE for guild [`GUILD_ID`] named `name` with text `channels`
+    /// (id, name), as Discord sends after READY.
+    pub fn guild_create(&self, name: &str, channels: &[(u64, &str)]) -> u64 {
+        let channels: Vec<Value> = channels
+            .iter()
+            .enumerate()
+            .map(|(i, (id, n))| {
+                json!({"id": id.to_string(), "type": 0, "guild_id": GUILD_ID.to_string(), "name": n,
+                       "position": i, "permission_overwrites": [], "nsfw": false, "parent_id": null,
+                       "topic": null, "last_message_id": null, "rate_limit_per_user": 0})
+            })
+            .collect();
+        let mut guild = json!({
+            "id": GUILD_ID.to_string(), "name": name, "icon": null, "icon_hash": null,
+            "splash": null, "discovery_splash": null, "owner_id": "1", "afk_channel_id": null,
+            "afk_timeout": 300, "widget_enabled": false, "widget_channel_id": null,
+            "verification_level": 0, "default_message_notifications": 0,
+            "explicit_content_filter": 0, "roles": [], "emojis": [], "features": [],
+            "mfa_level": 0, "application_id": null, "system_channel_id": null,
+            "system_channel_flags": 0, "rules_channel_id": null, "max_presences": null
+        });
+        let more = json!({
+            "max_members": 100, "vanity_url_code": null, "description": null, "banner": null,
+            "premium_tier": 0, "premium_subscription_count": 0, "preferred_locale": "en-US",
+            "public_updates_channel_id": null, "max_video_channel_users": 25,
+            "nsfw_level": 0, "stickers": [], "premium_progress_bar_enabled": false,
+            "safety_alerts_channel_id": null, "joined_at": chrono::Utc::now().to_rfc3339(),
+            "large": false, "unavailable": false, "member_count": 1, "voice_states": [],
+            "members": [], "channels": channels, "threads": [], "presences": [],
+            "stage_instances": [], "guild_scheduled_events": []
+        });
+        let obj = guild.as_object_mut().unwrap();
+        obj.extend(more.as_object().unwrap().clone());
+        self.dispatch("GUILD_CREATE", guild)
     }
 
     /// A MESSAGE_CREATE in `channel` (a guild channel) from `author`.

@@ -14,8 +14,9 @@
 //! (`<channel id>@discord`); NanoClaw's `dc:<channel id>` is accepted too.
 //!
 //! Unlike NanoClaw it never fails open: a broken file is an error at start-up, and a
-//! broken edit while running keeps the last good list (and says so in the log). No
-//! file means no restriction. Changes are picked up through inotify, not polling.
+//! broken edit (or removing the file) while running keeps the last good list and says
+//! so in the log. No file at start-up means no restriction. Changes are picked up
+//! through inotify, not polling.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -156,24 +157,25 @@ pub struct LiveAllowlist {
     current: Arc<RwLock<Arc<Allowlist>>>,
     /// Bumped after every reload attempt (tests wait on it).
     reloads: tokio::sync::watch::Receiver<u64>,
-    _watcher: Option<notify::RecommendedWatcher>,
+    _watcher: notify::RecommendedWatcher,
 }
 
 impl LiveAllowlist {
-    /// Loads `path` (an error if it is broken) and watches its directory.
+    /// Watches `path`'s directory (made if missing, so a list written later is picked
+    /// up), then loads it: an error if it is broken.
     pub fn start(path: &Path) -> Result<LiveAllowlist, AllowlistError> {
         use notify::{EventKind, RecursiveMode, Watcher as _};
-        let first = Allowlist::load(path)?;
-        let current = Arc::new(RwLock::new(Arc::new(first)));
-        let (tx, reloads) = tokio::sync::watch::channel(0u64);
-        let Some(dir) = path.parent().filter(|d| d.is_dir()) else {
-            tracing::info!(path = %path.display(), "no sender allowlist directory; every sender may trigger");
-            return Ok(LiveAllowlist {
-                current,
-                reloads,
-                _watcher: None,
-            });
+        let err = |reason: String| AllowlistError {
+            path: path.to_owned(),
+            reason,
         };
+        let current = Arc::new(RwLock::new(Arc::new(Allowlist::default())));
+        let (tx, reloads) = tokio::sync::watch::channel(0u64);
+        let dir = path
+            .parent()
+            .ok_or_else(|| err("has no parent directory".into()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| err(format!("cannot create its directory: {e}")))?;
         let name = path.file_name().map(|n| n.to_owned());
         let (p, cur) = (path.to_owned(), current.clone());
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -184,7 +186,16 @@ impl LiveAllowlist {
             if !event.paths.iter().any(|x| x.file_name() == name.as_deref()) {
                 return;
             }
-            match Allowlist::load(&p) {
+            // While running, a missing file is not "no list": it keeps the last one
+            // too (an editor replacing the file, or a mistake, must not open it up).
+            let loaded = match std::fs::read_to_string(&p) {
+                Ok(text) => Allowlist::parse(&text, &p),
+                Err(e) => Err(AllowlistError {
+                    path: p.clone(),
+                    reason: e.to_string(),
+                }),
+            };
+            match loaded {
                 Ok(list) => {
                     let mut slot = cur.write().unwrap_or_else(|e| e.into_inner());
                     if **slot != list {
@@ -194,25 +205,20 @@ impl LiveAllowlist {
                 }
                 Err(e) => tracing::error!(
                     error = %e,
-                    "the edited sender allowlist is invalid; keeping the last good one"
+                    "the sender allowlist cannot be used as it is now; keeping the last good one"
                 ),
             }
             tx.send_modify(|n| *n += 1);
         })
-        .map_err(|e| AllowlistError {
-            path: path.to_owned(),
-            reason: format!("cannot watch: {e}"),
-        })?;
+        .map_err(|e| err(format!("cannot watch: {e}")))?;
         watcher
             .watch(dir, RecursiveMode::NonRecursive)
-            .map_err(|e| AllowlistError {
-                path: path.to_owned(),
-                reason: format!("cannot watch: {e}"),
-            })?;
+            .map_err(|e| err(format!("cannot watch: {e}")))?;
+        *current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Allowlist::load(path)?);
         Ok(LiveAllowlist {
             current,
             reloads,
-            _watcher: Some(watcher),
+            _watcher: watcher,
         })
     }
 
