@@ -9,8 +9,8 @@
 //! * Messages that do not trigger are kept, and handed to the agent as context with
 //!   the next triggered batch (at most [`CONTEXT_LIMIT`] of them).
 //! * Messages marked `is_from_bot` (other bots, senders the allowlist keeps as context
-//!   only) never trigger but are context like any other; the assistant's own messages
-//!   are never stored.
+//!   only) never trigger but are context like any other (channels do not hand over
+//!   the assistant's own messages).
 
 use chrono_tz::Tz;
 
@@ -223,6 +223,24 @@ mod tests {
             d => panic!("{d:?}"),
         }
         assert_eq!(decide(&g, &page[..2]), Decision::Wait { advance_to: None });
+    }
+
+    #[test]
+    fn bot_messages_are_context_not_triggers() {
+        let g = group(false, true);
+        let mut bot = msg(1, "@Andy from another bot");
+        bot.is_from_bot = true;
+        assert_eq!(
+            decide(&g, std::slice::from_ref(&bot)),
+            Decision::Wait { advance_to: None }
+        );
+        match decide(&g, &[bot, msg(2, "@Andy go")]) {
+            Decision::Answer { messages, through } => {
+                assert_eq!(through, 2);
+                assert_eq!(messages.iter().map(|m| m.id).collect::<Vec<_>>(), [1, 2]);
+            }
+            d => panic!("{d:?}"),
+        }
     }
 
     #[test]
