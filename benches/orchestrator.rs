@@ -215,14 +215,16 @@ fn idle_daemon(full: bool) {
     std::thread::sleep(Duration::from_secs(secs));
     let (c1, dt) = (cpu(pid), t0.elapsed());
     let rss = rss_kb();
+    let private = support::private_dirty_kib(pid).expect("the daemon's Private_Dirty");
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
     let stopped = Instant::now();
     let status = child.wait().unwrap();
     println!(
-        "rust_claw run idle, 100 groups, no channel: RSS {:.1} MB, CPU {:.3}% of a core over {:.0} s; SIGTERM → exit {:.0} ms ({status})",
+        "rust_claw run idle, 100 groups, no channel: RSS {:.1} MB, private (Private_Dirty) {:.1} MB, CPU {:.3}% of a core over {:.0} s; SIGTERM → exit {:.0} ms ({status})",
         rss as f64 / 1024.0,
+        private as f64 / 1024.0,
         (c1 - c0) / dt.as_secs_f64() * 100.0,
         dt.as_secs_f64(),
         stopped.elapsed().as_secs_f64() * 1e3

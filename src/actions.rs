@@ -10,8 +10,8 @@ use chrono_tz::Tz;
 use rusqlite::Connection;
 
 use crate::model::{
-    ContextMode, FolderName, Jid, ScheduleType, TaskId, TaskStatus, ValidationError, validate_name,
-    validate_trigger,
+    ContextMode, FolderName, Jid, ScheduleType, SkillName, TaskId, TaskStatus, ValidationError,
+    validate_name, validate_trigger,
 };
 use crate::schedule::Schedule;
 use crate::store::groups::{self, Group};
@@ -20,6 +20,9 @@ use crate::store::{StoreError, skills};
 
 /// The longest prompt a task may carry.
 pub const MAX_PROMPT_CHARS: usize = 20_000;
+/// The shortest time between runs of any schedule, even one the owner creates from
+/// the CLI. Agents have a higher floor (`MIN_TASK_INTERVAL_MS`, checked by IPC).
+pub const OWNER_MIN_INTERVAL_MS: u64 = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActionError {
@@ -119,14 +122,17 @@ pub fn register_group(
     Ok(group)
 }
 
-/// Unregisters a chat. Its folder, tasks and history stay on disk.
-pub fn unregister_group(conn: &Connection, jid: &Jid) -> Result<Group> {
+/// Unregisters a chat. Its folder, tasks and history stay on disk; its active tasks
+/// are paused (an unregistered group never runs). Returns the group and how many
+/// tasks were paused.
+pub fn unregister_group(conn: &Connection, jid: &Jid) -> Result<(Group, usize)> {
     let group = groups::get_by_jid(conn, jid)?.ok_or_else(|| ActionError::NotFound {
         what: "group with jid",
         id: jid.to_string(),
     })?;
     groups::delete(conn, jid)?;
-    Ok(group)
+    let paused = tasks::pause_group(conn, &group.folder)?;
+    Ok((group, paused))
 }
 
 #[derive(Debug, Clone)]
@@ -182,6 +188,7 @@ pub fn create_task(
     }
     let tz = req.timezone.unwrap_or(default_tz);
     let schedule = Schedule::parse(req.schedule_type, &req.schedule_value, tz, now)?;
+    schedule.check_min_gap(tz, now, OWNER_MIN_INTERVAL_MS, "any schedule")?;
     let id = req
         .id
         .unwrap_or_else(|| TaskId::generate(now.timestamp_millis()));
@@ -293,6 +300,7 @@ pub fn update_task(
             .schedule_value
             .unwrap_or_else(|| task.schedule_value.clone());
         let schedule = Schedule::parse(kind, &value, task.timezone, now)?;
+        schedule.check_min_gap(task.timezone, now, OWNER_MIN_INTERVAL_MS, "any schedule")?;
         task.schedule_type = kind;
         task.schedule_value = value.trim().to_owned();
         task.next_run = schedule.first_run(task.timezone, now);
@@ -302,24 +310,6 @@ pub fn update_task(
     }
     tasks::update(conn, &task)?;
     Ok(task)
-}
-
-/// A skill name: the name of a directory holding a `SKILL.md`.
-pub fn validate_skill_name(name: &str) -> std::result::Result<String, ValidationError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-    if ok {
-        Ok(name.to_owned())
-    } else {
-        Err(ValidationError::new(
-            "skill_name",
-            format!("{name:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '_', '-' or '.'"),
-        ))
-    }
 }
 
 /// Turns a skill on or off for a group. `available` lists the skills that exist for
@@ -332,7 +322,7 @@ pub fn set_skill(
     available: &[String],
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let name = validate_skill_name(name)?;
+    let name = SkillName::parse(name)?.as_str().to_owned();
     if !available.contains(&name) {
         return Err(ValidationError::new(
             "skill_name",
@@ -416,7 +406,7 @@ mod tests {
             register_group(c, bad, "@Andy", now()),
             Err(ActionError::Invalid(_))
         ));
-        unregister_group(c, &Jid::parse("111111@discord").unwrap()).unwrap();
+        let _ = unregister_group(c, &Jid::parse("111111@discord").unwrap()).unwrap();
         assert!(groups::list(c).unwrap().is_empty());
     }
 

@@ -27,10 +27,11 @@ use rmcp::model::{CallToolResult, ContentBlock, ServerCapabilities, ServerConfig
 use rmcp::{ErrorData, ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
 use serde::Deserialize;
 
-use crate::actions::validate_skill_name;
 use crate::ipc::protocol::{self, Request, Response, Status};
-use crate::ipc::snapshots::{GROUPS_FILE, SKILLS_FILE, TASKS_FILE, write_atomic};
+use crate::ipc::snapshots::{GROUPS_FILE, SKILLS_FILE, TASKS_FILE};
+use crate::model::SkillName;
 use crate::model::{ContextMode, FolderName, Jid, ScheduleType, TaskId, ValidationError};
+use crate::safe_dir::{Durability, write_atomic_path};
 use crate::schedule::Schedule;
 
 /// How long a tool waits for the host's answer.
@@ -178,11 +179,12 @@ impl AgentTools {
             (Ok(None), Some(own)) => own.clone(),
             (Ok(None), None) => return refuse(ValidationError::new("chat_jid", "is required")),
         };
-        self.submit(Request::Message {
-            chat_jid,
-            text: a.text,
-        })
-        .await
+        // Refused here, before anything is written, like every other rule.
+        let text = match protocol::message_text(&a.text) {
+            Ok(t) => t,
+            Err(e) => return refuse(e),
+        };
+        self.submit(Request::Message { chat_jid, text }).await
     }
 
     #[tool(
@@ -334,7 +336,7 @@ impl AgentTools {
     }
 
     async fn skill(&self, a: SkillArgs, on: bool) -> ToolResult {
-        let skill_name = match validate_skill_name(&a.skill_name) {
+        let skill_name = match SkillName::parse(&a.skill_name).map(|n| n.as_str().to_owned()) {
             Ok(n) => n,
             Err(e) => return refuse(e),
         };
@@ -396,7 +398,7 @@ pub async fn submit(ipc_dir: &Path, req: &Request, timeout: Duration) -> anyhow:
     let dir = ipc_dir.join(req.subdir());
     std::fs::create_dir_all(&dir)?;
     let bytes = serde_json::to_vec(&req.to_json())?;
-    write_atomic(&dir.join(format!("{id}.json")), &bytes)?;
+    write_atomic_path(&dir.join(format!("{id}.json")), &bytes, Durability::Atomic)?;
     let target = responses.join(format!("{id}.json"));
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
@@ -427,9 +429,15 @@ impl ServerHandler for AgentTools {
     }
 }
 
-/// Serves the tools on stdin/stdout until the client closes them.
-pub fn serve_stdio() -> anyhow::Result<()> {
-    let tools = AgentTools::from_env()?;
+/// The version of the IPC request/response files these tools write and read. Bump it
+/// with any incompatible change to `ipc::protocol`: a container image whose
+/// `rust_claw` speaks another version is refused (rebuild it with
+/// scripts/build-image.sh).
+pub const IPC_VERSION: u32 = 1;
+
+/// Serves the tools on stdin/stdout until the client closes them (`tools` from
+/// [`AgentTools::from_env`], whose errors are the caller's to report: exit 2).
+pub fn serve_stdio(tools: AgentTools) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -76,6 +76,14 @@ pub struct Config {
     pub agent_runner: RunnerKind,
     pub container_runtime: ContainerRuntime,
     pub container_image: String,
+    /// `--network` for agent containers; `None`: the runtime's default network.
+    pub container_network: Option<String>,
+    /// `--pids-limit`, `--memory`, `--cpus` of each agent container.
+    pub container_pids_limit: u64,
+    pub container_memory: String,
+    pub container_cpus: String,
+    /// A turn running longer is interrupted, then its agent (container) is stopped.
+    pub agent_turn_timeout_ms: u64,
     pub codex_bin: PathBuf,
     pub codex_auth_dir: PathBuf,
     pub codex_config: Option<PathBuf>,
@@ -86,6 +94,10 @@ pub struct Config {
     pub agent_retry_base_ms: u64,
     /// Retries before the chat is told the agent failed.
     pub agent_max_retries: u32,
+    /// What one group's agent may make the host do through IPC.
+    pub ipc_limits: crate::ipc::Limits,
+    /// How long the growing tables keep their rows (`RETAIN_*_DAYS`).
+    pub retention: crate::store::retention::Retention,
 }
 
 /// Every variable the daemon reads, its default and what it is for; `.env.example`
@@ -119,6 +131,23 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("AGENT_RUNNER", "container | host"),
     ("CONTAINER_RUNTIME", "auto | podman | docker"),
     ("CONTAINER_IMAGE", "image the agent containers run"),
+    (
+        "CONTAINER_NETWORK",
+        "network of agent containers: empty (runtime default), none, host or a named network",
+    ),
+    (
+        "CONTAINER_PIDS_LIMIT",
+        "processes an agent container may run",
+    ),
+    (
+        "CONTAINER_MEMORY",
+        "memory limit of an agent container (e.g. 2g)",
+    ),
+    ("CONTAINER_CPUS", "CPUs an agent container may use (e.g. 2)"),
+    (
+        "AGENT_TURN_TIMEOUT_MS",
+        "a turn running longer is interrupted and its container stopped",
+    ),
     ("CODEX_BIN", "the codex CLI used by the host runner"),
     (
         "CODEX_AUTH_DIR",
@@ -144,6 +173,30 @@ pub const VARIABLES: &[(&str, &str)] = &[
     (
         "AGENT_MAX_RETRIES",
         "retries of a failed turn before the chat is told",
+    ),
+    (
+        "MIN_TASK_INTERVAL_MS",
+        "shortest time between runs of a schedule an agent creates (the CLI's floor is 1000)",
+    ),
+    (
+        "MAX_TASKS_PER_GROUP",
+        "active scheduled tasks an agent can give one group",
+    ),
+    (
+        "IPC_QUARANTINE_MAX_FILES",
+        "refused IPC requests kept per group in data/ipc/errors/ (oldest dropped)",
+    ),
+    (
+        "IPC_QUARANTINE_MAX_BYTES",
+        "bytes of refused IPC requests kept per group (oldest dropped)",
+    ),
+    (
+        "RETAIN_MESSAGES_DAYS",
+        "answered chat messages and task run logs older than this are deleted",
+    ),
+    (
+        "RETAIN_RECEIPTS_DAYS",
+        "sent replies (outbox) and applied IPC requests (ledger) older than this are deleted",
     ),
     ("RUST_LOG", "log filter, e.g. info or rust_claw=debug"),
 ];
@@ -235,6 +288,37 @@ impl Config {
         let idle_timeout_ms = parse_number(src, "IDLE_TIMEOUT_MS", 300_000, 1_000, 86_400_000)?;
         let agent_retry_base_ms = parse_number(src, "AGENT_RETRY_BASE_MS", 5_000, 1, 600_000)?;
         let agent_max_retries = parse_number(src, "AGENT_MAX_RETRIES", 5, 0, 20)? as u32;
+        let ipc_limits = crate::ipc::Limits {
+            min_task_interval_ms: parse_number(
+                src,
+                "MIN_TASK_INTERVAL_MS",
+                60_000,
+                1_000,
+                86_400_000,
+            )?,
+            max_tasks_per_group: parse_number(src, "MAX_TASKS_PER_GROUP", 200, 1, 100_000)?
+                as usize,
+            quarantine: crate::ipc::QuarantineLimits {
+                max_files: parse_number(src, "IPC_QUARANTINE_MAX_FILES", 1_000, 1, 1_000_000)?
+                    as usize,
+                max_bytes: parse_number(
+                    src,
+                    "IPC_QUARANTINE_MAX_BYTES",
+                    64 * 1024 * 1024,
+                    1024 * 1024,
+                    1 << 40,
+                )?,
+            },
+        };
+        let day = std::time::Duration::from_secs(86_400);
+        let history = day * parse_number(src, "RETAIN_MESSAGES_DAYS", 90, 1, 36_500)? as u32;
+        let receipts = day * parse_number(src, "RETAIN_RECEIPTS_DAYS", 7, 1, 36_500)? as u32;
+        let retention = crate::store::retention::Retention {
+            messages: history,
+            task_runs: history,
+            outbox: receipts,
+            ipc_ledger: receipts,
+        };
         let agent_runner = match src.get("AGENT_RUNNER").as_deref() {
             None | Some("container") => RunnerKind::Container,
             Some("host") => RunnerKind::Host,
@@ -252,6 +336,47 @@ impl Config {
                 ));
             }
         };
+        let container_pids_limit = parse_number(src, "CONTAINER_PIDS_LIMIT", 512, 16, 65_536)?;
+        let container_memory = src
+            .get("CONTAINER_MEMORY")
+            .unwrap_or_else(|| "2g".to_owned());
+        if !is_size(&container_memory) {
+            return Err(invalid(
+                "CONTAINER_MEMORY",
+                &container_memory,
+                "must be a number with an optional unit b, k, m or g (e.g. 2g)",
+            ));
+        }
+        let container_cpus = src.get("CONTAINER_CPUS").unwrap_or_else(|| "2".to_owned());
+        if !container_cpus
+            .parse::<f64>()
+            .is_ok_and(|c| c > 0.0 && c <= 1024.0)
+        {
+            return Err(invalid(
+                "CONTAINER_CPUS",
+                &container_cpus,
+                "must be a positive number of CPUs (e.g. 1.5)",
+            ));
+        }
+        let container_network = src.get("CONTAINER_NETWORK");
+        if let Some(n) = &container_network
+            && !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            return Err(invalid(
+                "CONTAINER_NETWORK",
+                n,
+                "must be none, host or a network name (letters, digits, _ . -)",
+            ));
+        }
+        let agent_turn_timeout_ms = parse_number(
+            src,
+            "AGENT_TURN_TIMEOUT_MS",
+            30 * 60 * 1000,
+            1_000,
+            7 * 86_400_000,
+        )?;
         let home = std::env::var_os("HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/root"));
@@ -283,6 +408,11 @@ impl Config {
             container_image: src
                 .get("CONTAINER_IMAGE")
                 .unwrap_or_else(|| "rust-claw-codex-agent:latest".to_owned()),
+            container_network,
+            container_pids_limit,
+            container_memory,
+            container_cpus,
+            agent_turn_timeout_ms,
             codex_bin: src
                 .get("CODEX_BIN")
                 .map(|v| expand_home(&v, &home))
@@ -297,6 +427,8 @@ impl Config {
             idle_timeout_ms,
             agent_retry_base_ms,
             agent_max_retries,
+            ipc_limits,
+            retention,
         })
     }
 
@@ -324,6 +456,15 @@ fn parse_number(
             )),
         },
     }
+}
+
+/// A byte size as podman and docker take it: digits, optionally one unit letter.
+fn is_size(v: &str) -> bool {
+    let digits = v.trim_end_matches(['b', 'k', 'm', 'g', 'B', 'K', 'M', 'G']);
+    !digits.is_empty()
+        && v.len() - digits.len() <= 1
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && digits.parse::<u64>().is_ok_and(|n| n > 0)
 }
 
 /// `~/x` → `$HOME/x`, as a shell would (`.env` files are not read by a shell).
@@ -384,6 +525,12 @@ mod tests {
         assert_eq!(c.max_concurrent_agents, 5);
         assert_eq!(c.agent_runner, RunnerKind::Container);
         assert!(c.discord_bot_token.is_none());
+        assert_eq!(c.agent_turn_timeout_ms, 1_800_000);
+        assert_eq!(
+            (c.container_memory.as_str(), c.container_cpus.as_str()),
+            ("2g", "2")
+        );
+        assert_eq!(c.container_network, None);
     }
 
     #[test]
@@ -400,6 +547,11 @@ mod tests {
             ("ASSISTANT_NAME", "Andy Bot"),
             ("CODEX_REASONING_EFFORT", "max"),
             ("DISCORD_API_BASE", "https://discord.com"),
+            ("CONTAINER_MEMORY", "lots"),
+            ("CONTAINER_CPUS", "-1"),
+            ("CONTAINER_NETWORK", "host;rm"),
+            ("CONTAINER_PIDS_LIMIT", "1"),
+            ("AGENT_TURN_TIMEOUT_MS", "5"),
         ] {
             let e = Config::from_source(&src(&[(var, value)])).unwrap_err();
             assert!(e.to_string().starts_with(&format!("invalid {var}=")), "{e}");

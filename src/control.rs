@@ -6,9 +6,8 @@
 //! that directory with inotify and re-reads what the topic names. The file's content
 //! (the time of the change) is informational only: the database is the truth.
 
-use std::io::Write;
-
 use crate::paths::Paths;
+use crate::safe_dir::{Durability, SafeDir};
 
 /// What changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,13 +49,12 @@ pub fn notify(paths: &Paths, topic: Topic) {
 }
 
 fn write_note(paths: &Paths, topic: Topic) -> std::io::Result<()> {
-    let dir = paths.control_dir();
-    std::fs::create_dir_all(&dir)?;
-    let tmp = dir.join(format!(".{}.{}.tmp", topic.file_name(), std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    writeln!(f, "{}", chrono::Utc::now().to_rfc3339())?;
-    drop(f);
-    std::fs::rename(&tmp, dir.join(topic.file_name()))
+    let note = format!("{}\n", chrono::Utc::now().to_rfc3339());
+    SafeDir::open_trusted(&paths.control_dir(), true)?.write_atomic(
+        topic.file_name(),
+        note.as_bytes(),
+        Durability::Atomic,
+    )
 }
 
 /// The daemon's side: an inotify watch on `data/control/`. Dropping it stops watching.

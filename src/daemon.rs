@@ -2,10 +2,13 @@
 //!
 //! [`Daemon::start`] connects the modules in the order the data flows — store, change
 //! bus, delivery, orchestrator and group queue, scheduler, IPC, channels — and queues
-//! whatever was left unanswered by the previous run. [`Daemon::shutdown`] stops intake
-//! first, gives running turns a short grace period, flushes the outbox and stops the
-//! rest, in well under 5 s. `rust_claw run` holds the root's single-instance lock
-//! around all of it; `rust_claw chat` runs the same daemon with the terminal channel.
+//! whatever was left unanswered by the previous run. [`Daemon::shutdown`] fires the
+//! daemon's one [`Shutdown`] and then waits for the parts in the order data flows:
+//! intake stops, running turns are interrupted (a scheduled run cut short is recorded
+//! as interrupted by shutdown; a chat's messages stay unanswered and are answered after
+//! the next start), agent processes end, the outbox gets one last bounded flush — all
+//! within about a second. `rust_claw run` holds the root's single-instance lock around
+//! all of it; `rust_claw chat` runs the same daemon with the terminal channel.
 
 use std::fs::File;
 use std::sync::Arc;
@@ -32,6 +35,7 @@ use crate::orchestrator::Orchestrator;
 use crate::paths::Paths;
 use crate::queue::GroupQueue;
 use crate::scheduler::{DueRun, Scheduler, SchedulerHandle, SystemClock, TaskSink};
+use crate::shutdown::Shutdown;
 use crate::store::{SharedStore, Store, StoreError, groups, messages, outbox};
 
 /// An exclusive lock on `store/daemon.lock`, released when dropped (or when the process
@@ -42,13 +46,15 @@ pub struct InstanceLock {
 
 impl InstanceLock {
     pub fn acquire(paths: &Paths) -> Result<InstanceLock> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let path = paths.daemon_lock();
-        std::fs::create_dir_all(paths.store_dir())
+        crate::safe_dir::ensure_private_dir(&paths.store_dir())
             .with_context(|| format!("cannot create {}", paths.store_dir().display()))?;
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -87,10 +93,14 @@ pub fn auto_register_main(store: &mut Store, config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// How long running turns may finish at shutdown before they are interrupted.
-const TURN_GRACE: Duration = Duration::from_millis(2_500);
-/// How long the outbox may take to flush at shutdown.
-const FLUSH_GRACE: Duration = Duration::from_millis(1_000);
+/// How long agent sessions may take to end at shutdown (interrupted turns recorded,
+/// codex closed) before the rest are killed.
+const SESSIONS_GRACE: Duration = Duration::from_millis(700);
+/// How long the outbox may take to flush at shutdown (what is left is sent after
+/// the next start).
+const FLUSH_GRACE: Duration = Duration::from_millis(250);
+/// How long the runtime waits for blocking work when the daemon is done.
+pub const RUNTIME_GRACE: Duration = Duration::from_millis(200);
 
 /// Hands due scheduled runs to the group queue.
 struct QueueSink(Arc<GroupQueue<Orchestrator>>);
@@ -111,12 +121,14 @@ pub struct Daemon {
     ipc: IpcHandle,
     _control: ControlWatcher,
     channels: Vec<Arc<dyn Channel>>,
-    /// Stops the delivery loop (a stored permit: it is never missed mid-pass).
-    stop_delivery: Arc<Notify>,
+    /// Fired once by [`Daemon::shutdown`]; every long-lived part watches it.
+    stop: Shutdown,
     delivery_task: tokio::task::JoinHandle<()>,
     background: JoinSet<()>,
     /// Messages taken in from channels (stored or not), and a wake-up for waiters.
     ingested: Arc<(AtomicU64, Notify)>,
+    /// Removes agent containers still running at shutdown.
+    runner: Arc<dyn Runner>,
 }
 
 impl Daemon {
@@ -128,9 +140,9 @@ impl Daemon {
         store: Store,
         channels: Vec<Arc<dyn Channel>>,
     ) -> Result<Daemon> {
-        let runner = crate::agent::runner::from_config(&config)?;
         let settings =
             AgentSettings::from_config(&config).context("cannot find the rust_claw executable")?;
+        let runner = crate::agent::runners::from_config(paths, &config, &settings.tools_exe);
         Daemon::start_with(paths, config, store, channels, settings, runner).await
     }
 
@@ -145,20 +157,27 @@ impl Daemon {
         runner: Arc<dyn Runner>,
     ) -> Result<Daemon> {
         let store = SharedStore::new(store);
+        // Containers a killed previous run left behind; then say now (not at the first
+        // message) when agents cannot run, and how to fix it.
+        runner.cleanup().await;
+        if let Err(e) = runner.preflight().await {
+            tracing::error!("agents cannot run: {e}");
+        }
         // What changed (tasks, groups, skills, outbox): from IPC, the orchestrator and,
         // through the control watcher, CLI processes.
         let (bus, _) = broadcast::channel::<Topic>(1024);
-        let stop_delivery = Arc::new(Notify::new());
+        let stop = Shutdown::new();
         let mut background = JoinSet::new();
 
         let delivery = Delivery::new(store.clone());
-        let agents = Agents::new(paths.clone(), settings, runner, store.clone());
+        let agents = Agents::new(paths.clone(), settings, runner.clone(), store.clone());
         let orchestrator = Arc::new(Orchestrator::new(
             config.clone(),
             store.clone(),
             agents,
             delivery.clone(),
             bus.clone(),
+            stop.clone(),
         ));
         let queue = GroupQueue::new(
             orchestrator.clone(),
@@ -174,7 +193,7 @@ impl Daemon {
             Arc::new(QueueSink(queue.clone())),
             bus.subscribe(),
         )
-        .spawn();
+        .spawn_until(stop.clone());
         let ipc = IpcService::start(paths.clone(), store.clone(), &config, bus.clone()).await?;
 
         // The outbox: sent when anything queues a reply (directly or through the bus).
@@ -189,7 +208,7 @@ impl Daemon {
                 }
             }
         });
-        let delivery_task = tokio::spawn(delivery.clone().run(stop_delivery.clone()));
+        let delivery_task = tokio::spawn(delivery.clone().run(stop.clone()));
 
         // Intake: every received message is stored, then its group is woken.
         let (tx, mut rx) = mpsc::channel::<Inbound>(1024);
@@ -217,6 +236,12 @@ impl Daemon {
         }
         drop(tx);
 
+        background.spawn(crate::pruner::run(
+            store.clone(),
+            config.retention,
+            stop.clone(),
+        ));
+
         // Recovery: what the previous run left unanswered or unsent.
         for folder in orchestrator.groups_with_unanswered().await? {
             tracing::info!(group = %folder, "unanswered messages from before the restart");
@@ -233,10 +258,11 @@ impl Daemon {
             ipc,
             _control: control,
             channels,
-            stop_delivery,
+            stop,
             delivery_task,
             background,
             ingested,
+            runner,
         })
     }
 
@@ -294,72 +320,25 @@ impl Daemon {
         }
     }
 
-    /// Stops intake, lets turns finish (briefly), flushes the outbox, stops the rest.
+    /// Stops intake, interrupts running turns and ends the agents, flushes the outbox
+    /// (briefly), stops the rest: about a second at most.
     pub async fn shutdown(mut self) {
+        // The orchestrator interrupts running turns, the scheduler and the delivery
+        // loop stop between passes.
+        self.stop.trigger();
         for channel in &self.channels {
             channel.disconnect().await;
         }
         self.scheduler.shutdown().await;
-        self.queue.shutdown(TURN_GRACE).await;
-        // One last pass for the replies of the turns that just finished; the loop is
+        self.queue.shutdown(SESSIONS_GRACE).await;
+        // One last pass for the replies of the turns that just finished; the loop has
         // stopped first so no item is sent by two passes at once.
-        self.stop_delivery.notify_one();
         let _ = (&mut self.delivery_task).await;
         let mut retries = std::collections::HashMap::new();
         let _ = tokio::time::timeout(FLUSH_GRACE, self.delivery.pass(&mut retries)).await;
         self.ipc.shutdown().await;
         self.background.shutdown().await;
-    }
-}
-
-/// Asks the kernel not to map this executable's pages in 64 KiB clusters around each
-/// page the daemon touches ("fault-around"), and drops what start-up mapped that way.
-///
-/// A long-running daemon touches a small, scattered part of its code and constants;
-/// with fault-around every touched page brings 15 neighbours into the resident set
-/// (megabytes of this binary that idle never uses). Those pages are clean and backed by
-/// the file, so dropping them is free: a page needed again is mapped back from the page
-/// cache. Mappings holding any private copy (`Anonymous` > 0: pages the dynamic linker
-/// relocated) are left alone, since dropping them would lose the relocation. Best
-/// effort: a failure changes nothing but memory use.
-fn trim_mapped_pages() {
-    use nix::sys::mman::{MmapAdvise, madvise};
-    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
-        return;
-    };
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return;
-    };
-    let exe = exe.to_string_lossy();
-    let mut current: Option<(usize, usize)> = None;
-    for line in smaps.lines() {
-        let mut fields = line.split_whitespace();
-        let first = fields.next().unwrap_or("");
-        if let Some((start, end)) = first.split_once('-')
-            && let (Ok(start), Ok(end)) = (
-                usize::from_str_radix(start, 16),
-                usize::from_str_radix(end, 16),
-            )
-        {
-            // A mapping header: ours, and never writable?
-            let perms = fields.next().unwrap_or("");
-            current =
-                (line.ends_with(exe.as_ref()) && !perms.contains('w')).then_some((start, end));
-            continue;
-        }
-        if first == "Anonymous:"
-            && let Some((start, end)) = current.take()
-            && fields.next() == Some("0")
-            && let Some(addr) = std::ptr::NonNull::new(start as *mut std::ffi::c_void)
-        {
-            // SAFETY: the range is one of our own non-writable file mappings with no
-            // private (anonymous) pages, as the kernel reports it: every page is the
-            // file's, so MADV_RANDOM and MADV_DONTNEED change residency, never contents.
-            unsafe {
-                let _ = madvise(addr, end - start, MmapAdvise::MADV_RANDOM);
-                let _ = madvise(addr, end - start, MmapAdvise::MADV_DONTNEED);
-            }
-        }
+        self.runner.cleanup().await;
     }
 }
 
@@ -374,8 +353,10 @@ pub fn run(paths: &Paths, config: &Config) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let config = Arc::new(config.clone());
-    runtime.block_on(async {
-        let shutdown = shutdown_signal();
+    let done = runtime.block_on(async {
+        let stop = Shutdown::new();
+        stop.on_signals()
+            .context("cannot install the SIGINT/SIGTERM handlers")?;
         let discord = crate::channels::discord::from_config(&config)?;
         let mut channels: Vec<Arc<dyn Channel>> = Vec::new();
         match &discord {
@@ -386,15 +367,11 @@ pub fn run(paths: &Paths, config: &Config) -> Result<()> {
         }
         let daemon = Daemon::start(paths, config.clone(), store, channels).await?;
         if let Some(d) = &discord {
-            d.set_group_dirs(crate::channels::discord::group_dirs(daemon.store().clone(), paths.clone()));
+            d.set_group_dirs(crate::channels::discord::group_dirs(
+                daemon.store().clone(),
+                paths.clone(),
+            ));
         }
-        trim_mapped_pages();
-        // Start-up work that finishes in background tasks (IPC's first pass, snapshots)
-        // maps more; trim once more when it is over.
-        tokio::spawn(async {
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            trim_mapped_pages();
-        });
         tracing::info!(root = %paths.root().display(), "rust_claw daemon started");
         // A Discord connection that ended for good (bad token, intent off) ends `run`.
         let fatal = async {
@@ -404,31 +381,17 @@ pub fn run(paths: &Paths, config: &Config) -> Result<()> {
             }
         };
         let fatal = tokio::select! {
-            _ = shutdown => None,
+            _ = stop.triggered() => None,
             why = fatal => why,
         };
-        tracing::info!("shutting down");
         daemon.shutdown().await;
         tracing::info!("stopped");
         match fatal {
             Some(why) => Err(anyhow::anyhow!(why)),
             None => Ok::<_, anyhow::Error>(()),
         }
-    })
-}
-
-/// Resolves on the first SIGTERM or SIGINT. The handlers are installed when this is
-/// called (not when the future is first polled), so call it before announcing that
-/// the daemon is up: a SIGTERM right after start must stop it cleanly, not kill it.
-/// Must be called inside the tokio runtime.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    }
+    });
+    // Nothing may hold the exit (a blocking read, a stuck store call).
+    runtime.shutdown_timeout(RUNTIME_GRACE);
+    done
 }

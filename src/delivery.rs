@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::channels::{Channel, ChannelError};
 use crate::model::Jid;
+use crate::shutdown::Shutdown;
 use crate::store::{SharedStore, outbox};
 
 /// The longest wait between two attempts at one item.
@@ -71,8 +72,8 @@ impl Delivery {
             .cloned()
     }
 
-    /// Sends until `stop` is notified.
-    pub async fn run(self: Arc<Self>, stop: Arc<Notify>) {
+    /// Sends until `stop` fires (between passes: a pass is never cut in half).
+    pub async fn run(self: Arc<Self>, stop: Shutdown) {
         let mut retry_at: HashMap<i64, Instant> = HashMap::new();
         loop {
             let next_retry = self.pass(&mut retry_at).await;
@@ -86,7 +87,7 @@ impl Delivery {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = sleep => {}
-                _ = stop.notified() => return,
+                _ = stop.triggered() => return,
             }
         }
     }

@@ -21,10 +21,12 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
+    /// A reason that quotes a huge value is clipped (≈ [`crate::text::QUOTE_CHARS`]
+    /// of the value plus the rule), so messages, logs and ledger rows stay small.
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         ValidationError {
             field: field.into(),
-            reason: reason.into(),
+            reason: crate::text::clip(&reason.into(), 2 * crate::text::QUOTE_CHARS),
         }
     }
 
@@ -193,6 +195,41 @@ impl<'de> Deserialize<'de> for Jid {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         Jid::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A skill's name, the name of its directory (which holds a `SKILL.md`):
+/// `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$` — one path component, never `.` or `..`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct SkillName(String);
+
+impl SkillName {
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        let ok = !value.is_empty()
+            && value.len() <= 64
+            && value.as_bytes()[0].is_ascii_alphanumeric()
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        if ok {
+            Ok(SkillName(value.to_owned()))
+        } else {
+            Err(ValidationError::new(
+                "skill_name",
+                format!("{value:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '_', '-' or '.'"),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SkillName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::broadcast;
 
-use crate::agent::{AgentError, Agents, Session, TurnOutcome};
+use crate::agent::{AgentError, Agents, Failure, Session, TurnEnd, TurnOutcome};
 use crate::channels::{BoxFuture, Inbound};
 use crate::config::Config;
 use crate::control::Topic;
@@ -30,11 +30,24 @@ use crate::model::{ContextMode, FolderName, Jid};
 use crate::queue::{AfterMessages, GroupHandler};
 use crate::router::{self, Decision};
 use crate::scheduler::{DueRun, RunOutcome, runs};
+use crate::shutdown::Shutdown;
 use crate::store::groups::{self, Group};
 use crate::store::{SharedStore, StoreError, chats, messages, outbox};
 
 /// The longest error text shown in a chat.
-const MAX_ERROR_CHARS: usize = 300;
+const MAX_ERROR_CHARS: usize = 500;
+/// At shutdown, how long an interrupted turn may take to end before its agent is killed.
+const INTERRUPT_GRACE: Duration = Duration::from_millis(300);
+/// A chat whose answer is delayed longer than this by retries is told so (once).
+const RETRY_NOTICE_AFTER: Duration = Duration::from_secs(30);
+
+/// The transient failures of a group's current messages.
+struct Retries {
+    count: u32,
+    since: tokio::time::Instant,
+    /// The chat was told that its answer is being retried.
+    told: bool,
+}
 
 pub struct Orchestrator {
     config: Arc<Config>,
@@ -42,8 +55,10 @@ pub struct Orchestrator {
     agents: Agents,
     delivery: Arc<Delivery>,
     bus: broadcast::Sender<Topic>,
+    /// The daemon's shutdown: running turns are interrupted when it fires.
+    stop: Shutdown,
     /// Failed attempts at each group's current messages.
-    attempts: Mutex<HashMap<FolderName, u32>>,
+    attempts: Mutex<HashMap<FolderName, Retries>>,
     stats: Stats,
 }
 
@@ -62,6 +77,7 @@ impl Orchestrator {
         agents: Agents,
         delivery: Arc<Delivery>,
         bus: broadcast::Sender<Topic>,
+        stop: Shutdown,
     ) -> Orchestrator {
         Orchestrator {
             config,
@@ -69,6 +85,7 @@ impl Orchestrator {
             agents,
             delivery,
             bus,
+            stop,
             attempts: Mutex::new(HashMap::new()),
             stats: Stats::default(),
         }
@@ -166,10 +183,15 @@ impl Orchestrator {
         prompt: &str,
     ) -> Result<TurnOutcome, AgentError> {
         self.stats.turns.fetch_add(1, Ordering::Relaxed);
-        let result = match self.ensure_session(group, session).await {
-            Ok(s) => s.run_turn(prompt).await,
-            Err(e) => Err(e),
-        };
+        let result = async {
+            let s = tokio::select! {
+                biased;
+                _ = self.stop.triggered() => return Err(AgentError::Shutdown),
+                s = self.ensure_session(group, session) => s?,
+            };
+            self.turn_until_shutdown(s, prompt).await
+        }
+        .await;
         if result.is_err()
             && let Some(mut s) = session.take()
         {
@@ -179,16 +201,98 @@ impl Orchestrator {
         result
     }
 
+    /// Runs a turn; if the daemon starts shutting down meanwhile, asks codex to stop
+    /// it and gives it [`INTERRUPT_GRACE`] to end. A turn cut short is
+    /// [`AgentError::Shutdown`] (its messages are answered after the next start).
+    async fn turn_until_shutdown(
+        &self,
+        session: &mut Session,
+        prompt: &str,
+    ) -> Result<TurnOutcome, AgentError> {
+        let handle = session.handle();
+        let turn = session.run_turn(prompt);
+        tokio::pin!(turn);
+        tokio::select! {
+            biased;
+            r = &mut turn => return r,
+            _ = self.stop.triggered() => {}
+        }
+        let ended = tokio::time::timeout(INTERRUPT_GRACE, async {
+            let _ = handle.interrupt().await;
+            (&mut turn).await
+        })
+        .await;
+        match ended {
+            Ok(Ok(outcome)) if outcome.end == TurnEnd::Completed => Ok(outcome),
+            _ => Err(AgentError::Shutdown),
+        }
+    }
+
+    /// What the chat is told when the agent failed for good.
     fn user_error(e: &AgentError) -> String {
-        let text = if e.is_login_required() {
-            "I couldn't reach Codex: login required. Run `codex login --device-auth` on the host."
-                .to_owned()
-        } else {
-            let first = e.to_string();
-            let first = first.lines().next().unwrap_or("unknown error");
-            format!("I couldn't answer because the agent failed: {first}")
+        let first = e.to_string();
+        let first = first.lines().next().unwrap_or("unknown error");
+        let text = match e.failure() {
+            Failure::Permanent { fix } => {
+                format!("I can't answer until this is fixed: {first}. To fix it: {fix}.")
+            }
+            _ => format!("I couldn't answer because the agent failed: {first}"),
         };
-        router_clip(&text, MAX_ERROR_CHARS)
+        crate::text::clip(&text, MAX_ERROR_CHARS)
+    }
+
+    /// Queues `text` for `chat` without moving its cursor (the messages stay unanswered).
+    async fn tell(&self, chat: &str, text: String) {
+        let c = chat.to_owned();
+        let res = self
+            .store
+            .call(move |s| outbox::enqueue(s.conn(), &c, &text, "notice", Utc::now()))
+            .await;
+        match res {
+            Ok(_) => self.delivery.wake(),
+            Err(e) => tracing::error!(error = %e, chat, "cannot queue a notice for the chat"),
+        }
+    }
+
+    /// A transient failure: how long to wait before the next attempt (`None`: give up),
+    /// telling the chat once when its answer will be late by more than
+    /// [`RETRY_NOTICE_AFTER`].
+    async fn after_transient(
+        &self,
+        folder: &FolderName,
+        chat: &str,
+        e: &AgentError,
+    ) -> Option<Duration> {
+        let (attempt, delay, tell) = {
+            let mut a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+            let r = a.entry(folder.clone()).or_insert_with(|| Retries {
+                count: 0,
+                since: tokio::time::Instant::now(),
+                told: false,
+            });
+            r.count += 1;
+            if r.count > self.config.agent_max_retries {
+                a.remove(folder);
+                return None;
+            }
+            let delay = self.retry_delay(r.count);
+            let tell = !r.told && r.since.elapsed() + delay >= RETRY_NOTICE_AFTER;
+            r.told |= tell;
+            (r.count, delay, tell)
+        };
+        tracing::warn!(group = %folder, attempt, retry_in = ?delay, error = %e, "agent turn failed");
+        if tell {
+            let first = e.to_string();
+            let first = first.lines().next().unwrap_or("unknown error").to_owned();
+            let text = format!(
+                "The agent failed ({first}); I'm retrying (next attempt in {} s, at most {} attempts) and will answer as soon as it works.",
+                delay.as_secs().max(1),
+                self.config.agent_max_retries + 1
+            );
+            self.tell(chat, crate::text::clip(&text, MAX_ERROR_CHARS))
+                .await;
+        }
+        Some(delay)
     }
 
     fn retry_delay(&self, attempt: u32) -> Duration {
@@ -300,16 +404,6 @@ fn chats_of(g: &Group) -> Vec<String> {
     chats
 }
 
-fn router_clip(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_owned()
-    } else {
-        let mut s: String = text.chars().take(max - 1).collect();
-        s.push('…');
-        s
-    }
-}
-
 impl GroupHandler for Orchestrator {
     type Session = Session;
 
@@ -337,22 +431,25 @@ impl GroupHandler for Orchestrator {
                     Ok(true) => {}
                     Ok(false) => return AfterMessages::More,
                     Err((e, through)) => {
-                        let attempt = {
-                            let mut a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
-                            let n = a.entry(group.folder.clone()).or_insert(0);
-                            *n += 1;
-                            *n
-                        };
-                        if attempt <= self.config.agent_max_retries {
-                            let delay = self.retry_delay(attempt);
-                            tracing::warn!(group = %folder, attempt, retry_in = ?delay, error = %e, "agent turn failed");
-                            return AfterMessages::RetryAfter(delay);
+                        match e.failure() {
+                            // Answered after the next start.
+                            Failure::Shutdown => return AfterMessages::Done,
+                            Failure::Transient => {
+                                if let Some(delay) =
+                                    self.after_transient(&group.folder, &chat, &e).await
+                                {
+                                    return AfterMessages::RetryAfter(delay);
+                                }
+                                tracing::error!(group = %folder, error = %e, "agent turn failed; giving up and telling the chat");
+                            }
+                            Failure::Permanent { .. } => {
+                                tracing::error!(group = %folder, error = %e, "agent failed in a way retrying cannot fix; telling the chat");
+                                self.attempts
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .remove(&group.folder);
+                            }
                         }
-                        tracing::error!(group = %folder, attempt, error = %e, "agent turn failed; giving up and telling the chat");
-                        self.attempts
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&group.folder);
                         self.commit_replies(&chat, &[Self::user_error(&e)], "error", through)
                             .await;
                         // Other messages may still be waiting (after any due task).
@@ -393,14 +490,19 @@ impl GroupHandler for Orchestrator {
                 ContextMode::Isolated => {
                     // A fresh, ephemeral thread in its own process: the group's session is
                     // neither used nor replaced.
-                    match self
-                        .agents
-                        .start(&group.folder, group.is_main, ContextMode::Isolated)
-                        .await
-                    {
+                    let started = tokio::select! {
+                        biased;
+                        _ = self.stop.triggered() => Err(AgentError::Shutdown),
+                        s = self.agents.start(&group.folder, group.is_main, ContextMode::Isolated) => s,
+                    };
+                    match started {
                         Ok(mut s) => {
-                            let r = s.run_turn(&prompt).await;
-                            s.close().await;
+                            let r = self.turn_until_shutdown(&mut s, &prompt).await;
+                            if self.stop.is_triggered() {
+                                s.kill().await;
+                            } else {
+                                s.close().await;
+                            }
                             r
                         }
                         Err(e) => Err(e),
@@ -409,6 +511,10 @@ impl GroupHandler for Orchestrator {
             };
             self.typing(&chat, false).await;
             match result {
+                Err(AgentError::Shutdown) => {
+                    tracing::info!(task = %task.id, run = run.run_id, "scheduled run interrupted by the shutdown");
+                    self.finish_run(&run, RunOutcome::Interrupted, None).await
+                }
                 Ok(outcome) => {
                     let summary = outcome.final_message.clone().unwrap_or_default();
                     self.finish_run(

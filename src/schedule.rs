@@ -112,6 +112,50 @@ impl Schedule {
         }
     }
 
+    /// The shortest time between two consecutive runs (looked for among the next 64
+    /// runs of a cron schedule, so `0,1 9 * * *` counts as one minute); `None` for
+    /// schedules that run once.
+    pub fn min_gap(&self, tz: Tz, now: DateTime<Utc>) -> Option<Duration> {
+        match self {
+            Schedule::Interval { every_ms } => Some(Duration::milliseconds(*every_ms)),
+            Schedule::Once { .. } => None,
+            Schedule::Cron(c) => {
+                let mut prev = c.next_after(tz, now)?;
+                let mut min: Option<Duration> = None;
+                for _ in 0..64 {
+                    let Some(next) = c.next_after(tz, prev) else {
+                        break;
+                    };
+                    let gap = next - prev;
+                    min = Some(min.map_or(gap, |m| m.min(gap)));
+                    prev = next;
+                }
+                min
+            }
+        }
+    }
+
+    /// Refuses a schedule whose runs come closer than `min_ms`, naming the minimum and
+    /// where it comes from (`who`).
+    pub fn check_min_gap(
+        &self,
+        tz: Tz,
+        now: DateTime<Utc>,
+        min_ms: u64,
+        who: &str,
+    ) -> Result<(), ValidationError> {
+        match self.min_gap(tz, now) {
+            Some(gap) if gap.num_milliseconds() < min_ms as i64 => Err(ValidationError::new(
+                "schedule_value",
+                format!(
+                    "runs would come {} ms apart; the minimum for {who} is {min_ms} ms",
+                    gap.num_milliseconds()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The next run of a task resumed at `now`: recomputed from now.
     pub fn resume_at(&self, tz: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {

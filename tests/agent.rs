@@ -169,7 +169,7 @@ async fn a_failed_turn_is_an_error_with_codexs_message() {
         .unwrap();
     let err = s.run_turn("fail please").await.unwrap_err();
     match &err {
-        AgentError::TurnFailed { message } => {
+        AgentError::TurnFailed { message, .. } => {
             assert!(message.contains("the mock model refuses"), "{message}")
         }
         other => panic!("expected TurnFailed, got {other:?}"),

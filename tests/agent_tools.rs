@@ -91,8 +91,13 @@ async fn tools_over_stdio() {
         1
     );
 
-    // Invalid schedules are refused before anything is written.
+    // Invalid schedules (and texts too long) are refused before anything is written.
     let ledger = rig.count("SELECT COUNT(*) FROM ipc_ledger");
+    let (ok, text) = call(&client, "send_message", json!({"text":"x".repeat(16_001)})).await;
+    assert!(
+        !ok && text.starts_with("invalid:") && text.contains("text"),
+        "{text}"
+    );
     let (ok, text) = call(
         &client,
         "schedule_task",

@@ -49,6 +49,8 @@ fn start(root: &Path) -> Daemon {
             // No agent turn runs in this test (it only sends IPC requests); the host
             // runner needs no container runtime.
             .env("AGENT_RUNNER", "host")
+            // 1,000 tasks over 3 groups: above the default per-group limit.
+            .env("MAX_TASKS_PER_GROUP", "100000")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

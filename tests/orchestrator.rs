@@ -222,8 +222,9 @@ async fn a_failing_agent_ends_in_one_honest_error_message() {
         &[(MAIN, "main", true, false)],
     )
     .await;
+    // A server error: worth retrying.
     rig.t.mock.respond_with(|_| Reply::HttpError {
-        status: 400,
+        status: 500,
         message: "model exploded".into(),
     });
     let ch = rig.channel.clone();
@@ -233,14 +234,73 @@ async fn a_failing_agent_ends_in_one_honest_error_message() {
         sent[0].starts_with("I couldn't answer because the agent failed"),
         "{sent:?}"
     );
-    // Three attempts (one + two retries), then nothing more.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(ch.sent_to(MAIN).len(), 1);
+    // Three attempts (one + two retries) came before that message.
     assert_eq!(rig.t.mock.requests().len(), 3);
-    // The failure moved the cursor: a new message is answered normally.
+    // The failure moved the cursor: a new message is answered normally, and nothing
+    // else was asked of the model in between.
     echo(&rig);
     ch.say(MAIN, "better now?").await;
     assert_eq!(ch.wait_sent(MAIN, 2).await[1], "re: better now?");
+    assert_eq!(rig.t.mock.requests().len(), 4);
+    rig.stop().await;
+}
+
+/// A failure retrying cannot fix reaches the chat at once, with what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_failure_is_told_at_once_with_the_fix() {
+    let rig = DaemonRig::start(
+        "orch-permanent",
+        // Retries would take minutes: the answer must not wait for them.
+        &[("AGENT_RETRY_BASE_MS", "60000"), ("AGENT_MAX_RETRIES", "5")],
+        &[(MAIN, "main", true, false)],
+    )
+    .await;
+    let ch = rig.channel.clone();
+    for (status, fix) in [(401, "codex login"), (400, "CODEX_MODEL")] {
+        rig.t.mock.push([Reply::HttpError {
+            status,
+            message: format!("refused with {status}"),
+        }]);
+        let before = rig.t.mock.requests().len();
+        let n = ch.sent_to(MAIN).len();
+        ch.say(MAIN, &format!("hello {status}")).await;
+        let sent = ch.wait_sent(MAIN, n + 1).await;
+        let text = &sent[n];
+        assert!(
+            text.starts_with("I can't answer until this is fixed"),
+            "{text}"
+        );
+        assert!(text.contains(fix), "{status}: {text}");
+        assert_eq!(
+            rig.t.mock.requests().len(),
+            before + 1,
+            "{status} was retried"
+        );
+    }
+    rig.stop().await;
+}
+
+/// A transient failure keeps its back-off; a chat whose answer will be late by more
+/// than ~30 s is told once that it is being retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_retry_is_announced_once() {
+    let rig = DaemonRig::start(
+        "orch-notice",
+        &[("AGENT_RETRY_BASE_MS", "40000"), ("AGENT_MAX_RETRIES", "3")],
+        &[(MAIN, "main", true, false)],
+    )
+    .await;
+    rig.t.mock.respond_with(|_| Reply::HttpError {
+        status: 503,
+        message: "overloaded".into(),
+    });
+    let ch = rig.channel.clone();
+    ch.say(MAIN, "are you there?").await;
+    let sent = ch.wait_sent(MAIN, 1).await;
+    assert!(sent[0].contains("retrying"), "{sent:?}");
+    assert!(sent[0].contains("next attempt in 40 s"), "{sent:?}");
+    assert_eq!(rig.t.mock.requests().len(), 1);
+    // The messages stay unanswered (the cursor did not move): answered after a restart.
     rig.stop().await;
 }
 
@@ -250,7 +310,8 @@ async fn scheduled_tasks_run_before_waiting_messages_and_reply_in_their_chat() {
     // The first turn is slow; meanwhile a message and a due task queue up behind it.
     rig.t.mock.push([Reply::Stream {
         pieces: vec!["slow ".into(), "answer".into()],
-        gap: Duration::from_millis(1500),
+        // Longer than the task's 1 s interval (the shortest the CLI allows).
+        gap: Duration::from_millis(2500),
     }]);
     rig.t.mock.respond_with(|req| {
         let body = req.to_string();
@@ -280,7 +341,7 @@ async fn scheduled_tasks_run_before_waiting_messages_and_reply_in_their_chat() {
             "--schedule-type",
             "interval",
             "--schedule-value",
-            "300",
+            "1000",
         ])
         .output()
         .unwrap();

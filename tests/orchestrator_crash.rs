@@ -39,9 +39,10 @@ use rust_claw::agent::ApprovalDecision;
 use rust_claw::agent::host::HostRunner;
 use rust_claw::channels::{BoxFuture, Channel, ChannelError, Inbound};
 use rust_claw::config::Config;
-use rust_claw::daemon::{Daemon, InstanceLock, shutdown_signal};
+use rust_claw::daemon::{Daemon, InstanceLock};
 use rust_claw::model::{FolderName, Jid};
 use rust_claw::paths::Paths;
+use rust_claw::shutdown::Shutdown;
 use rust_claw::store::{Store, StoreError};
 use serde_json::Value;
 use support::mock_model::Reply;
@@ -314,7 +315,8 @@ fn child(root: &Path) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let shutdown = shutdown_signal();
+        let shutdown = Shutdown::new();
+        shutdown.on_signals().unwrap();
         let config = Arc::new(Config::load(root).unwrap());
         let store = Store::open(&paths.database()).unwrap();
         let settings = AgentSettings {
@@ -326,6 +328,7 @@ fn child(root: &Path) {
             approval_policy: "never".to_owned(),
             approvals: ApprovalDecision::Decline,
             timezone: Some("UTC".to_owned()),
+            turn_timeout: Duration::from_secs(1800),
         };
         let channel: Arc<dyn Channel> = Arc::new(FileChannel::open(root));
         let daemon = Daemon::start_with(
@@ -342,7 +345,7 @@ fn child(root: &Path) {
         // The SIGTERM handler is installed: the parent may stop us politely now.
         println!("READY");
         std::io::stdout().flush().unwrap();
-        shutdown.await;
+        shutdown.triggered().await;
         daemon.shutdown().await;
         tracing::info!("crash child: stopped");
     });

@@ -9,12 +9,13 @@
 //! log everyone out overnight).
 
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use nix::fcntl::{Flock, FlockArg};
+
+use crate::safe_dir::{Durability, ReadError, SafeDir, write_atomic_path};
 
 /// The one message users (and `doctor`) see when there is no usable login.
 pub const LOGIN_REQUIRED: &str =
@@ -52,16 +53,26 @@ struct AuthFile {
     usable: bool,
 }
 
+/// The largest auth.json read (a login is a few KiB).
+const MAX_AUTH_BYTES: u64 = 1024 * 1024;
+
+/// Reads an auth.json. The group's copy sits in a directory its agent can write, so it
+/// is read through the directory's descriptor, never through a link (a planted link
+/// or FIFO counts as no copy, and is replaced by the next write).
 fn read_auth(path: &Path) -> Result<Option<AuthFile>, AuthError> {
-    let bytes = match std::fs::read(path) {
+    let err = |source| AuthError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = SafeDir::open_trusted(path.parent().unwrap_or(Path::new(".")), false).map_err(err)?;
+    let bytes = match dir.read_file(AUTH_FILE, MAX_AUTH_BYTES) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(AuthError::Io {
-                path: path.to_owned(),
-                source,
-            });
+        Err(ReadError::Gone) => return Ok(None),
+        Err(ReadError::Refused(reason)) => {
+            tracing::warn!(path = %path.display(), %reason, "ignoring an unusable auth.json");
+            return Ok(None);
         }
+        Err(ReadError::Io(e)) => return Err(err(e)),
     };
     let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     let last_refresh = json
@@ -164,24 +175,13 @@ fn remove(path: &Path) -> Result<(), AuthError> {
     })
 }
 
-/// Atomic write with mode 0600 (temp file in the same directory, then rename).
+/// Durable atomic write with mode 0600 (a private `O_EXCL | O_NOFOLLOW` temp file in
+/// the same directory, then rename).
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AuthError> {
-    let err = |source| AuthError::Io {
+    write_atomic_path(path, bytes, Durability::Durable).map_err(|source| AuthError::Io {
         path: path.to_owned(),
         source,
-    };
-    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    })
 }
 
 #[cfg(test)]

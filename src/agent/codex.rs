@@ -177,6 +177,7 @@ pub enum CodexEvent {
     Error {
         turn_id: String,
         message: String,
+        info: Option<super::error::CodexErrorInfo>,
         will_retry: bool,
     },
     TurnCompleted {
@@ -241,6 +242,9 @@ impl CodexEvent {
                 let n: ErrorNotification = parse(note)?;
                 (n.thread_id == thread_id).then_some(CodexEvent::Error {
                     turn_id: n.turn_id,
+                    info: super::error::CodexErrorInfo::from_json(
+                        n.error.codex_error_info.as_ref(),
+                    ),
                     message: n.error.message,
                     will_retry: n.will_retry,
                 })?

@@ -19,6 +19,7 @@ use toml::{Table, Value};
 
 use crate::model::FolderName;
 use crate::paths::Paths;
+use crate::safe_dir::{Durability, Lookup, ReadError, SafeDir};
 use crate::skills;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,9 @@ pub struct HomeConfig {
     pub reasoning_effort: Option<String>,
     /// codex's `approval_policy`: when codex asks us (never | on-request | untrusted).
     pub approval_policy: String,
+    /// codex's `sandbox_mode`: `workspace-write` on the host; `danger-full-access` in
+    /// a container, which is itself the boundary.
+    pub sandbox_mode: String,
     /// The `rust_claw` executable that serves `agent-tools` (as codex will see it).
     pub tools_exe: PathBuf,
     /// The group's IPC directory (as codex will see it).
@@ -101,7 +105,7 @@ pub fn render_config(c: &HomeConfig) -> String {
         root.insert("model_reasoning_effort".into(), e.clone().into());
     }
     root.insert("approval_policy".into(), c.approval_policy.clone().into());
-    root.insert("sandbox_mode".into(), "workspace-write".into());
+    root.insert("sandbox_mode".into(), c.sandbox_mode.clone().into());
     let mut sww = Table::new();
     sww.insert("writable_roots".into(), paths_array(&c.writable_roots));
     sww.insert("network_access".into(), false.into());
@@ -231,9 +235,7 @@ pub fn prepare(
     config: &HomeConfig,
     enabled_skills: &[String],
 ) -> Result<Vec<String>, HomeError> {
-    let home = paths.codex_home(folder);
     for dir in [
-        home.clone(),
         paths.agent_tmp_dir(folder),
         paths.agent_home_dir(folder),
         paths.group_dir(folder),
@@ -241,40 +243,74 @@ pub fn prepare(
     ] {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     }
-    write_atomic(&home.join("config.toml"), render_config(config).as_bytes())?;
-
-    let global_memory = paths.global_dir().join("AGENTS.md");
-    let target = home.join("AGENTS.md");
-    match std::fs::read(&global_memory) {
-        Ok(bytes) => write_atomic(&target, &bytes)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let _ = std::fs::remove_file(&target);
-        }
-        Err(e) => return Err(io(&global_memory)(e)),
+    // The codex home is the agent's to write: reached by descriptor from its
+    // (owner-made) parent, and everything in it written with `*at()` calls.
+    let sessions = paths.sessions_dir(folder);
+    let home_path = paths.codex_home(folder);
+    let home = SafeDir::open_trusted(&sessions, true)
+        .and_then(|d| d.ensure_dir_removing("codex"))
+        .map_err(io(&home_path))?;
+    home.write_atomic(
+        "config.toml",
+        render_config(config).as_bytes(),
+        Durability::Atomic,
+    )
+    .map_err(io(&home_path))?;
+    match global_memory(paths) {
+        Some(bytes) => home
+            .write_atomic(MEMORY_FILE, &bytes, Durability::Atomic)
+            .map_err(io(&home_path))?,
+        None => home.remove(MEMORY_FILE),
     }
-    install_skills(paths, folder, &home.join("skills"), enabled_skills)
+    install_skills(paths, folder, &home, enabled_skills)
 }
 
-/// Makes `skills_dir` hold exactly the enabled skills. A `.system/` left by an earlier
-/// codex run (bundled skills, now switched off in config.toml) goes too.
+const MEMORY_FILE: &str = "AGENTS.md";
+/// The largest memory file copied into a codex home.
+const MAX_MEMORY_BYTES: u64 = 1024 * 1024;
+
+/// `groups/global/AGENTS.md`, which main's agent may write: read by descriptor, a
+/// link, FIFO or oversized file counts as no memory (and is said in the log).
+fn global_memory(paths: &Paths) -> Option<Vec<u8>> {
+    let groups = SafeDir::open_trusted(&paths.groups_dir(), false).ok()?;
+    let Ok(Lookup::Dir(global)) = groups.open_dir("global") else {
+        return None;
+    };
+    match global.read_file(MEMORY_FILE, MAX_MEMORY_BYTES) {
+        Ok(bytes) => Some(bytes),
+        Err(ReadError::Gone) => None,
+        Err(ReadError::Refused(reason)) => {
+            tracing::warn!(%reason, "groups/global/AGENTS.md is not used");
+            None
+        }
+        Err(ReadError::Io(e)) => {
+            tracing::warn!(error = %e, "cannot read groups/global/AGENTS.md");
+            None
+        }
+    }
+}
+
+/// Makes `home/skills` hold exactly the enabled skills. A `.system/` left by an
+/// earlier codex run (bundled skills, now switched off in config.toml) goes too.
 fn install_skills(
     paths: &Paths,
     folder: &FolderName,
-    skills_dir: &Path,
+    home: &SafeDir,
     enabled: &[String],
 ) -> Result<Vec<String>, HomeError> {
-    std::fs::create_dir_all(skills_dir).map_err(io(skills_dir))?;
-    for entry in std::fs::read_dir(skills_dir)
-        .map_err(io(skills_dir))?
-        .flatten()
-    {
-        remove_any(&entry.path())?;
+    let at = home.path().join("skills");
+    let skills_dir = home.ensure_dir_removing("skills").map_err(io(&at))?;
+    for (name, _) in skills_dir.entries().map_err(io(&at))? {
+        skills_dir.remove(&name);
     }
     let mut installed = Vec::new();
     for name in enabled {
-        match skills::source_dir(paths, folder, name) {
+        match skills::source(paths, folder, name) {
             Some(src) => {
-                copy_tree(&src, &skills_dir.join(name))?;
+                // Links and special files are skipped, so a skill cannot smuggle a
+                // link to a file outside its folder into the codex home.
+                let dst = skills_dir.ensure_dir_removing(name).map_err(io(&at))?;
+                src.copy_tree(&dst).map_err(io(src.path()))?;
                 installed.push(name.clone());
             }
             None => {
@@ -283,41 +319,6 @@ fn install_skills(
         }
     }
     Ok(installed)
-}
-
-fn remove_any(path: &Path) -> Result<(), HomeError> {
-    let meta = std::fs::symlink_metadata(path).map_err(io(path))?;
-    if meta.is_dir() {
-        std::fs::remove_dir_all(path).map_err(io(path))
-    } else {
-        std::fs::remove_file(path).map_err(io(path))
-    }
-}
-
-/// Copies regular files and directories; symlinks and special files are skipped, so a
-/// skill cannot smuggle a link to a file outside its folder into the codex home.
-fn copy_tree(src: &Path, dst: &Path) -> Result<(), HomeError> {
-    std::fs::create_dir_all(dst).map_err(io(dst))?;
-    for entry in std::fs::read_dir(src).map_err(io(src))?.flatten() {
-        let from = entry.path();
-        let to = dst.join(entry.file_name());
-        let meta = std::fs::symlink_metadata(&from).map_err(io(&from))?;
-        if meta.is_dir() {
-            copy_tree(&from, &to)?;
-        } else if meta.is_file() {
-            std::fs::copy(&from, &to).map_err(io(&from))?;
-        } else {
-            tracing::warn!(path = %from.display(), "skipping a link or special file in a skill");
-        }
-    }
-    Ok(())
-}
-
-/// Writes `bytes` to a temp file beside `path` and renames it over `path`.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 #[cfg(test)]
@@ -329,6 +330,7 @@ mod tests {
             model: Some("gpt-x".into()),
             reasoning_effort: Some("high".into()),
             approval_policy: "never".into(),
+            sandbox_mode: "workspace-write".into(),
             tools_exe: "/opt/rust_claw".into(),
             ipc_dir: "/root/data/ipc/team".into(),
             chat_jid: Some("1@discord".into()),

@@ -88,6 +88,7 @@ impl Runner for HostRunner {
         for (k, v) in &spec.env {
             cmd.env(k, v);
         }
+        die_with_parent(&mut cmd);
         let mut child = cmd.spawn().map_err(|source| RunnerError::Spawn {
             program: self.codex_bin.display().to_string(),
             source,
@@ -102,6 +103,24 @@ impl Runner for HostRunner {
             stdout: Box::pin(stdout),
             child: Box::new(HostChild { child, tail }),
         })
+    }
+}
+
+/// The kernel kills codex when the daemon dies, however it dies (SIGKILL, a second
+/// Ctrl-C that exits at once): no orphaned agent keeps running or holds its thread.
+fn die_with_parent(cmd: &mut Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls (prctl, getppid, kill).
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            // The parent died between fork and prctl: nobody would send the signal.
+            if nix::unistd::getppid() != parent {
+                nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL)?;
+            }
+            Ok(())
+        });
     }
 }
 

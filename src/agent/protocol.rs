@@ -157,6 +157,10 @@ pub struct TurnError {
     pub message: String,
     #[serde(default)]
     pub additional_details: Option<String>,
+    /// codex's own classification (`codexErrorInfo`): a name such as `unauthorized`,
+    /// or `{"httpConnectionFailed": {"httpStatusCode": 401}}`.
+    #[serde(default)]
+    pub codex_error_info: Option<serde_json::Value>,
 }
 
 /// `turn/started`, `turn/completed`.

@@ -1,10 +1,10 @@
 //! Where a group's `codex app-server` runs: the [`Runner`] boundary.
 //!
 //! The session layer needs only a byte pipe to an app-server and a way to stop it, so
-//! that is all a runner returns. `host` spawns codex as a child of the daemon; the
-//! container runner (a later issue) spawns `podman run -i … codex app-server` and
-//! implements the same trait. The trait is object safe: the orchestrator holds an
-//! `Arc<dyn Runner>` chosen once from `AGENT_RUNNER`.
+//! that is all a runner returns. `host` spawns codex as a child of the daemon;
+//! `container` spawns `podman run -i … codex app-server` (or docker) and implements the
+//! same trait. The trait is object safe: the orchestrator holds an `Arc<dyn Runner>`
+//! chosen once from `AGENT_RUNNER` (`runners::from_config`).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -38,6 +38,8 @@ pub struct SpawnSpec {
     /// Extra variables codex needs (e.g. the API key a custom model provider names in
     /// `env_key`). Values go in the child's environment only, never in argv or logs.
     pub env: Vec<(String, String)>,
+    /// The group's stored `container_config` (extra mounts; container runner only).
+    pub container_config: Option<serde_json::Value>,
 }
 
 /// A running app-server: its stdio and a handle to stop it.
@@ -73,19 +75,20 @@ pub trait Runner: Send + Sync {
     fn agent_path(&self, host_path: &Path) -> PathBuf {
         host_path.to_owned()
     }
-}
-
-/// The runner `AGENT_RUNNER` selects. `container` is provided by the container module
-/// (a later issue); until then it is refused with a message naming the fix.
-pub fn from_config(config: &crate::config::Config) -> Result<Arc<dyn Runner>, RunnerError> {
-    match config.agent_runner {
-        crate::config::RunnerKind::Host => Ok(Arc::new(super::host::HostRunner::new(
-            config.codex_bin.clone(),
-        ))),
-        crate::config::RunnerKind::Container => Err(RunnerError::Other(
-            "AGENT_RUNNER=container is not available in this build yet; set AGENT_RUNNER=host"
-                .into(),
-        )),
+    /// codex's `sandbox_mode` for the group's config.toml: the host runner relies on
+    /// codex's own sandbox; a container is itself the boundary.
+    fn sandbox_mode(&self) -> &'static str {
+        "workspace-write"
+    }
+    /// Checks, before each agent start, that agents can run at all (container: the
+    /// runtime and the image, cheap once it succeeded). The error names the fix.
+    fn preflight(&self) -> BoxFuture<'_, Result<(), RunnerError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Removes what earlier runs of this installation left behind (containers of a
+    /// killed daemon). Called at daemon start and shutdown.
+    fn cleanup(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
     }
 }
 
@@ -97,8 +100,26 @@ pub enum RunnerError {
         #[source]
         source: std::io::Error,
     },
+    /// The runner cannot start agents until the owner sets something up (e.g. the
+    /// container image is missing): a permanent failure, shown to the chat at once.
+    #[error("{message}; {fix}")]
+    Setup { message: String, fix: String },
     #[error("{0}")]
     Other(String),
+}
+
+impl From<super::container_runtime::ContainerError> for RunnerError {
+    /// A missing runtime, image or IPC version is permanent until the owner acts
+    /// ([`RunnerError::Setup`]); a runtime that fails otherwise may recover.
+    fn from(e: super::container_runtime::ContainerError) -> RunnerError {
+        match e.fix() {
+            Some(fix) => RunnerError::Setup {
+                message: e.problem(),
+                fix: fix.to_owned(),
+            },
+            None => RunnerError::Other(e.to_string()),
+        }
+    }
 }
 
 /// Lines of stderr kept for error messages.

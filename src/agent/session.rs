@@ -14,17 +14,18 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::auth::{self, AuthError};
+use super::auth;
 use super::codex::{CodexClient, CodexEvent};
+pub use super::error::AgentError;
 use super::home::{self, HomeConfig, HomeError};
 use super::protocol::{ApprovalDecision, ThreadParams, UserInput};
 use super::rpc::{Notification, RpcError};
-use super::runner::{AgentChild, AgentProcess, Runner, RunnerError, SpawnSpec};
+use super::runner::{AgentChild, AgentProcess, Runner, SpawnSpec};
 use super::turn::{ActiveTurn, SessionHandle, TurnOutcome};
 use crate::config::Config;
 use crate::model::{ContextMode, FolderName};
 use crate::paths::Paths;
-use crate::store::{SharedStore, StoreError, sessions, skills};
+use crate::store::{SharedStore, sessions, skills};
 
 /// How long codex may take to answer a handshake or thread request (it starts MCP
 /// servers while opening a thread).
@@ -33,55 +34,6 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(60);
 const EXIT_GRACE: Duration = Duration::from_secs(3);
 /// How often (every 100 ms) to retry a thread another codex process still holds.
 const WRITER_RETRIES: u32 = 30;
-
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    #[error(transparent)]
-    Login(#[from] AuthError),
-    #[error("cannot prepare the agent's codex home: {0}")]
-    Home(#[from] HomeError),
-    #[error(transparent)]
-    Runner(#[from] RunnerError),
-    #[error("codex {step} failed: {source}{stderr}")]
-    Rpc {
-        step: &'static str,
-        source: RpcError,
-        /// codex's last stderr lines, prefixed with a newline, or empty.
-        stderr: String,
-    },
-    #[error("codex did not answer {step} within {secs} s")]
-    Timeout { step: &'static str, secs: u64 },
-    #[error("codex turn failed: {message}")]
-    TurnFailed { message: String },
-    #[error("codex exited during the turn{stderr}")]
-    Exited { stderr: String },
-    #[error("no turn is running")]
-    NoActiveTurn,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl AgentError {
-    pub(super) fn rpc(step: &'static str, source: RpcError, stderr: String) -> AgentError {
-        AgentError::Rpc {
-            step,
-            source,
-            stderr,
-        }
-    }
-
-    /// True when the user must log in again (for the short error shown in the chat).
-    pub fn is_login_required(&self) -> bool {
-        match self {
-            AgentError::Login(AuthError::LoginRequired) => true,
-            AgentError::TurnFailed { message } => {
-                let m = message.to_ascii_lowercase();
-                m.contains("401") || m.contains("unauthorized") || m.contains("log in again")
-            }
-            _ => false,
-        }
-    }
-}
 
 /// How agents are run, from the daemon's configuration.
 #[derive(Debug, Clone)]
@@ -101,6 +53,8 @@ pub struct AgentSettings {
     pub approvals: ApprovalDecision,
     /// The daemon's TIMEZONE, handed to the agent's tools.
     pub timezone: Option<String>,
+    /// `AGENT_TURN_TIMEOUT_MS`: a longer turn is interrupted, then its agent stopped.
+    pub turn_timeout: Duration,
 }
 
 impl AgentSettings {
@@ -114,6 +68,7 @@ impl AgentSettings {
             approval_policy: "never".to_owned(),
             approvals: ApprovalDecision::Decline,
             timezone: Some(config.timezone.name().to_owned()),
+            turn_timeout: Duration::from_millis(config.agent_turn_timeout_ms),
         })
     }
 }
@@ -148,30 +103,30 @@ impl Agents {
         is_main: bool,
         mode: ContextMode,
     ) -> Result<Session, AgentError> {
+        // Runtime and image first: without them nothing else is worth doing.
+        self.runner.preflight().await?;
         let f = folder.clone();
-        let enabled = self
+        let stored = self
             .store
             .call(move |s| {
-                let jid =
-                    crate::store::groups::get_by_folder(s.conn(), &f)?.map(|g| g.jid.to_string());
-                Ok::<_, crate::store::StoreError>((skills::enabled(s.conn(), &f)?, jid))
+                let group = crate::store::groups::get_by_folder(s.conn(), &f)?;
+                let (chat_jid, container_config) = match group {
+                    Some(g) => (Some(g.jid.to_string()), g.container_config),
+                    None => (None, None),
+                };
+                Ok::<_, crate::store::StoreError>(StoredGroup {
+                    enabled_skills: skills::enabled(s.conn(), &f)?,
+                    chat_jid,
+                    container_config,
+                })
             })
             .await?;
-        let (enabled, chat_jid) = enabled;
         let prepared = {
             let (paths, settings, folder) =
                 (self.paths.clone(), self.settings.clone(), folder.clone());
             let runner = self.runner.clone();
             tokio::task::spawn_blocking(move || {
-                prepare(
-                    &paths,
-                    &settings,
-                    runner.as_ref(),
-                    &folder,
-                    is_main,
-                    &enabled,
-                    chat_jid,
-                )
+                prepare(&paths, &settings, runner.as_ref(), &folder, is_main, stored)
             })
             .await
             .expect("prepare panicked")?
@@ -197,6 +152,7 @@ impl Agents {
             auth_dir: self.settings.auth_dir.clone(),
             codex_home: spec.codex_home.clone(),
             login_required: prepared.login_required,
+            turn_timeout: self.settings.turn_timeout,
         };
         match self.open_thread(&mut session).await {
             Ok(()) => Ok(session),
@@ -311,6 +267,14 @@ async fn timed<T>(
     }
 }
 
+/// What a start reads about the group from the store.
+struct StoredGroup {
+    enabled_skills: Vec<String>,
+    chat_jid: Option<String>,
+    /// Extra mounts (container runner).
+    container_config: Option<serde_json::Value>,
+}
+
 struct Prepared {
     spec: SpawnSpec,
     login_required: bool,
@@ -323,15 +287,19 @@ fn prepare(
     runner: &dyn Runner,
     folder: &FolderName,
     is_main: bool,
-    enabled_skills: &[String],
-    chat_jid: Option<String>,
+    stored: StoredGroup,
 ) -> Result<Prepared, AgentError> {
+    let StoredGroup {
+        enabled_skills,
+        chat_jid,
+        container_config,
+    } = stored;
     let fragment = match &settings.codex_config {
         Some(p) => Some(home::load_fragment(p)?),
         None => None,
     };
     let writable_roots = if is_main {
-        vec![paths.global_dir()]
+        vec![runner.agent_path(&paths.global_dir())]
     } else {
         Vec::new()
     };
@@ -345,6 +313,7 @@ fn prepare(
         model: settings.model.clone(),
         reasoning_effort: settings.reasoning_effort.clone(),
         approval_policy: settings.approval_policy.clone(),
+        sandbox_mode: runner.sandbox_mode().to_owned(),
         tools_exe: runner.agent_path(&settings.tools_exe),
         ipc_dir: runner.agent_path(&paths.ipc_dir(folder)),
         chat_jid,
@@ -352,7 +321,7 @@ fn prepare(
         writable_roots,
         user_fragment: fragment.clone(),
     };
-    home::prepare(paths, folder, &config, enabled_skills)?;
+    home::prepare(paths, folder, &config, &enabled_skills)?;
     let codex_home = paths.codex_home(folder);
     let login_required = home::uses_openai_login(fragment.as_ref());
     auth::sync(&settings.auth_dir, &codex_home, login_required)?;
@@ -371,6 +340,7 @@ fn prepare(
             tmp_dir: paths.agent_tmp_dir(folder),
             home_dir: paths.agent_home_dir(folder),
             env,
+            container_config,
         },
         login_required,
     })
@@ -388,6 +358,7 @@ pub struct Session {
     auth_dir: PathBuf,
     codex_home: PathBuf,
     login_required: bool,
+    pub(super) turn_timeout: Duration,
 }
 
 impl Session {
@@ -434,7 +405,9 @@ impl Session {
             .await
             .map_err(|e| AgentError::rpc("turn/start", e, self.stderr_tail()))?;
         self.handle.set_active(Some(turn.id.clone()));
+        let deadline = tokio::time::Instant::now() + self.turn_timeout;
         Ok(ActiveTurn {
+            deadline,
             session: self,
             turn_id: turn.id,
             messages: Vec::new(),

@@ -9,9 +9,13 @@
 use std::sync::{Arc, Mutex};
 
 use super::codex::{CodexClient, CodexEvent};
+use super::error::{AgentError, CodexErrorInfo};
 use super::protocol::{TurnStatus, UserInput};
-use super::session::{AgentError, Session};
+use super::session::Session;
 use super::text::strip_internal;
+
+/// How long a timed-out turn may take to end after `turn/interrupt`.
+const INTERRUPT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the orchestrator sees during a turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,10 +102,12 @@ impl SessionHandle {
 /// A turn in progress. Drive it to its end with [`ActiveTurn::next_event`] until
 /// `None`, then [`ActiveTurn::finish`] (or call `finish` directly to skip events).
 pub struct ActiveTurn<'a> {
+    /// `AGENT_TURN_TIMEOUT_MS` after the turn started.
+    pub(super) deadline: tokio::time::Instant,
     pub(super) session: &'a mut Session,
     pub(super) turn_id: String,
     pub(super) messages: Vec<String>,
-    pub(super) last_error: Option<String>,
+    pub(super) last_error: Option<(String, Option<CodexErrorInfo>)>,
     pub(super) outcome: Option<Result<TurnOutcome, AgentError>>,
 }
 
@@ -116,7 +122,12 @@ impl ActiveTurn<'_> {
             return None;
         }
         loop {
-            let Some(note) = self.session.notes.recv().await else {
+            let next = tokio::time::timeout_at(self.deadline, self.session.notes.recv()).await;
+            let Ok(next) = next else {
+                self.time_out().await;
+                return None;
+            };
+            let Some(note) = next else {
                 self.session.handle.set_active(None);
                 self.outcome = Some(Err(AgentError::Exited {
                     stderr: self.session.stderr_tail(),
@@ -150,12 +161,13 @@ impl ActiveTurn<'_> {
                 }
                 CodexEvent::Error {
                     message,
+                    info,
                     will_retry,
                     ..
                 } => {
-                    tracing::warn!(group = %self.session.folder, %message, will_retry, "codex reported an error");
+                    tracing::warn!(group = %self.session.folder, %message, ?info, will_retry, "codex reported an error");
                     if !will_retry {
-                        self.last_error = Some(message);
+                        self.last_error = Some((message, info));
                     }
                 }
                 CodexEvent::TurnStarted { .. } => {}
@@ -165,18 +177,29 @@ impl ActiveTurn<'_> {
                         TurnStatus::Completed => Ok(TurnEnd::Completed),
                         TurnStatus::Interrupted => Ok(TurnEnd::Interrupted),
                         TurnStatus::Failed | TurnStatus::InProgress => {
-                            Err(AgentError::TurnFailed {
-                                message: turn
-                                    .error
-                                    .map(|e| match e.additional_details {
+                            let earlier = self.last_error.take();
+
+                            let (message, info) = turn
+                                .error
+                                .map(|e| {
+                                    let info =
+                                        CodexErrorInfo::from_json(e.codex_error_info.as_ref());
+                                    let message = match e.additional_details {
                                         Some(d) if !d.is_empty() => format!("{} ({d})", e.message),
                                         _ => e.message,
-                                    })
-                                    .or_else(|| self.last_error.take())
-                                    .unwrap_or_else(|| {
-                                        "codex reported a failed turn without a message".into()
-                                    }),
-                            })
+                                    };
+                                    (message, info)
+                                })
+                                .or(earlier.clone())
+                                .unwrap_or_else(|| {
+                                    (
+                                        "codex reported a failed turn without a message".into(),
+                                        None,
+                                    )
+                                });
+                            // The `error` notification may have carried the classification.
+                            let info = info.or(earlier.and_then(|(_, info)| info));
+                            Err(AgentError::TurnFailed { message, info })
                         }
                     };
                     self.outcome = Some(end.map(|end| TurnOutcome {
@@ -191,6 +214,32 @@ impl ActiveTurn<'_> {
                 }
             }
         }
+    }
+
+    /// The turn ran past its deadline: ask codex to stop it, give it a moment to end,
+    /// then stop the agent itself (for a container: stop and remove the container).
+    async fn time_out(&mut self) {
+        let secs = self.session.turn_timeout.as_secs();
+        tracing::warn!(group = %self.session.folder, turn = %self.turn_id, secs,
+            "turn timed out; interrupting it and stopping the agent");
+        let handle = self.session.handle.clone();
+        let _ = tokio::time::timeout(INTERRUPT_GRACE, handle.interrupt()).await;
+        let thread = handle.thread_id.clone();
+        let turn_id = self.turn_id.clone();
+        let notes = &mut self.session.notes;
+        let ended = async {
+            while let Some(note) = notes.recv().await {
+                if let Some(CodexEvent::TurnCompleted { turn }) = CodexEvent::decode(&note, &thread)
+                    && turn.id == turn_id
+                {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(INTERRUPT_GRACE, ended).await;
+        self.session.handle.set_active(None);
+        self.session.kill().await;
+        self.outcome = Some(Err(AgentError::TurnTimeout { secs }));
     }
 
     /// Runs the turn to its end and returns how it ended. A failed turn is

@@ -54,10 +54,30 @@ impl LocalChannel {
         self.lines_sent.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// The terminal's own stdin and stdout.
-    pub fn stdio(folder: &FolderName, assistant: &str) -> LocalChannel {
-        let reader = Box::new(tokio::io::BufReader::new(tokio::io::stdin()));
-        LocalChannel::new(folder, assistant, reader, Box::new(tokio::io::stdout()))
+    /// The terminal's own stdin and stdout. Must be called inside a tokio runtime.
+    ///
+    /// stdin is copied by a plain thread into a socket pair the channel reads. A
+    /// blocking read cannot be cancelled, and in tokio's blocking pool it would hold
+    /// the runtime's shutdown (and so Ctrl-C) until the next line or Ctrl-D; a thread
+    /// of our own simply ends with the process.
+    pub fn stdio(folder: &FolderName, assistant: &str) -> std::io::Result<LocalChannel> {
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair()?;
+        std::thread::Builder::new()
+            .name("stdin".into())
+            .spawn(move || {
+                // Ends at EOF (dropping `theirs` ends the channel's input) or when the
+                // channel's side is gone.
+                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut theirs);
+            })?;
+        ours.set_nonblocking(true)?;
+        let reader = tokio::net::UnixStream::from_std(ours)?;
+        let reader = Box::new(tokio::io::BufReader::new(reader));
+        Ok(LocalChannel::new(
+            folder,
+            assistant,
+            reader,
+            Box::new(tokio::io::stdout()),
+        ))
     }
 
     pub fn jid(&self) -> &Jid {

@@ -8,6 +8,10 @@
 //! The terminal is chat `<folder>@local`, routed to group `<folder>`; every line is
 //! addressed to the assistant. With no main group registered at all, `chat` registers
 //! a terminal-only main group (`main@local`) so a fresh install works at once.
+//!
+//! It ends when the input ends and every reply is out, or within about a second of
+//! Ctrl-C or SIGTERM, whatever it is waiting for (stdin is read on a thread of its
+//! own, which never holds the exit); a second Ctrl-C ends it at once.
 
 use std::sync::Arc;
 
@@ -17,8 +21,9 @@ use clap::Args;
 use super::{CliError, Context};
 use crate::actions::{self, RegisterGroup};
 use crate::channels::local::LocalChannel;
-use crate::daemon::{self, Daemon, InstanceLock};
+use crate::daemon::{Daemon, InstanceLock, RUNTIME_GRACE};
 use crate::model::{FolderName, Jid};
+use crate::shutdown::Shutdown;
 use crate::store::groups;
 
 #[derive(Debug, Args)]
@@ -70,25 +75,36 @@ pub fn chat(ctx: &Context, a: ChatArgs) -> Result<(), CliError> {
         .build()
         .context("cannot start the async runtime")?;
     let config = Arc::new(ctx.config.clone());
-    runtime.block_on(async move {
-        let local = Arc::new(LocalChannel::stdio(&folder, &config.assistant_name));
+    let done = runtime.block_on(async move {
+        let stop = Shutdown::new();
+        stop.on_signals()
+            .context("cannot install the SIGINT/SIGTERM handlers")?;
+        let local = Arc::new(
+            LocalChannel::stdio(&folder, &config.assistant_name)
+                .context("cannot read the terminal")?,
+        );
         let input_closed = local.input_closed();
         let jid = local.jid().clone();
         let d = Daemon::start(&ctx.paths, config.clone(), store, vec![local.clone()]).await?;
         eprintln!(
-            "Chatting with {} (group {}). Type a message and press Enter; Ctrl-D to quit.",
+            "Chatting with {} (group {}). Type a message and press Enter; Ctrl-D or Ctrl-C to quit.",
             config.assistant_name, folder
         );
+        let answered = async {
+            input_closed.notified().await;
+            // Every line typed is stored before we look for unanswered ones.
+            d.wait_ingested(local.lines_sent()).await;
+            d.wait_answered(&jid).await
+        };
         tokio::select! {
-            _ = input_closed.notified() => {
-                // Every line typed is stored before we look for unanswered ones.
-                d.wait_ingested(local.lines_sent()).await;
-                d.wait_answered(&jid).await
-            }
-            _ = daemon::shutdown_signal() => {}
+            _ = answered => {}
+            _ = stop.triggered() => {}
         }
         d.shutdown().await;
         Ok::<_, anyhow::Error>(())
-    })?;
+    });
+    // The stdin thread may still be blocked in a read: it never holds the exit.
+    runtime.shutdown_timeout(RUNTIME_GRACE);
+    done?;
     Ok(())
 }

@@ -157,10 +157,13 @@ pub fn list(ctx: &Context, a: ListArgs) -> Result<(), CliError> {
 
 pub fn unregister(ctx: &Context, a: UnregisterGroupArgs) -> Result<(), CliError> {
     let mut store = ctx.open_store()?;
-    let group = store.write(|tx| actions::unregister_group(tx, &a.jid))?;
+    let (group, paused) = store.write(|tx| actions::unregister_group(tx, &a.jid))?;
     control::notify(&ctx.paths, Topic::Groups);
+    if paused > 0 {
+        control::notify(&ctx.paths, Topic::Tasks);
+    }
     println!(
-        "unregistered {} (folder {} and its data are kept)",
+        "unregistered {} (folder {} and its data are kept); paused its {paused} active task(s) — `resume-task` them after registering it again",
         group.jid, group.folder
     );
     Ok(())

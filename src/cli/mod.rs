@@ -45,7 +45,7 @@ pub enum Command {
     RegisterGroup(groups::RegisterGroupArgs),
     /// List registered groups.
     ListGroups(ListArgs),
-    /// Unregister a chat. Its folder, tasks and history stay on disk.
+    /// Unregister a chat. Its folder, tasks and history stay on disk; its active tasks are paused.
     UnregisterGroup(groups::UnregisterGroupArgs),
     /// Create a scheduled task.
     CreateTask(tasks::CreateTaskArgs),
@@ -62,9 +62,17 @@ pub enum Command {
     /// List, enable or disable a group's skills.
     Skills(skills::SkillsArgs),
     /// The MCP server (stdio) an agent uses to reach the host (env RUST_CLAW_IPC_DIR).
-    AgentTools,
+    AgentTools(AgentToolsArgs),
     /// Chat with a group's assistant in this terminal (runs the whole pipeline here).
     Chat(chat::ChatArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentToolsArgs {
+    /// Print the IPC protocol version these tools speak and exit (the daemon checks
+    /// the agent image's against its own).
+    #[arg(long)]
+    pub ipc_version: bool,
 }
 
 #[derive(Debug, Args)]
@@ -165,17 +173,61 @@ fn init_logging(daemon: bool) {
         .try_init();
 }
 
+/// Only `bootstrap-main`, `run` and `chat` may start a new root; they say so, and make
+/// its `data/` and `groups/` private. Any other verb on a directory without a store
+/// is a mistake (a typo in --root): exit 2 naming the path and the fix.
+fn check_root(root: &std::path::Path, command: &Command) -> Result<(), CliError> {
+    let paths = Paths::new(root);
+    let exists = paths.database().exists();
+    let creates = matches!(
+        command,
+        Command::Run | Command::Chat(_) | Command::BootstrapMain(_)
+    );
+    if !creates {
+        if exists {
+            return Ok(());
+        }
+        return Err(CliError::Invalid(format!(
+            "{} is not a RustClaw root (no {}); pass the right --root (or RUST_CLAW_ROOT), or create one with `rust_claw --root {} bootstrap-main --jid <channel id>@discord`",
+            root.display(),
+            paths.database().display(),
+            root.display()
+        )));
+    }
+    if !exists {
+        eprintln!("creating a new RustClaw root at {}", root.display());
+    }
+    for dir in [paths.root().join("data"), paths.groups_dir()] {
+        crate::safe_dir::ensure_private_dir(&dir).map_err(|e| {
+            CliError::Runtime(anyhow::anyhow!("cannot create {}: {e}", dir.display()))
+        })?;
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), CliError> {
     // Runs on the agent's side: it needs no root, configuration or store.
-    if let Command::AgentTools = cli.command {
-        return crate::agent_tools::serve_stdio().map_err(CliError::Runtime);
+    if let Command::AgentTools(a) = &cli.command {
+        if a.ipc_version {
+            println!("{}", crate::agent_tools::IPC_VERSION);
+            return Ok(());
+        }
+        // A bad environment is a configuration error (exit 2), not a runtime failure.
+        let tools = crate::agent_tools::AgentTools::from_env()
+            .map_err(|e| CliError::Invalid(format!("agent-tools: {e:#}")))?;
+        return crate::agent_tools::serve_stdio(tools).map_err(CliError::Runtime);
     }
     let root = match cli.root {
         Some(r) => r,
         None => std::env::current_dir()
             .map_err(|e| anyhow::anyhow!("cannot read the working directory: {e}"))?,
     };
+    // Resolved once: everything later (the watcher's paths included) is absolute, so a
+    // relative --root means the same directory whatever the working directory becomes.
+    let root = std::path::absolute(&root)
+        .map_err(|e| CliError::Invalid(format!("invalid --root {}: {e}", root.display())))?;
     let config = Config::load(&root).map_err(|e| CliError::Invalid(e.to_string()))?;
+    check_root(&root, &cli.command)?;
     let ctx = Context {
         paths: Paths::new(root),
         config,
@@ -193,7 +245,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::CancelTask(a) => tasks::cancel(&ctx, a),
         Command::TaskRuns(a) => tasks::runs(&ctx, a),
         Command::Skills(a) => skills::run(&ctx, a),
-        Command::AgentTools => unreachable!("handled above"),
+        Command::AgentTools(_) => unreachable!("handled above"),
         Command::Chat(a) => chat::chat(&ctx, a),
     }
 }

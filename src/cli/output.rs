@@ -54,17 +54,9 @@ impl<W: Write> JsonArray<W> {
     }
 
     pub fn push(&mut self, item: &impl Serialize) -> std::io::Result<()> {
-        self.push_with(|out| serde_json::to_writer(out, item).map_err(std::io::Error::from))
-    }
-
-    /// Adds an item that `write` writes as JSON itself.
-    pub fn push_with(
-        &mut self,
-        write: impl FnOnce(&mut W) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
         self.out.write_all(if self.empty { b"[" } else { b"," })?;
         self.empty = false;
-        write(&mut self.out)
+        serde_json::to_writer(&mut self.out, item).map_err(std::io::Error::from)
     }
 
     /// Closes the array and flushes; the writer back.
@@ -75,24 +67,6 @@ impl<W: Write> JsonArray<W> {
         self.out.write_all(b"]\n")?;
         self.out.flush()?;
         Ok(self.out)
-    }
-}
-
-/// Writes `text` as a JSON string: exactly what serde_json writes, but text with
-/// nothing to escape — nearly all of a listing — is copied in one piece instead of
-/// going through serde_json's byte-by-byte escape loop (a fifth of `list-tasks
-/// --json`'s instructions). serde_json escapes exactly `"`, `\\` and bytes below 0x20.
-pub fn write_json_str(out: &mut impl Write, text: &str) -> std::io::Result<()> {
-    // A fold rather than `any`: no early exit, so the compiler can vectorise it.
-    let plain = text
-        .bytes()
-        .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
-    if plain {
-        out.write_all(b"\"")?;
-        out.write_all(text.as_bytes())?;
-        out.write_all(b"\"")
-    } else {
-        serde_json::to_writer(out, text).map_err(std::io::Error::from)
     }
 }
 
@@ -154,20 +128,7 @@ pub fn when_secs(t: Option<DateTime<Utc>>, tz: Tz) -> String {
     }
 }
 
-/// At most `max` characters of `text` on one line, with an ellipsis if cut.
-pub fn clip(text: &str, max: usize) -> String {
-    let flat: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if flat.chars().count() <= max {
-        flat
-    } else {
-        let mut s: String = flat.chars().take(max.saturating_sub(1)).collect();
-        s.push('…');
-        s
-    }
-}
+pub use crate::text::clip;
 
 #[cfg(test)]
 mod tests {
@@ -197,27 +158,6 @@ mod tests {
             assert_eq!(
                 String::from_utf8(streamed).unwrap(),
                 String::from_utf8(whole).unwrap()
-            );
-        }
-    }
-
-    #[test]
-    fn json_strings_match_serde_json() {
-        for text in [
-            "",
-            "plain text",
-            "quote \" and backslash \\",
-            "line\nbreak\ttab\r",
-            "\u{1}\u{1f}\u{7f}",
-            "한국어 ünïcødé 🦀 \u{2028}",
-            "</script>",
-        ] {
-            let mut ours = Vec::new();
-            write_json_str(&mut ours, text).unwrap();
-            assert_eq!(
-                String::from_utf8(ours).unwrap(),
-                serde_json::to_string(text).unwrap(),
-                "{text:?}"
             );
         }
     }

@@ -73,19 +73,15 @@ fn list(ctx: &Context, folder: &FolderName, json: bool) -> Result<(), CliError> 
     let store = ctx.open_store()?;
     require_group(&store, folder)?;
     let enabled = skill_store::enabled(store.conn(), folder)?;
-    let own = ctx.paths.group_skills_dir(folder);
-    let rows: Vec<SkillRow> = crate::skills::available(&ctx.paths, folder)
+    let rows: Vec<SkillRow> = crate::skills::list(&ctx.paths, folder)
         .into_iter()
-        .map(|name| SkillRow {
-            enabled: enabled.contains(&name),
-            source: if crate::skills::source_dir(&ctx.paths, folder, &name)
-                .is_some_and(|d| d.starts_with(&own))
-            {
-                "group"
-            } else {
-                "global"
+        .map(|s| SkillRow {
+            enabled: enabled.contains(&s.name),
+            source: match s.scope {
+                crate::skills::Scope::Group => "group",
+                crate::skills::Scope::Global => "global",
             },
-            name,
+            name: s.name,
         })
         .collect();
     print_listing(json, &rows, &["NAME", "ENABLED", "SOURCE"], |r| {

@@ -1,18 +1,15 @@
 //! `create-task`, `list-tasks`, `pause-task`, `resume-task`, `cancel-task`, `task-runs`.
 
-use std::io::Write;
 use std::ops::ControlFlow;
 
-use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use clap::Args;
 
-use super::output::{JsonArray, clip, finished, print_listing, when, when_secs, write_json_str};
+use super::output::{JsonArray, clip, finished, print_listing, when, when_secs};
 use super::{CliError, Context};
 use crate::actions::{self, NewTask};
 use crate::control::{self, Topic};
 use crate::model::{ContextMode, FolderName, Jid, ScheduleType, TaskId, TaskStatus};
-use crate::store::rfc3339;
 use crate::store::tasks::{self, Task};
 
 #[derive(Debug, Args)]
@@ -113,7 +110,7 @@ pub fn list(ctx: &Context, a: ListTasksArgs) -> Result<(), CliError> {
         let mut array = JsonArray::stdout();
         let mut written = Ok(());
         tasks::for_each(store.conn(), a.group.as_ref(), a.status, |t| {
-            written = array.push_with(|out| write_task_json(out, &t));
+            written = array.push(&t);
             if written.is_ok() {
                 ControlFlow::Continue(())
             } else {
@@ -142,49 +139,6 @@ pub fn list(ctx: &Context, a: ListTasksArgs) -> Result<(), CliError> {
             ]
         },
     )
-}
-
-/// One task as JSON, byte for byte what serializing [`Task`] with serde writes (a test
-/// holds the two together), with the listing's strings written by [`write_json_str`].
-fn write_task_json(out: &mut impl Write, t: &Task) -> std::io::Result<()> {
-    fn time(out: &mut impl Write, v: Option<DateTime<Utc>>) -> std::io::Result<()> {
-        match v {
-            Some(v) => rfc3339::with_text(&v, |text| write_json_str(out, text)),
-            None => out.write_all(b"null"),
-        }
-    }
-    out.write_all(b"{\"id\":")?;
-    write_json_str(out, t.id.as_str())?;
-    out.write_all(b",\"group_folder\":")?;
-    write_json_str(out, t.group_folder.as_str())?;
-    out.write_all(b",\"chat_jid\":")?;
-    serde_json::to_writer(&mut *out, &t.chat_jid)?;
-    out.write_all(b",\"prompt\":")?;
-    write_json_str(out, &t.prompt)?;
-    out.write_all(b",\"schedule_type\":")?;
-    write_json_str(out, t.schedule_type.as_str())?;
-    out.write_all(b",\"schedule_value\":")?;
-    write_json_str(out, &t.schedule_value)?;
-    out.write_all(b",\"context_mode\":")?;
-    write_json_str(out, t.context_mode.as_str())?;
-    out.write_all(b",\"timezone\":")?;
-    write_json_str(out, t.timezone.name())?;
-    out.write_all(b",\"next_run\":")?;
-    time(out, t.next_run)?;
-    out.write_all(b",\"last_run\":")?;
-    time(out, t.last_run)?;
-    out.write_all(b",\"last_result\":")?;
-    match &t.last_result {
-        Some(r) => write_json_str(out, r)?,
-        None => out.write_all(b"null")?,
-    }
-    out.write_all(b",\"status\":")?;
-    write_json_str(out, t.status.as_str())?;
-    out.write_all(b",\"created_by\":")?;
-    write_json_str(out, &t.created_by)?;
-    out.write_all(b",\"created_at\":")?;
-    time(out, Some(t.created_at))?;
-    out.write_all(b"}")
 }
 
 fn change(
@@ -250,54 +204,4 @@ pub fn runs(ctx: &Context, a: TaskRunsArgs) -> Result<(), CliError> {
             ]
         },
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use chrono::TimeZone;
-
-    use super::*;
-    use crate::model::TaskStatus;
-
-    fn task(prompt: &str, last_result: Option<&str>, next_ms: Option<i64>) -> Task {
-        Task {
-            id: TaskId::parse("daily.report-1").unwrap(),
-            group_folder: FolderName::parse("main").unwrap(),
-            chat_jid: Jid::parse("123456789012345678@discord").unwrap(),
-            prompt: prompt.to_owned(),
-            schedule_type: ScheduleType::Cron,
-            schedule_value: "0 9 * * 1-5".into(),
-            context_mode: ContextMode::Isolated,
-            timezone: "America/New_York".parse().unwrap(),
-            next_run: next_ms.map(|ms| Utc.timestamp_millis_opt(ms).unwrap()),
-            last_run: Some(Utc.timestamp_millis_opt(1_795_626_565_000).unwrap()),
-            last_result: last_result.map(str::to_owned),
-            status: TaskStatus::Paused,
-            created_by: "ipc:main".into(),
-            created_at: Utc.timestamp_millis_opt(1_795_626_565_250).unwrap(),
-        }
-    }
-
-    #[test]
-    fn task_json_is_what_serde_writes() {
-        for t in [
-            task("summarise the channel", None, None),
-            task(
-                "quote \" backslash \\ newline\n 한국어 🦀",
-                Some("ok\u{1}"),
-                Some(1_795_626_565_982),
-            ),
-            Task {
-                chat_jid: Jid::parse("main@local").unwrap(),
-                ..task("", Some(""), Some(0))
-            },
-        ] {
-            let mut ours = Vec::new();
-            write_task_json(&mut ours, &t).unwrap();
-            assert_eq!(
-                String::from_utf8(ours).unwrap(),
-                serde_json::to_string(&t).unwrap()
-            );
-        }
-    }
 }

@@ -12,19 +12,20 @@
 //! it finds the id in the ledger on restart: the stored response is written again and
 //! the file removed, the effect is not repeated.
 
-use std::path::{Path, PathBuf};
+use std::ffi::{OsStr, OsString};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use rusqlite::Connection;
 
 use super::effects::{Fail, effect};
-use super::protocol::{self, Response, Status};
-use super::quarantine::{self, ReadError};
-use super::snapshots::write_atomic;
+use super::protocol::{self, MAX_REQUEST_BYTES, Response, Status};
+use super::quarantine::Quarantine;
+use super::watcher::{GroupDirs, RESPONSES};
 use crate::control::Topic;
 use crate::model::FolderName;
 use crate::paths::Paths;
+use crate::safe_dir::{Durability, ReadError, SafeDir};
 use crate::store::{SharedStore, StoreError, groups, ipc_ledger};
 
 /// What the watcher needs to apply requests.
@@ -35,6 +36,8 @@ pub struct Env {
     pub default_trigger: String,
     /// The timezone of schedules (TIMEZONE).
     pub timezone: Tz,
+    /// What one group's agent may make the host do.
+    pub limits: super::Limits,
 }
 
 /// What a committed request changed: topics for the daemon's bus, and whose
@@ -103,8 +106,8 @@ pub enum Committed {
 #[derive(Debug)]
 pub struct Answer {
     pub folder: FolderName,
-    pub path: PathBuf,
-    pub name: String,
+    pub sub: &'static str,
+    pub name: OsString,
     pub response: Response,
     pub changes: Changes,
     pub disposition: Disposition,
@@ -117,49 +120,97 @@ pub struct Answer {
 #[error("{0}")]
 pub struct Retry(pub String);
 
-/// Reads, authorises and applies the request file `dir/name` sent by `folder`,
-/// committing its effect and ledger row. Runs on a blocking thread.
-pub fn commit_file(
-    store: &SharedStore,
-    env: &Env,
-    folder: &FolderName,
-    dir: &Path,
-    name: &str,
-) -> Result<Committed, Retry> {
-    commit_batch(store, env, folder, vec![dir.join(name)])
-        .pop()
-        .expect("one result per file")
-}
-
 /// A request file read and ready for its transaction.
 struct Prepared {
     slot: usize,
-    path: PathBuf,
+    sub: &'static str,
+    name: OsString,
     id: String,
     input: Input,
 }
 
-/// [`commit_file`] for several files of one group, in order, in ONE transaction:
-/// each request still gets its own savepoint and its own ledger row, so a failure
-/// affects only that request, but the group pays for one commit. Takes the store
-/// lock only for the transaction; reading files happens before.
+/// What the watcher hands over: `(sub, file name)` of one group's request files.
+pub type Files = Vec<(&'static str, OsString)>;
+
+/// Reads, authorises and applies several request files of one group, in order, in
+/// ONE transaction: each request still gets its own savepoint and its own ledger row,
+/// so a failure affects only that request, but the group pays for one commit. Takes
+/// the store lock only for the transaction; reading files happens before. Runs on a
+/// blocking thread.
 pub fn commit_batch(
     store: &SharedStore,
     env: &Env,
-    folder: &FolderName,
-    paths: Vec<PathBuf>,
+    dirs: &GroupDirs,
+    q: &Quarantine,
+    files: Files,
 ) -> Vec<Result<Committed, Retry>> {
-    let mut out: Vec<Option<Result<Committed, Retry>>> = Vec::with_capacity(paths.len());
-    let mut prepared = Vec::new();
-    for (slot, path) in paths.into_iter().enumerate() {
-        let name = file_name(&path);
-        let id = name.strip_suffix(".json").unwrap_or(&name).to_owned();
-        if let Err(e) = protocol::validate_request_id(&id) {
-            quarantine::quarantine(&env.paths, folder.as_str(), &path, &name, &e.to_string());
-            out.push(Some(Ok(Committed::Refused)));
-            continue;
+    let mut out: Vec<Option<Result<Committed, Retry>>> = Vec::with_capacity(files.len());
+    let prepared = read_files(dirs, q, files, &mut out);
+    if !prepared.is_empty() {
+        let now = Utc::now();
+        match store.blocking(|s| s.write(|tx| apply_all(tx, env, &dirs.folder, &prepared, now))) {
+            Ok(applied) => {
+                for (p, a) in prepared.into_iter().zip(applied) {
+                    out[p.slot] = Some(Ok(committed(dirs, q, p.sub, p.name, a)));
+                }
+            }
+            Err(e) => {
+                for p in prepared {
+                    out[p.slot] = Some(Err(Retry(format!("cannot apply request {}: {e}", p.id))));
+                }
+            }
         }
-        let input = match quarantine::read_request(&path) {
+    }
+    out.into_iter().map(|o| o.expect("filled")).collect()
+}
+
+/// The id a request file name carries, or why it carries none.
+fn request_id(name: &OsStr) -> Result<String, String> {
+    let Some(text) = name.to_str() else {
+        return Err("the file name is not UTF-8; request ids are ASCII".into());
+    };
+    let Some(id) = text.strip_suffix(".json") else {
+        return Err("request files must end in \".json\" (lower case)".into());
+    };
+    protocol::validate_request_id(id).map_err(|e| e.to_string())?;
+    Ok(id.to_owned())
+}
+
+/// Reads each file; fills `out` for files that need no transaction (gone, refused
+/// without an answer, unreadable for now) and returns the others.
+fn read_files(
+    dirs: &GroupDirs,
+    q: &Quarantine,
+    files: Files,
+    out: &mut Vec<Option<Result<Committed, Retry>>>,
+) -> Vec<Prepared> {
+    let folder = dirs.folder.as_str();
+    let mut prepared: Vec<Prepared> = Vec::new();
+    for (slot, (sub, name)) in files.into_iter().enumerate() {
+        let dir = dirs.sub(sub);
+        let id = request_id(&name).and_then(|id| {
+            // The same id in both request directories at once: one is applied, the
+            // other refused (its answer would overwrite the first's).
+            let twin = if sub == "tasks" { &dirs.messages } else { &dirs.tasks };
+            let dup = prepared.iter().any(|p| p.id == id)
+                || (sub == "tasks" && twin.stat(&name).is_ok());
+            if dup {
+                Err(format!("request id {id} is already in flight in the other request directory; ids must be unique per group"))
+            } else {
+                Ok(id)
+            }
+        });
+        let id = match id {
+            Ok(id) => id,
+            Err(reason) => {
+                if dir.stat(&name).is_ok() {
+                    q.put(folder, dir, &name, &reason);
+                }
+                out.push(Some(Ok(Committed::Refused)));
+                continue;
+            }
+        };
+        let input = match dir.read_file(&name, MAX_REQUEST_BYTES) {
             Ok(bytes) => Input::Parsed(protocol::parse(&bytes)),
             Err(ReadError::Gone) => {
                 out.push(Some(Ok(Committed::Gone)));
@@ -168,8 +219,7 @@ pub fn commit_batch(
             Err(ReadError::Refused(reason)) => Input::Refused(reason),
             Err(ReadError::Io(e)) => {
                 out.push(Some(Err(Retry(format!(
-                    "cannot read {}: {e}",
-                    path.display()
+                    "cannot read {sub}/{id}.json: {e}"
                 )))));
                 continue;
             }
@@ -177,78 +227,67 @@ pub fn commit_batch(
         out.push(None);
         prepared.push(Prepared {
             slot,
-            path,
+            sub,
+            name,
             id,
             input,
         });
     }
-    if prepared.is_empty() {
-        return out.into_iter().map(|o| o.expect("filled")).collect();
-    }
-    let now = Utc::now();
-    let applied = store.blocking(|s| {
-        s.write(|tx| {
-            let mut applied = Vec::with_capacity(prepared.len());
-            for p in &prepared {
-                tx.execute_batch("SAVEPOINT ipc_request")?;
-                match apply_in_tx(tx, env, folder, &p.id, &p.input, now) {
-                    Ok(a) => {
-                        tx.execute_batch("RELEASE ipc_request")?;
-                        applied.push(a);
-                    }
-                    Err(e) => {
-                        // A host-side failure of this request only: undo it and
-                        // record the failure, so the agent hears it instead of
-                        // waiting forever.
-                        tx.execute_batch("ROLLBACK TO ipc_request; RELEASE ipc_request")?;
-                        tracing::error!(%folder, request = %p.id, error = %e, "cannot apply an IPC request");
-                        let response = Response {
-                            id: p.id.clone(),
-                            kind: p.input.kind().to_owned(),
-                            status: Status::Error,
-                            message: format!("the host could not apply this request: {e}"),
-                            result: None,
-                        };
-                        insert_ledger(tx, folder, &response, now)?;
-                        applied.push(Applied::Done {
-                            response,
-                            changes: Changes::default(),
-                            disposition: Disposition::Remove,
-                            replay: false,
-                        });
-                    }
-                }
+    prepared
+}
+
+/// The transaction body: each request in its own savepoint, ledger row included.
+fn apply_all(
+    tx: &Connection,
+    env: &Env,
+    folder: &FolderName,
+    prepared: &[Prepared],
+    now: DateTime<Utc>,
+) -> Result<Vec<Applied>, StoreError> {
+    let mut applied = Vec::with_capacity(prepared.len());
+    for p in prepared {
+        tx.execute_batch("SAVEPOINT ipc_request")?;
+        match apply_in_tx(tx, env, folder, &p.id, &p.input, now) {
+            Ok(a) => {
+                tx.execute_batch("RELEASE ipc_request")?;
+                applied.push(a);
             }
-            Ok::<_, StoreError>(applied)
-        })
-    });
-    match applied {
-        Ok(applied) => {
-            for (p, a) in prepared.into_iter().zip(applied) {
-                out[p.slot] = Some(Ok(committed(env, folder, p.path, a)));
-            }
-        }
-        Err(e) => {
-            for p in prepared {
-                out[p.slot] = Some(Err(Retry(format!("cannot apply request {}: {e}", p.id))));
+            Err(e) => {
+                // A host-side failure of this request only: undo it and record the
+                // failure, so the agent hears it instead of waiting forever.
+                tx.execute_batch("ROLLBACK TO ipc_request; RELEASE ipc_request")?;
+                tracing::error!(%folder, request = %p.id, error = %e, "cannot apply an IPC request");
+                let response = Response {
+                    id: p.id.clone(),
+                    kind: p.input.kind().to_owned(),
+                    status: Status::Error,
+                    message: format!("the host could not apply this request: {e}"),
+                    result: None,
+                };
+                insert_ledger(tx, folder, &response, now)?;
+                applied.push(Applied::Done {
+                    response,
+                    changes: Changes::default(),
+                    disposition: Disposition::Remove,
+                    replay: false,
+                });
             }
         }
     }
-    out.into_iter().map(|o| o.expect("filled")).collect()
+    Ok(applied)
 }
 
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-fn committed(env: &Env, folder: &FolderName, path: PathBuf, applied: Applied) -> Committed {
-    let name = file_name(&path);
+fn committed(
+    dirs: &GroupDirs,
+    q: &Quarantine,
+    sub: &'static str,
+    name: OsString,
+    applied: Applied,
+) -> Committed {
     match applied {
         Applied::Unregistered => {
-            let reason = format!("folder {folder} is not a registered group");
-            quarantine::quarantine(&env.paths, folder.as_str(), &path, &name, &reason);
+            let reason = format!("folder {} is not a registered group", dirs.folder);
+            q.put(dirs.folder.as_str(), dirs.sub(sub), &name, &reason);
             Committed::Refused
         }
         Applied::Done {
@@ -257,8 +296,8 @@ fn committed(env: &Env, folder: &FolderName, path: PathBuf, applied: Applied) ->
             disposition,
             replay,
         } => Committed::Answered(Box::new(Answer {
-            folder: folder.clone(),
-            path,
+            folder: dirs.folder.clone(),
+            sub,
             name,
             response,
             changes,
@@ -270,21 +309,39 @@ fn committed(env: &Env, folder: &FolderName, path: PathBuf, applied: Applied) ->
 
 /// After the commit: the response file, then the request file's removal (or move to
 /// the quarantine). A failure leaves the request file, which the ledger answers again.
-pub fn finish(env: &Env, a: &Answer) -> Result<(), Retry> {
-    let dir = env.paths.ipc_responses_dir(&a.folder);
+/// The response is written through the verified `responses/` descriptor; if an agent
+/// has replaced `responses/` since, a fresh real directory is made first (the
+/// impostor quarantined) — never a write through its link.
+pub fn finish(dirs: &GroupDirs, q: &Quarantine, a: &Answer) -> Result<(), Retry> {
     let bytes = serde_json::to_vec(&a.response).unwrap_or_default();
-    let target = dir.join(format!("{}.json", a.response.id));
-    write_atomic(&target, &bytes)
-        .or_else(|_| {
-            std::fs::create_dir_all(&dir)?;
-            write_atomic(&target, &bytes)
-        })
-        .map_err(|e| Retry(format!("cannot write {}: {e}", target.display())))?;
+    let target = format!("{}.json", a.response.id);
+    let write = |d: &SafeDir| d.write_atomic(&target, &bytes, Durability::Atomic);
+    let fresh;
+    let responses = if dirs.responses.is_at(&dirs.base, RESPONSES) {
+        &dirs.responses
+    } else {
+        let displace = |p: &SafeDir, n: &str, kind: &'static str| {
+            let reason = format!("{n} in the IPC directory was {kind}, not a directory; replaced");
+            q.put_as(
+                a.folder.as_str(),
+                p,
+                OsStr::new(n),
+                &format!("{n}-dir"),
+                &reason,
+            )
+        };
+        fresh = dirs
+            .base
+            .ensure_dir(RESPONSES, displace)
+            .map_err(|e| Retry(format!("cannot recreate responses/: {e}")))?
+            .0;
+        &fresh
+    };
+    write(responses).map_err(|e| Retry(format!("cannot write responses/{target}: {e}")))?;
+    let dir = dirs.sub(a.sub);
     match &a.disposition {
-        Disposition::Remove => quarantine::remove_entry(&a.path),
-        Disposition::Quarantine(reason) => {
-            quarantine::quarantine(&env.paths, a.folder.as_str(), &a.path, &a.name, reason)
-        }
+        Disposition::Remove => dir.remove(&a.name),
+        Disposition::Quarantine(reason) => q.put(a.folder.as_str(), dir, &a.name, reason),
     }
     Ok(())
 }
@@ -380,7 +437,8 @@ fn apply_in_tx(
             done.changes,
             Disposition::Remove,
         ),
-        Err(fail) => {
+        Err(mut fail) => {
+            fail.message = crate::text::clip(&fail.message, 2 * crate::text::QUOTE_CHARS);
             let disposition = if fail.quarantine {
                 Disposition::Quarantine(fail.message.clone())
             } else {

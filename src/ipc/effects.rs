@@ -10,7 +10,8 @@ use super::authorize::{Act, Denied, Sender, authorize};
 use super::protocol::{Request, Status};
 use crate::actions::{self, ActionError, NewTask, RegisterGroup, TaskUpdate};
 use crate::control::Topic;
-use crate::model::{ContextMode, FolderName};
+use crate::model::{ContextMode, FolderName, ScheduleType, TaskStatus};
+use crate::schedule::Schedule;
 use crate::store::groups::Group;
 use crate::store::{StoreError, groups, outbox, tasks};
 
@@ -104,6 +105,36 @@ fn invalid(message: String) -> Failure {
     })
 }
 
+/// An agent's schedule may not run more often than `MIN_TASK_INTERVAL_MS`.
+fn check_agent_schedule(
+    env: &Env,
+    kind: ScheduleType,
+    value: &str,
+    now: DateTime<Utc>,
+) -> Result<(), Failure> {
+    let schedule = Schedule::parse(kind, value, env.timezone, now).map_err(ActionError::from)?;
+    schedule
+        .check_min_gap(
+            env.timezone,
+            now,
+            env.limits.min_task_interval_ms,
+            "schedules made by an agent (MIN_TASK_INTERVAL_MS)",
+        )
+        .map_err(ActionError::from)?;
+    Ok(())
+}
+
+/// A group may hold at most `MAX_TASKS_PER_GROUP` active tasks.
+fn check_room(tx: &Connection, env: &Env, folder: &FolderName) -> Result<(), Failure> {
+    let max = env.limits.max_tasks_per_group;
+    if tasks::count_active(tx, folder)? >= max {
+        return Err(invalid(format!(
+            "group {folder} already has {max} active tasks, the most allowed (MAX_TASKS_PER_GROUP); cancel or pause one first"
+        )));
+    }
+    Ok(())
+}
+
 fn effect_inner(
     tx: &Connection,
     env: &Env,
@@ -159,6 +190,8 @@ fn effect_inner(
                     "invalid targetJid: {jid} is not a registered group's chat"
                 )));
             };
+            check_agent_schedule(env, *schedule_type, schedule_value, now)?;
+            check_room(tx, env, &target.folder)?;
             let task = actions::create_task(
                 tx,
                 NewTask {
@@ -204,6 +237,9 @@ fn effect_inner(
             let (verb, after) = match req {
                 Request::PauseTask { .. } => ("paused", Some(actions::pause_task(tx, task_id)?)),
                 Request::ResumeTask { .. } => {
+                    if task.status != TaskStatus::Active {
+                        check_room(tx, env, &task.group_folder)?;
+                    }
                     ("resumed", Some(actions::resume_task(tx, task_id, now)?))
                 }
                 Request::CancelTask { .. } => {
@@ -217,6 +253,11 @@ fn effect_inner(
                     context_mode,
                     ..
                 } => {
+                    if schedule_type.is_some() || schedule_value.is_some() {
+                        let kind = schedule_type.unwrap_or(task.schedule_type);
+                        let value = schedule_value.as_deref().unwrap_or(&task.schedule_value);
+                        check_agent_schedule(env, kind, value, now)?;
+                    }
                     let changes = TaskUpdate {
                         prompt: prompt.clone(),
                         schedule_type: *schedule_type,

@@ -14,8 +14,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::actions::validate_skill_name;
-use crate::model::{ContextMode, FolderName, Jid, ScheduleType, TaskId, ValidationError};
+use crate::model::{
+    ContextMode, FolderName, Jid, ScheduleType, SkillName, TaskId, ValidationError,
+};
 
 /// Request files larger than this are refused unread.
 pub const MAX_REQUEST_BYTES: u64 = 1024 * 1024;
@@ -252,15 +253,11 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     } else {
         return Parsed {
             kind: "unknown".to_owned(),
-            request: Err(ProtocolError::UnknownType(truncate(kind, 64))),
+            request: Err(ProtocolError::UnknownType(crate::text::clip(kind, 64))),
         };
     };
     let request = from_fields(&kind, &Fields(&map)).map_err(ProtocolError::from);
     Parsed { kind, request }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
 }
 
 /// True when `json` opens more than `max` arrays/objects at once. A byte scan that
@@ -373,7 +370,8 @@ const REQUIRES_TRIGGER: &[&str] = &["requiresTrigger", "requires_trigger"];
 const SKILL_NAME: &[&str] = &["skillName", "skill_name"];
 const TARGET_FOLDER: &[&str] = &["targetGroupFolder", "target_group_folder"];
 
-fn message_text(text: &str) -> Result<String, ValidationError> {
+/// A `message` request's text: 1 to [`MAX_TEXT_CHARS`] characters, not blank.
+pub fn message_text(text: &str) -> Result<String, ValidationError> {
     if text.trim().is_empty() {
         return Err(ValidationError::new("text", "must not be empty"));
     }
@@ -390,7 +388,9 @@ fn from_fields(kind: &str, f: &Fields<'_>) -> Result<Request, ValidationError> {
     let task_id = || f.parsed(TASK_ID, TaskId::parse);
     let skill = || -> Result<(String, Option<FolderName>), ValidationError> {
         Ok((
-            f.parsed(SKILL_NAME, validate_skill_name)?,
+            f.parsed(SKILL_NAME, |v| {
+                SkillName::parse(v).map(|n| n.as_str().to_owned())
+            })?,
             f.opt_parsed(TARGET_FOLDER, FolderName::parse)?,
         ))
     };

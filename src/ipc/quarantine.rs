@@ -1,153 +1,223 @@
-//! Reading request files without trusting them, and moving refused ones aside.
+//! Moving refused request files aside, within bounds.
 //!
 //! A request directory is writable by an agent, so anything can be in it: a symlink
-//! to `/etc/shadow`, a FIFO that blocks a reader forever, a 10 GiB file, a directory
-//! named `x.json`. [`read_request`] looks before it opens (`lstat`), opens with
-//! `O_NOFOLLOW | O_NONBLOCK` (never through a link, never blocking), checks again on
-//! the open descriptor, and reads at most [`MAX_REQUEST_BYTES`].
+//! to `/etc/shadow`, a FIFO, a 10 GiB file, a directory named `x.json`. Files are read
+//! with [`SafeDir::read_file`] (never through a link, never blocking, bounded).
 //!
-//! Refused requests are moved to `data/ipc/errors/<folder>/<name>.json` with a
-//! `<name>.reason` beside it, so the owner can see what an agent tried.
+//! Refused entries are moved (`renameat`, a link is moved, never followed) to
+//! `data/ipc/errors/<folder>/<stem>.json` with a `<stem>.reason` beside it, so the
+//! owner can see what an agent tried. Per group the quarantine keeps at most
+//! [`QuarantineLimits::max_files`] entries and [`QuarantineLimits::max_bytes`] bytes:
+//! the oldest are dropped (said once in the log), so refused requests cannot fill the
+//! disk. Reasons quote at most [`crate::text::QUOTE_CHARS`] characters.
 
-use std::fs::File;
-use std::io::{ErrorKind, Read};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsStr;
+use std::sync::{Arc, Mutex};
 
-use super::protocol::MAX_REQUEST_BYTES;
-use crate::paths::Paths;
+use crate::safe_dir::{Durability, SafeDir};
+use crate::text::quote;
 
-/// Why a request file could not be read.
+/// Bounds of one group's quarantine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuarantineLimits {
+    pub max_files: usize,
+    pub max_bytes: u64,
+}
+
+impl Default for QuarantineLimits {
+    fn default() -> Self {
+        QuarantineLimits {
+            max_files: 1000,
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `data/ipc/errors/`, with a running tally per group.
 #[derive(Debug)]
-pub enum ReadError {
-    /// The file is gone (already handled, or removed by its writer): nothing to do.
-    Gone,
-    /// The entry is hostile or unusable; quarantine it with this reason.
-    Refused(String),
-    /// A host-side failure (e.g. out of file descriptors): try again later.
-    Io(std::io::Error),
+pub struct Quarantine {
+    errors: SafeDir,
+    limits: QuarantineLimits,
+    tallies: Mutex<HashMap<String, Tally>>,
 }
 
-fn kind_of(ft: std::fs::FileType) -> &'static str {
-    if ft.is_symlink() {
-        "a symbolic link"
-    } else if ft.is_dir() {
-        "a directory"
-    } else if ft.is_fifo() {
-        "a FIFO"
-    } else if ft.is_socket() {
-        "a socket"
-    } else if ft.is_block_device() || ft.is_char_device() {
-        "a device"
-    } else {
-        "not a regular file"
-    }
+#[derive(Debug)]
+struct Tally {
+    dir: Arc<SafeDir>,
+    /// Oldest first: (stem, bytes).
+    entries: VecDeque<(String, u64)>,
+    bytes: u64,
+    /// "Dropping the oldest" has been logged for this group.
+    warned: bool,
 }
 
-fn refuse_type(ft: std::fs::FileType) -> ReadError {
-    ReadError::Refused(format!(
-        "the request is {}; request files must be regular files",
-        kind_of(ft)
-    ))
-}
-
-fn too_big(size: u64) -> ReadError {
-    ReadError::Refused(format!(
-        "the request is {size} bytes, over the {MAX_REQUEST_BYTES}-byte limit"
-    ))
-}
-
-/// Reads a request file safely (see the module docs).
-pub fn read_request(path: &Path) -> Result<Vec<u8>, ReadError> {
-    let io = |e: std::io::Error| match e.kind() {
-        ErrorKind::NotFound => ReadError::Gone,
-        _ => ReadError::Io(e),
-    };
-    let meta = std::fs::symlink_metadata(path).map_err(io)?;
-    if !meta.file_type().is_file() {
-        return Err(refuse_type(meta.file_type()));
-    }
-    if meta.len() > MAX_REQUEST_BYTES {
-        return Err(too_big(meta.len()));
-    }
-    let file = File::options()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
-        .open(path);
-    let file = match file {
-        Ok(f) => f,
-        // Swapped for a link between lstat and open.
-        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
-            return Err(ReadError::Refused(
-                "the request is a symbolic link; request files must be regular files".into(),
-            ));
-        }
-        Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => {
-            return Err(ReadError::Refused(
-                "the request is a socket or device; request files must be regular files".into(),
-            ));
-        }
-        Err(e) => return Err(io(e)),
-    };
-    let meta2 = file.metadata().map_err(io)?;
-    if !meta2.file_type().is_file() || meta2.ino() != meta.ino() {
-        return Err(refuse_type(meta2.file_type()));
-    }
-    let mut buf = Vec::with_capacity(meta2.len() as usize);
-    file.take(MAX_REQUEST_BYTES + 1)
-        .read_to_end(&mut buf)
-        .map_err(io)?;
-    if buf.len() as u64 > MAX_REQUEST_BYTES {
-        return Err(too_big(buf.len() as u64));
-    }
-    Ok(buf)
-}
-
-/// Moves the entry at `path` (whatever it is; a link is moved, not followed) to
-/// `errors/<folder_component>/<name>` and writes `<stem>.reason` beside it. Never
-/// fails: if the move is impossible the entry is deleted, so a refused request can
-/// never be read twice.
-pub fn quarantine(paths: &Paths, folder_component: &str, path: &Path, name: &str, reason: &str) {
-    tracing::warn!(folder = folder_component, request = name, %reason, "IPC request refused and quarantined");
-    let dir = paths.ipc_errors_dir(folder_component);
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        tracing::error!(dir = %dir.display(), error = %e, "cannot create the quarantine directory; deleting the request");
-        remove_entry(path);
-        return;
-    }
-    let stem = name.strip_suffix(".json").unwrap_or(name);
-    let mut target_stem = stem.to_owned();
-    if std::fs::symlink_metadata(dir.join(format!("{target_stem}.json"))).is_ok() {
-        target_stem = format!("{stem}-{}", chrono::Utc::now().timestamp_millis());
-    }
-    // The reason first: whoever sees the entry in the quarantine sees why.
-    let reason_path = dir.join(format!("{target_stem}.reason"));
-    if let Err(e) = std::fs::write(&reason_path, format!("{reason}\n")) {
-        tracing::error!(path = %reason_path.display(), error = %e, "cannot write the quarantine reason");
-    }
-    let target = dir.join(format!("{target_stem}.json"));
-    if let Err(e) = std::fs::rename(path, &target) {
-        if e.kind() == ErrorKind::NotFound {
-            return;
-        }
-        tracing::error!(from = %path.display(), error = %e, "cannot quarantine; deleting the request");
-        remove_entry(path);
-    }
-}
-
-/// Removes a file, link, FIFO or (hostile) directory tree.
-pub fn remove_entry(path: &Path) {
-    let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
-    let r = if is_dir {
-        std::fs::remove_dir_all(path)
-    } else {
-        std::fs::remove_file(path)
-    };
-    if let Err(e) = r
-        && e.kind() != ErrorKind::NotFound
+/// A file-name stem safe to create: the request's own name without `.json` when it
+/// is printable UTF-8 of at most 100 bytes not starting with a dot; otherwise that
+/// name with every other character replaced by `_`, clipped.
+fn stem_of(name: &OsStr) -> String {
+    let lossy = name.to_string_lossy();
+    let base = lossy
+        .strip_suffix(".json")
+        .or_else(|| lossy.strip_suffix(".JSON"))
+        .unwrap_or(&lossy);
+    let printable = |c: char| !c.is_control() && c != '\u{fffd}';
+    if name.to_str().is_some()
+        && !base.is_empty()
+        && base.len() <= 100
+        && !base.starts_with('.')
+        && base.chars().all(printable)
     {
-        tracing::error!(path = %path.display(), error = %e, "cannot remove an IPC request");
+        return base.to_owned();
     }
+    let mut s: String = base
+        .chars()
+        .take(100)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.starts_with('.') || s.is_empty() {
+        s.insert(0, '_');
+    }
+    s
+}
+
+impl Quarantine {
+    /// Opens (creating) `errors/` below the IPC root.
+    pub fn open(ipc: &SafeDir, limits: QuarantineLimits) -> std::io::Result<Quarantine> {
+        Ok(Quarantine {
+            errors: ipc.ensure_dir_removing("errors")?,
+            limits,
+            tallies: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Moves `from/name` (whatever it is) to the quarantine of `folder` with a reason.
+    /// Never fails: if the move is impossible the entry is deleted, so a refused
+    /// request can never be read twice.
+    pub fn put(&self, folder: &str, from: &SafeDir, name: &OsStr, reason: &str) {
+        self.put_as(folder, from, name, &stem_of(name), reason)
+    }
+
+    /// [`Quarantine::put`] under a chosen stem.
+    pub fn put_as(&self, folder: &str, from: &SafeDir, name: &OsStr, stem: &str, reason: &str) {
+        let reason = quote(reason);
+        tracing::warn!(folder, request = %quote(&name.to_string_lossy()), %reason, "IPC request refused and quarantined");
+        let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+        let tally = match self.tally(&mut tallies, folder) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(folder, error = %e, "cannot open the quarantine directory; deleting the request");
+                from.remove(name);
+                return;
+            }
+        };
+        let dir = tally.dir.clone();
+        let mut stem = stem.to_owned();
+        if dir.stat(format!("{stem}.json")).is_ok() || dir.stat(format!("{stem}.reason")).is_ok() {
+            stem = format!(
+                "{stem}-{}-{:04x}",
+                chrono::Utc::now().timestamp_millis(),
+                rand::random::<u16>()
+            );
+        }
+        let bytes = from.stat(name).map(|st| st.st_size as u64).unwrap_or(0);
+        let original = name.to_string_lossy();
+        let text = if original.strip_suffix(".json") == Some(stem.as_str()) {
+            format!("{reason}\n")
+        } else {
+            format!("{reason}\nfile name: {:?}\n", quote(&original))
+        };
+        // The reason first: whoever sees the entry in the quarantine sees why.
+        if let Err(e) = dir.write_atomic(
+            &format!("{stem}.reason"),
+            text.as_bytes(),
+            Durability::Atomic,
+        ) {
+            tracing::error!(folder, error = %e, "cannot write the quarantine reason");
+        }
+        match from.rename_to(name, &dir, &format!("{stem}.json")) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                dir.remove(format!("{stem}.reason"));
+                return;
+            }
+            Err(e) => {
+                tracing::error!(folder, error = %e, "cannot quarantine; deleting the request");
+                from.remove(name);
+            }
+        }
+        let size = bytes + text.len() as u64;
+        tally.entries.push_back((stem, size));
+        tally.bytes += size;
+        self.trim(folder, tally);
+    }
+
+    fn tally<'a>(
+        &self,
+        tallies: &'a mut HashMap<String, Tally>,
+        folder: &str,
+    ) -> std::io::Result<&'a mut Tally> {
+        if !tallies.contains_key(folder) {
+            let dir = self.errors.ensure_dir_removing(folder)?;
+            let tally = load(dir)?;
+            tallies.insert(folder.to_owned(), tally);
+        }
+        Ok(tallies.get_mut(folder).expect("inserted above"))
+    }
+
+    /// Drops the oldest entries until the group is within its limits.
+    fn trim(&self, folder: &str, tally: &mut Tally) {
+        while tally.entries.len() > self.limits.max_files || tally.bytes > self.limits.max_bytes {
+            let Some((stem, size)) = tally.entries.pop_front() else {
+                break;
+            };
+            if !tally.warned {
+                tally.warned = true;
+                tracing::warn!(
+                    folder,
+                    max_files = self.limits.max_files,
+                    max_bytes = self.limits.max_bytes,
+                    "the group's IPC quarantine is full; dropping its oldest entries from now on (said once)"
+                );
+            }
+            tally.dir.remove(format!("{stem}.json"));
+            tally.dir.remove(format!("{stem}.reason"));
+            tally.bytes = tally.bytes.saturating_sub(size);
+        }
+    }
+}
+
+/// Reads what a group's quarantine already holds, oldest first.
+fn load(dir: SafeDir) -> std::io::Result<Tally> {
+    let mut by_stem: HashMap<String, (i64, u64)> = HashMap::new();
+    for (name, _) in dir.entries()? {
+        let Some(n) = name.to_str() else { continue };
+        let Some(stem) = n
+            .strip_suffix(".json")
+            .or_else(|| n.strip_suffix(".reason"))
+        else {
+            continue;
+        };
+        let Ok(st) = dir.stat(&name) else { continue };
+        let e = by_stem.entry(stem.to_owned()).or_insert((st.st_mtime, 0));
+        e.0 = e.0.min(st.st_mtime);
+        e.1 += st.st_size as u64;
+    }
+    let mut entries: Vec<(String, (i64, u64))> = by_stem.into_iter().collect();
+    entries.sort_by(|a, b| (a.1.0, &a.0).cmp(&(b.1.0, &b.0)));
+    let bytes = entries.iter().map(|e| e.1.1).sum();
+    Ok(Tally {
+        dir: Arc::new(dir),
+        entries: entries.into_iter().map(|(s, (_, b))| (s, b)).collect(),
+        bytes,
+        warned: false,
+    })
 }
 
 #[cfg(test)]
@@ -155,56 +225,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refuses_links_fifos_dirs_and_big_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        std::fs::write(d.join("ok.json"), b"{}").unwrap();
-        assert_eq!(read_request(&d.join("ok.json")).unwrap(), b"{}");
-        std::os::unix::fs::symlink(d.join("ok.json"), d.join("link.json")).unwrap();
-        nix::unistd::mkfifo(&d.join("fifo.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
-        std::fs::create_dir(d.join("dir.json")).unwrap();
-        std::fs::write(
-            d.join("big.json"),
-            vec![b' '; MAX_REQUEST_BYTES as usize + 1],
-        )
-        .unwrap();
-        for (name, needle) in [
-            ("link.json", "symbolic link"),
-            ("fifo.json", "FIFO"),
-            ("dir.json", "directory"),
-            ("big.json", "limit"),
-        ] {
-            match read_request(&d.join(name)) {
-                Err(ReadError::Refused(r)) => assert!(r.contains(needle), "{name}: {r}"),
-                other => panic!("{name}: {other:?}"),
+    fn moves_explains_and_stays_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = SafeDir::open_trusted(tmp.path(), false).unwrap();
+        let src = root.ensure_dir_removing("src").unwrap();
+        let limits = QuarantineLimits {
+            max_files: 3,
+            max_bytes: 1 << 20,
+        };
+        let q = Quarantine::open(&root, limits).unwrap();
+        for i in 0..5 {
+            std::fs::write(tmp.path().join("src/x.json"), format!("bad {i}")).unwrap();
+            q.put("ops", &src, OsStr::new("x.json"), &"y".repeat(10_000));
+            assert!(!tmp.path().join("src/x.json").exists());
+        }
+        let errs = tmp.path().join("errors/ops");
+        let names: Vec<_> = std::fs::read_dir(&errs).unwrap().collect();
+        assert_eq!(names.len(), 6, "3 entries, each with its reason");
+        let mut kept = Vec::new();
+        for e in names {
+            let p = e.unwrap().path();
+            let text = std::fs::read_to_string(&p).unwrap();
+            if p.extension().is_some_and(|x| x == "reason") {
+                let first = text.lines().next().unwrap();
+                assert_eq!(first.chars().count(), crate::text::QUOTE_CHARS, "clipped");
+            } else {
+                kept.push(text);
             }
         }
-        assert!(matches!(
-            read_request(&d.join("missing.json")),
-            Err(ReadError::Gone)
-        ));
-    }
-
-    #[test]
-    fn quarantine_moves_and_explains() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::new(dir.path());
-        let src = dir.path().join("x.json");
-        for _ in 0..2 {
-            std::fs::write(&src, b"bad").unwrap();
-            quarantine(&paths, "ops", &src, "x.json", "not valid JSON");
-            assert!(!src.exists());
-        }
-        let errs = paths.ipc_errors_dir("ops");
-        let mut names: Vec<_> = std::fs::read_dir(&errs)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(names.len(), 4, "{names:?}");
-        assert_eq!(
-            std::fs::read_to_string(errs.join("x.reason")).unwrap(),
-            "not valid JSON\n"
+        kept.sort();
+        assert_eq!(kept, ["bad 2", "bad 3", "bad 4"], "the oldest were dropped");
+        // Odd names get a safe stem and the original name in the reason.
+        let long = format!("{}.json", "n".repeat(250));
+        std::fs::write(tmp.path().join("src").join(&long), "x").unwrap();
+        q.put("ops", &src, OsStr::new(&long), "not a usable id");
+        let stem = "n".repeat(100);
+        assert!(
+            std::fs::read_to_string(errs.join(format!("{stem}.reason")))
+                .unwrap()
+                .contains("file name: \"nnnn")
         );
+        assert!(errs.join(format!("{stem}.json")).exists());
     }
 }

@@ -6,24 +6,25 @@
 //! daemon's change bus, shutdown) — there is no timer unless a host-side failure asked
 //! for a retry, so an idle daemon with any number of groups costs no CPU.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use notify::RecommendedWatcher;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::apply::{self, Changes, Committed, Env};
+use super::quarantine::Quarantine;
 use super::snapshots::{self, Kinds, Rendered};
-use super::watcher::{self, Pending, Signal};
+use super::watcher::{self, GroupDirs, Pending, Signal, Watcher};
 use crate::config::Config;
 use crate::control::Topic;
 use crate::model::FolderName;
 use crate::paths::Paths;
+use crate::safe_dir::SafeDir;
 use crate::store::{SharedStore, groups};
 
 /// At most this many files of one group per pass (fairness).
@@ -68,6 +69,7 @@ impl IpcService {
             paths,
             default_trigger: config.default_trigger(),
             timezone: config.timezone,
+            limits: config.ipc_limits,
         };
         Self::start_with(env, store, bus).await
     }
@@ -79,18 +81,22 @@ impl IpcService {
         bus: broadcast::Sender<Topic>,
     ) -> anyhow::Result<IpcHandle> {
         let root = env.paths.ipc_root();
-        std::fs::create_dir_all(&root)
-            .with_context(|| format!("cannot create {}", root.display()))?;
-        let (tx, signals) = mpsc::unbounded_channel();
-        let watcher = watcher::start(&env.paths, tx).context("cannot start the IPC watcher")?;
+        let ipc = SafeDir::open_trusted(&root, true)
+            .with_context(|| format!("cannot open {}", root.display()))?;
+        let quarantine = Quarantine::open(&ipc, env.limits.quarantine)
+            .with_context(|| format!("cannot open {}/errors", root.display()))?;
+        let watcher = Watcher::new().context("cannot start the IPC watcher")?;
         let mut svc = Service {
             bus_rx: bus.subscribe(),
             bus,
             env,
             store,
+            ipc: Arc::new(ipc),
+            quarantine: Arc::new(quarantine),
             watcher,
-            signals,
-            groups: BTreeMap::new(),
+            mains: BTreeMap::new(),
+            dirs: Arc::new(BTreeMap::new()),
+            damaged: BTreeSet::new(),
             pending: Pending::default(),
             writer: Arc::new(Mutex::new(snapshots::Writer::default())),
             own: [0; 4],
@@ -111,10 +117,16 @@ struct Service {
     store: SharedStore,
     bus: broadcast::Sender<Topic>,
     bus_rx: broadcast::Receiver<Topic>,
-    watcher: RecommendedWatcher,
-    signals: mpsc::UnboundedReceiver<Signal>,
-    /// Registered groups whose directories are watched.
-    groups: BTreeMap<FolderName, bool>,
+    /// `data/ipc/` (the owner's).
+    ipc: Arc<SafeDir>,
+    quarantine: Arc<Quarantine>,
+    watcher: Watcher,
+    /// Registered groups (is_main), as last read from the store.
+    mains: BTreeMap<FolderName, bool>,
+    /// Verified, watched directories of the registered groups.
+    dirs: Arc<BTreeMap<FolderName, Arc<GroupDirs>>>,
+    /// Groups whose directories were reported gone: re-verify them.
+    damaged: BTreeSet<String>,
     pending: Pending,
     writer: Arc<Mutex<snapshots::Writer>>,
     /// Topics we published and will receive back on our own subscription.
@@ -142,9 +154,23 @@ impl Service {
             self.resync = false;
             self.sync_groups().await;
         }
+        if !self.damaged.is_empty() {
+            for folder in std::mem::take(&mut self.damaged) {
+                if let Ok(f) = FolderName::parse(&folder)
+                    && self.mains.contains_key(&f)
+                {
+                    self.repair(&f).await;
+                }
+            }
+        }
         if self.rescan {
             self.rescan = false;
-            for s in watcher::scan_all(&self.env.paths) {
+            let mut found = Vec::new();
+            for d in self.dirs.values() {
+                d.scan(&mut found);
+            }
+            found.extend(watcher::scan_unregistered(&self.ipc, &self.mains));
+            for s in found {
                 self.on_signal(s);
             }
         }
@@ -155,7 +181,7 @@ impl Service {
     }
 
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        tracing::info!(groups = self.groups.len(), "IPC watcher running");
+        tracing::info!(groups = self.mains.len(), "IPC watcher running");
         loop {
             if self.pending.is_empty() {
                 let retry_at = self.retry_at;
@@ -168,7 +194,11 @@ impl Service {
                 tokio::select! {
                     // A dropped handle stops the service like an explicit shutdown.
                     r = stop.changed() => if r.is_err() { break },
-                    Some(s) = self.signals.recv() => self.on_signal(s),
+                    signals = self.watcher.next() => {
+                        for s in signals {
+                            self.on_signal(s);
+                        }
+                    }
                     t = self.bus_rx.recv() => self.on_topic(t),
                     _ = retry => {
                         self.retry_at = None;
@@ -179,7 +209,7 @@ impl Service {
             if *stop.borrow() {
                 break;
             }
-            while let Ok(s) = self.signals.try_recv() {
+            for s in self.watcher.ready() {
                 self.on_signal(s);
             }
             loop {
@@ -199,13 +229,40 @@ impl Service {
 
     fn on_signal(&mut self, s: Signal) {
         match s {
-            Signal::File { folder, sub, name } => self.pending.insert(folder, sub, name),
-            Signal::DirGone => self.resync = true,
+            Signal::File {
+                folder,
+                sub,
+                name,
+                created,
+            } => {
+                if created && self.still_being_written(&folder, sub, &name) {
+                    return;
+                }
+                self.pending.insert(folder, sub, name)
+            }
+            Signal::DirGone(folder) => {
+                self.damaged.insert(folder);
+            }
             Signal::Rescan => {
                 self.resync = true;
                 self.rescan = true;
             }
         }
+    }
+
+    /// A regular file just created by `open(O_CREAT)` may still be being written: wait
+    /// for its close-write event. Anything else (a link, a FIFO, a directory, a hard
+    /// link to a finished file) is ready now.
+    fn still_being_written(&self, folder: &str, sub: &str, name: &std::ffi::OsStr) -> bool {
+        let Some(d) = FolderName::parse(folder)
+            .ok()
+            .and_then(|f| self.dirs.get(&f).cloned())
+        else {
+            return false;
+        };
+        d.sub(sub).stat(name).is_ok_and(|st| {
+            st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG && st.st_nlink == 1
+        })
     }
 
     fn on_topic(&mut self, t: Result<Topic, RecvError>) {
@@ -243,6 +300,57 @@ impl Service {
         }
     }
 
+    /// Opens (creating, repairing) and watches a group's directories; queues what is
+    /// waiting in them. Returns false (and schedules a retry) on failure.
+    fn attach(&mut self, folder: &FolderName) -> bool {
+        self.watcher.unwatch_group(folder.as_str());
+        let mut dirs = (*self.dirs).clone();
+        dirs.remove(folder);
+        let opened = GroupDirs::open(&self.ipc, &self.quarantine, folder);
+        let ok = match opened {
+            Ok((d, _)) => match self.watcher.watch_group(&d) {
+                Ok(()) => {
+                    let mut found = Vec::new();
+                    d.scan(&mut found);
+                    dirs.insert(folder.clone(), Arc::new(d));
+                    for s in found {
+                        self.on_signal(s);
+                    }
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(%folder, error = %e, "cannot watch the group's IPC directories");
+                    false
+                }
+            },
+            Err(e) => {
+                tracing::error!(%folder, error = %e, "cannot create the group's IPC directories");
+                false
+            }
+        };
+        if !ok {
+            self.retry_at = Some(Instant::now() + RETRY_AFTER);
+        }
+        self.dirs = Arc::new(dirs);
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget(folder);
+        ok
+    }
+
+    /// A watched directory of `folder` was moved or deleted: if it is really gone
+    /// (or replaced), re-open the group's directories and re-render its snapshots.
+    async fn repair(&mut self, folder: &FolderName) {
+        if self.dirs.get(folder).is_some_and(|d| d.intact()) {
+            return;
+        }
+        tracing::warn!(%folder, "a group's IPC directory was moved, deleted or replaced; repairing");
+        if self.attach(folder) {
+            self.render_for(vec![folder.clone()], Kinds::ALL).await;
+        }
+    }
+
     /// Makes the watched set match the registered groups: new groups get their
     /// directories, watches, a scan and snapshots; removed ones lose their watches.
     async fn sync_groups(&mut self) {
@@ -257,48 +365,29 @@ impl Service {
         let now: BTreeMap<FolderName, bool> =
             list.iter().map(|g| (g.folder.clone(), g.is_main)).collect();
         let gone: Vec<FolderName> = self
-            .groups
+            .mains
             .keys()
             .filter(|f| !now.contains_key(*f))
             .cloned()
             .collect();
-        for f in gone {
-            watcher::unwatch_group(&mut self.watcher, &self.env.paths, &f);
-            self.groups.remove(&f);
-            tracing::info!(folder = %f, "stopped watching an unregistered group's IPC directory");
+        if !gone.is_empty() {
+            let mut dirs = (*self.dirs).clone();
+            for f in gone {
+                self.watcher.unwatch_group(f.as_str());
+                dirs.remove(&f);
+                self.mains.remove(&f);
+                tracing::info!(folder = %f, "stopped watching an unregistered group's IPC directory");
+            }
+            self.dirs = Arc::new(dirs);
         }
         let mut fresh = Vec::new();
         for (folder, is_main) in now {
+            let changed = self.mains.insert(folder.clone(), is_main) != Some(is_main);
             // Re-check every group: an agent may have replaced a directory.
-            let recreated = match watcher::ensure_group_dirs(&self.env.paths, &folder) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(%folder, error = %e, "cannot create the group's IPC directories");
-                    self.retry_at = Some(Instant::now() + RETRY_AFTER);
-                    continue;
-                }
-            };
-            let changed = self.groups.insert(folder.clone(), is_main) != Some(is_main);
-            if recreated {
-                // A fresh directory needs a fresh watch (the old one died with it).
-                watcher::unwatch_group(&mut self.watcher, &self.env.paths, &folder);
-            }
-            if (changed || recreated)
-                && let Err(e) = watcher::watch_group(&mut self.watcher, &self.env.paths, &folder)
-            {
-                tracing::error!(%folder, error = %e, "cannot watch the group's IPC directories");
-                self.retry_at = Some(Instant::now() + RETRY_AFTER);
-            }
-            if changed || recreated {
+            let intact = self.dirs.get(&folder).is_some_and(|d| d.intact());
+            if (changed || !intact) && self.attach(&folder) {
                 fresh.push(folder);
             }
-        }
-        let mut found = Vec::new();
-        for f in &fresh {
-            watcher::scan_folder(&self.env.paths, f.as_str(), &mut found);
-        }
-        for s in found {
-            self.on_signal(s);
         }
         if !fresh.is_empty() {
             // New groups see everything; the main group's group list changed.
@@ -309,7 +398,7 @@ impl Service {
 
     /// Re-renders `kinds` for every registered group.
     async fn refresh_all(&mut self, kinds: Kinds) {
-        let all: Vec<FolderName> = self.groups.keys().cloned().collect();
+        let all: Vec<FolderName> = self.mains.keys().cloned().collect();
         self.render_for(all, kinds).await;
     }
 
@@ -317,6 +406,7 @@ impl Service {
         let paths = self.env.paths.clone();
         let writer = self.writer.clone();
         let store = self.store.clone();
+        let dirs = self.dirs.clone();
         let r = tokio::task::spawn_blocking(move || {
             let rendered = store.blocking(|s| -> Result<Rendered, crate::store::StoreError> {
                 let mut out = Vec::new();
@@ -330,7 +420,7 @@ impl Service {
             writer
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .write(rendered);
+                .write(&dirs, rendered);
             Ok::<_, crate::store::StoreError>(())
         })
         .await;
@@ -342,11 +432,15 @@ impl Service {
     /// One bounded, fair pass over pending request files.
     async fn pass(&mut self) {
         let batch = self.pending.take_batch(PER_GROUP, PER_PASS);
-        let env = self.env.clone();
-        let store = self.store.clone();
-        let writer = self.writer.clone();
-        let result =
-            tokio::task::spawn_blocking(move || run_pass(&store, &env, &writer, batch)).await;
+        let ctx = PassCtx {
+            env: self.env.clone(),
+            store: self.store.clone(),
+            writer: self.writer.clone(),
+            dirs: self.dirs.clone(),
+            quarantine: self.quarantine.clone(),
+            ipc: self.ipc.clone(),
+        };
+        let result = tokio::task::spawn_blocking(move || run_pass(&ctx, batch)).await;
         let (changes, retries) = match result {
             Ok(r) => r,
             Err(e) => {
@@ -364,62 +458,83 @@ impl Service {
     }
 }
 
+/// What a pass on the blocking pool needs.
+struct PassCtx {
+    env: Env,
+    store: SharedStore,
+    writer: Arc<Mutex<snapshots::Writer>>,
+    dirs: Arc<BTreeMap<FolderName, Arc<GroupDirs>>>,
+    quarantine: Arc<Quarantine>,
+    ipc: Arc<SafeDir>,
+}
+
 /// Applies a batch on a blocking thread: commit each request, re-render the snapshots
 /// it changed, then write the responses (so an agent that reads a snapshot after its
 /// response sees its own change) and remove the request files.
-fn run_pass(
-    store: &SharedStore,
-    env: &Env,
-    writer: &Mutex<snapshots::Writer>,
-    batch: watcher::Batch,
-) -> (Changes, usize) {
+fn run_pass(ctx: &PassCtx, batch: watcher::Batch) -> (Changes, usize) {
     let mut changes = Changes::default();
     let mut answers = Vec::new();
     let mut retries = 0;
     for (folder_raw, items) in batch {
-        let folder = match FolderName::parse(&folder_raw) {
-            Ok(f) => f,
-            Err(e) => {
-                for (sub, name) in items {
-                    let path = env.paths.ipc_root().join(&folder_raw).join(sub).join(&name);
-                    let reason =
-                        format!("directory {folder_raw:?} is not a registered group ({e})");
-                    super::quarantine::quarantine(&env.paths, &folder_raw, &path, &name, &reason);
-                }
-                continue;
-            }
+        let dirs = FolderName::parse(&folder_raw)
+            .ok()
+            .and_then(|f| ctx.dirs.get(&f).cloned());
+        let Some(dirs) = dirs else {
+            refuse_unregistered(ctx, &folder_raw, items);
+            continue;
         };
-        let dir = env.paths.ipc_dir(&folder);
-        let files = items
-            .iter()
-            .map(|(sub, name)| dir.join(sub).join(name))
-            .collect();
-        for (result, (_, name)) in apply::commit_batch(store, env, &folder, files)
-            .into_iter()
-            .zip(&items)
-        {
+        let names: Vec<_> = items.iter().map(|(_, n)| n.clone()).collect();
+        let results = apply::commit_batch(&ctx.store, &ctx.env, &dirs, &ctx.quarantine, items);
+        for (result, name) in results.into_iter().zip(names) {
             match result {
                 Ok(Committed::Answered(a)) => {
                     changes.merge(a.changes.clone());
-                    answers.push(a);
+                    answers.push((dirs.clone(), a));
                 }
                 Ok(Committed::Gone | Committed::Refused) => {}
                 Err(e) => {
-                    tracing::error!(%folder, request = %name, error = %e, "IPC request will be retried");
+                    tracing::error!(folder = %dirs.folder, request = ?name, error = %e, "IPC request will be retried");
                     retries += 1;
                 }
             }
         }
     }
-    let shown_changed = !changes.task_folders.is_empty()
-        || !changes.skill_folders.is_empty()
-        || changes.refresh_groups
-        || changes.topics.contains(&Topic::Groups);
-    if shown_changed {
-        let rendered = store.blocking(|s| -> Result<Rendered, crate::store::StoreError> {
+    render_changed(ctx, &changes);
+    for (dirs, a) in &answers {
+        if let Err(e) = apply::finish(dirs, &ctx.quarantine, a) {
+            tracing::error!(folder = %a.folder, request = %a.response.id, error = %e, "IPC response will be retried");
+            retries += 1;
+        }
+    }
+    (changes, retries)
+}
+
+/// Request files in a directory that is not a registered group's: quarantined, not
+/// answered (nobody is there to read an answer).
+fn refuse_unregistered(
+    ctx: &PassCtx,
+    folder: &str,
+    items: Vec<(&'static str, std::ffi::OsString)>,
+) {
+    for (sub, name) in items {
+        if let Ok(crate::safe_dir::Lookup::Dir(d)) = ctx.ipc.open_path(&[folder, sub]) {
+            let reason = format!("directory {folder:?} is not a registered group's");
+            ctx.quarantine.put(folder, &d, &name, &reason);
+        }
+    }
+}
+
+/// Re-renders the snapshots a pass changed, before its responses are written.
+fn render_changed(ctx: &PassCtx, changes: &Changes) {
+    let task_change = !changes.task_folders.is_empty();
+    let groups_change = changes.refresh_groups || changes.topics.contains(&Topic::Groups);
+    if !task_change && !groups_change && changes.skill_folders.is_empty() {
+        return;
+    }
+    let rendered = ctx
+        .store
+        .blocking(|s| -> Result<Rendered, crate::store::StoreError> {
             let mut out = Vec::new();
-            let task_change = !changes.task_folders.is_empty();
-            let groups_change = changes.refresh_groups || changes.topics.contains(&Topic::Groups);
             for g in groups::list(s.conn())? {
                 let kinds = Kinds {
                     tasks: task_change && (g.is_main || changes.task_folders.contains(&g.folder)),
@@ -427,21 +542,17 @@ fn run_pass(
                     skills: changes.skill_folders.contains(&g.folder),
                 };
                 if kinds != Kinds::default() {
-                    snapshots::render(s.conn(), &env.paths, &g, kinds, &mut out)?;
+                    snapshots::render(s.conn(), &ctx.env.paths, &g, kinds, &mut out)?;
                 }
             }
             Ok(out)
         });
-        match rendered {
-            Ok(r) => writer.lock().unwrap_or_else(|p| p.into_inner()).write(r),
-            Err(e) => tracing::error!(error = %e, "cannot render IPC snapshots"),
-        }
+    match rendered {
+        Ok(r) => ctx
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(&ctx.dirs, r),
+        Err(e) => tracing::error!(error = %e, "cannot render IPC snapshots"),
     }
-    for a in &answers {
-        if let Err(e) = apply::finish(env, a) {
-            tracing::error!(folder = %a.folder, request = %a.name, error = %e, "IPC response will be retried");
-            retries += 1;
-        }
-    }
-    (changes, retries)
 }

@@ -10,16 +10,17 @@
 //! changes nothing costs no write and wakes no reader. The shapes follow NanoClaw v1's
 //! (camelCase where NanoClaw used it) so NanoClaw agents read them unchanged.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
+use super::watcher::GroupDirs;
 use crate::model::FolderName;
 use crate::paths::Paths;
+use crate::safe_dir::Durability;
 use crate::skills;
 use crate::store::groups::Group;
 use crate::store::{self, StoreError, chats, groups, tasks};
@@ -44,8 +45,8 @@ impl Kinds {
     };
 }
 
-/// Rendered snapshot files, ready to be written.
-pub type Rendered = Vec<(PathBuf, Vec<u8>)>;
+/// Rendered snapshot files, ready to be written: (group, file name, bytes).
+pub type Rendered = Vec<(FolderName, &'static str, Vec<u8>)>;
 
 /// Renders the chosen snapshots of `group` (call under the store lock).
 pub fn render(
@@ -55,28 +56,12 @@ pub fn render(
     kinds: Kinds,
     out: &mut Rendered,
 ) -> Result<(), StoreError> {
-    let dir = paths.ipc_dir(&group.folder);
+    let folder = &group.folder;
     if kinds.tasks {
         let filter = (!group.is_main).then_some(&group.folder);
-        let list: Vec<Value> = tasks::list(conn, filter, None)?
-            .into_iter()
-            .map(|t| {
-                json!({
-                    "id": t.id,
-                    "groupFolder": t.group_folder,
-                    "chatJid": t.chat_jid,
-                    "prompt": t.prompt,
-                    "schedule_type": t.schedule_type,
-                    "schedule_value": t.schedule_value,
-                    "context_mode": t.context_mode,
-                    "timezone": t.timezone.name(),
-                    "status": t.status,
-                    "next_run": t.next_run,
-                    "last_run": t.last_run,
-                })
-            })
-            .collect();
-        out.push((dir.join(TASKS_FILE), pretty(&Value::Array(list))));
+        let list = tasks::list(conn, filter, None)?;
+        let views: Vec<TaskView<'_>> = list.iter().map(TaskView::from).collect();
+        out.push((folder.clone(), TASKS_FILE, pretty(&views)));
     }
     if kinds.groups {
         let list = if group.is_main {
@@ -84,7 +69,11 @@ pub fn render(
         } else {
             Vec::new()
         };
-        out.push((dir.join(GROUPS_FILE), pretty(&json!({ "groups": list }))));
+        out.push((
+            folder.clone(),
+            GROUPS_FILE,
+            pretty(&json!({ "groups": list })),
+        ));
     }
     if kinds.skills {
         let enabled = store::skills::enabled(conn, &group.folder)?;
@@ -95,7 +84,11 @@ pub fn render(
                 json!({ "name": s.name, "scope": s.scope, "enabled": on })
             })
             .collect();
-        out.push((dir.join(SKILLS_FILE), pretty(&json!({ "skills": list }))));
+        out.push((
+            folder.clone(),
+            SKILLS_FILE,
+            pretty(&json!({ "skills": list })),
+        ));
     }
     Ok(())
 }
@@ -134,64 +127,80 @@ fn known_chats(conn: &Connection) -> Result<Vec<Value>, StoreError> {
     Ok(list)
 }
 
-fn pretty(v: &Value) -> Vec<u8> {
+/// One task as `current_tasks.json` shows it (NanoClaw's field names), serialised
+/// straight from the row: no intermediate JSON tree for thousands of tasks.
+#[derive(serde::Serialize)]
+struct TaskView<'a> {
+    #[serde(rename = "chatJid")]
+    chat_jid: &'a crate::model::Jid,
+    context_mode: crate::model::ContextMode,
+    #[serde(rename = "groupFolder")]
+    group_folder: &'a FolderName,
+    id: &'a crate::model::TaskId,
+    last_run: Option<chrono::DateTime<chrono::Utc>>,
+    next_run: Option<chrono::DateTime<chrono::Utc>>,
+    prompt: &'a str,
+    schedule_type: crate::model::ScheduleType,
+    schedule_value: &'a str,
+    status: crate::model::TaskStatus,
+    timezone: &'static str,
+}
+
+impl<'a> From<&'a tasks::Task> for TaskView<'a> {
+    fn from(t: &'a tasks::Task) -> Self {
+        TaskView {
+            chat_jid: &t.chat_jid,
+            context_mode: t.context_mode,
+            group_folder: &t.group_folder,
+            id: &t.id,
+            last_run: t.last_run,
+            next_run: t.next_run,
+            prompt: &t.prompt,
+            schedule_type: t.schedule_type,
+            schedule_value: &t.schedule_value,
+            status: t.status,
+            timezone: t.timezone.name(),
+        }
+    }
+}
+
+fn pretty<T: serde::Serialize + ?Sized>(v: &T) -> Vec<u8> {
     let mut b = serde_json::to_vec_pretty(v).unwrap_or_default();
     b.push(b'\n');
     b
 }
 
-/// Writes snapshot files, skipping those whose content is unchanged since the last
-/// write through this writer.
+/// Writes snapshot files through each group's verified IPC directory descriptor,
+/// skipping those whose content is unchanged since the last write through this writer.
 #[derive(Default)]
 pub struct Writer {
-    last: HashMap<PathBuf, u64>,
+    last: HashMap<(FolderName, &'static str), u64>,
 }
 
 impl Writer {
-    pub fn write(&mut self, rendered: Rendered) {
-        for (path, bytes) in rendered {
+    pub fn write(&mut self, dirs: &BTreeMap<FolderName, Arc<GroupDirs>>, rendered: Rendered) {
+        for (folder, file, bytes) in rendered {
+            let Some(d) = dirs.get(&folder) else { continue };
             let mut h = std::collections::hash_map::DefaultHasher::new();
             bytes.hash(&mut h);
             let digest = h.finish();
-            if self.last.get(&path) == Some(&digest) && path.exists() {
+            let key = (folder, file);
+            if self.last.get(&key) == Some(&digest) && d.base.stat(file).is_ok() {
                 continue;
             }
-            match write_atomic(&path, &bytes) {
+            match d.base.write_atomic(file, &bytes, Durability::Atomic) {
                 Ok(()) => {
-                    self.last.insert(path, digest);
+                    self.last.insert(key, digest);
                 }
                 Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "cannot write an IPC snapshot")
+                    tracing::error!(folder = %key.0, file, error = %e, "cannot write an IPC snapshot")
                 }
             }
         }
     }
 
     /// Forgets what was written for `folder` (its directory was removed or recreated).
-    pub fn forget(&mut self, paths: &Paths, folder: &FolderName) {
-        let dir = paths.ipc_dir(folder);
-        self.last.retain(|p, _| !p.starts_with(&dir));
+    pub fn forget(&mut self, folder: &FolderName) {
+        self.last.retain(|(f, _), _| f != folder);
     }
-}
-
-/// Writes `bytes` to `path` atomically: a dot-temp file in the same directory, then
-/// rename. Readers see the old content or the new, never a torn file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(
-        ".{name}.{}.{:08x}.tmp",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

@@ -25,13 +25,14 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use runs::{Completion, DueRun, RunOutcome};
 
 use crate::control::Topic;
+use crate::shutdown::Shutdown;
 use crate::store::{SharedStore, StoreError};
 
 /// Where claimed runs go: the group queue (the orchestrator), or a test double.
@@ -104,17 +105,22 @@ impl Scheduler {
     /// start-up recovery ([`runs::recover_interrupted`]), then a pass that fires
     /// every overdue task once.
     pub fn spawn(self) -> SchedulerHandle {
+        self.spawn_until(Shutdown::new())
+    }
+
+    /// [`spawn`](Self::spawn), stopping between passes when `stop` fires (the daemon's
+    /// shutdown) or when [`SchedulerHandle::shutdown`] is called.
+    pub fn spawn_until(self, stop: Shutdown) -> SchedulerHandle {
         let (status_tx, status_rx) = watch::channel(SchedulerStatus::default());
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(self.run(status_tx, stop_rx));
+        let task = tokio::spawn(self.run(status_tx, stop.clone()));
         SchedulerHandle {
             status: status_rx,
-            stop: Some(stop_tx),
+            stop,
             task,
         }
     }
 
-    async fn run(self, status: watch::Sender<SchedulerStatus>, mut stop: oneshot::Receiver<()>) {
+    async fn run(self, status: watch::Sender<SchedulerStatus>, stop: Shutdown) {
         let Scheduler {
             store,
             clock,
@@ -140,7 +146,7 @@ impl Scheduler {
                     break;
                 }
                 Err(e) => {
-                    if !retry_after_error(&e, &*clock, &mut backoff, &status, &mut stop).await {
+                    if !retry_after_error(&e, &*clock, &mut backoff, &status, &stop).await {
                         return;
                     }
                 }
@@ -158,15 +164,18 @@ impl Scheduler {
                     pass
                 }
                 Err(e) => {
-                    if !retry_after_error(&e, &*clock, &mut backoff, &status, &mut stop).await {
+                    if !retry_after_error(&e, &*clock, &mut backoff, &status, &stop).await {
                         return;
                     }
                     continue;
                 }
             };
-            for s in &pass.skipped {
-                tracing::warn!(task = %s.task_id, due = %s.due_at, blocking_run = s.blocking_run_id,
-                    "occurrence skipped: the task's previous run is still in flight");
+            // Counted on the blocking run (`task-runs` shows it), not a line each.
+            if !pass.skipped.is_empty() {
+                tracing::debug!(
+                    skipped = pass.skipped.len(),
+                    "occurrences skipped: their task's previous run is still in flight"
+                );
             }
             let handed = pass.runs.len() as u64;
             for run in pass.runs {
@@ -184,7 +193,7 @@ impl Scheduler {
                 });
                 // More is due right now: claim the next batch, letting others run first.
                 tokio::task::yield_now().await;
-                if stop_requested(&mut stop) {
+                if stop.is_triggered() {
                     return;
                 }
                 continue;
@@ -197,7 +206,7 @@ impl Scheduler {
                 s.next_wake = pass.next_wake;
             });
             tracing::debug!(next_wake = ?pass.next_wake, "scheduler sleeping");
-            let go_on = wait(&*clock, pass.next_wake, &mut wake, &mut stop).await;
+            let go_on = wait(&*clock, pass.next_wake, &mut wake, &stop).await;
             status.send_modify(|s| s.waiting = false);
             if !go_on {
                 return;
@@ -211,7 +220,7 @@ async fn wait(
     clock: &dyn Clock,
     until: Option<DateTime<Utc>>,
     wake: &mut Option<broadcast::Receiver<Topic>>,
-    stop: &mut oneshot::Receiver<()>,
+    stop: &Shutdown,
 ) -> bool {
     let mut sleep = match until {
         Some(t) => clock.sleep_until(t),
@@ -226,7 +235,7 @@ async fn wait(
         };
         tokio::select! {
             biased;
-            _ = &mut *stop => return false,
+            _ = stop.triggered() => return false,
             r = changed => match r {
                 Ok(Topic::Tasks) | Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Everything queued behind this note is covered by the pass that
@@ -245,10 +254,6 @@ async fn wait(
             _ = &mut sleep => return true,
         }
     }
-}
-
-fn stop_requested(stop: &mut oneshot::Receiver<()>) -> bool {
-    !matches!(stop.try_recv(), Err(oneshot::error::TryRecvError::Empty))
 }
 
 #[derive(Default)]
@@ -270,7 +275,7 @@ async fn retry_after_error(
     clock: &dyn Clock,
     backoff: &mut Backoff,
     status: &watch::Sender<SchedulerStatus>,
-    stop: &mut oneshot::Receiver<()>,
+    stop: &Shutdown,
 ) -> bool {
     let delay = backoff.step();
     tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "scheduler store error");
@@ -278,7 +283,7 @@ async fn retry_after_error(
     let until = clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
     tokio::select! {
         biased;
-        _ = &mut *stop => false,
+        _ = stop.triggered() => false,
         _ = clock.sleep_until(until) => true,
     }
 }
@@ -286,8 +291,14 @@ async fn retry_after_error(
 /// The running scheduler. Dropping it stops the loop (as does [`shutdown`](Self::shutdown)).
 pub struct SchedulerHandle {
     status: watch::Receiver<SchedulerStatus>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Shutdown,
     task: JoinHandle<()>,
+}
+
+impl Drop for SchedulerHandle {
+    fn drop(&mut self) {
+        self.stop.trigger();
+    }
 }
 
 impl SchedulerHandle {
@@ -312,9 +323,7 @@ impl SchedulerHandle {
     /// Stops the loop between passes and waits for it (a pass in progress finishes,
     /// and its runs are handed over, first).
     pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.stop.trigger();
         let _ = (&mut self.task).await;
     }
 }
@@ -330,35 +339,4 @@ pub async fn complete(
     store
         .call(move |s| s.write(|tx| runs::complete(tx, run_id, &outcome, Utc::now())))
         .await
-}
-
-/// The daemon's sink until the group queue lands: nothing can run an agent yet, so
-/// each run is finished at once as an error saying so (visible in `task-runs`).
-/// The orchestrator replaces this with the real queue.
-pub struct NoRunnerSink {
-    store: SharedStore,
-}
-
-/// The error [`NoRunnerSink`] records.
-pub const NO_RUNNER_ERROR: &str = "no agent runner is wired into this daemon yet";
-
-impl NoRunnerSink {
-    pub fn new(store: SharedStore) -> NoRunnerSink {
-        NoRunnerSink { store }
-    }
-}
-
-impl TaskSink for NoRunnerSink {
-    fn submit(&self, run: DueRun) {
-        let store = self.store.clone();
-        tracing::warn!(task = %run.task.id, run = run.run_id, "{NO_RUNNER_ERROR}: recording the run as failed");
-        tokio::spawn(async move {
-            let outcome = RunOutcome::Error {
-                error: NO_RUNNER_ERROR.to_owned(),
-            };
-            if let Err(e) = complete(&store, run.run_id, outcome).await {
-                tracing::error!(run = run.run_id, error = %e, "cannot record the run's end");
-            }
-        });
-    }
 }

@@ -13,7 +13,7 @@ use rusqlite::Connection;
 use crate::model::{ScheduleType, TaskStatus};
 use crate::schedule::Schedule;
 use crate::store::tasks::{self, RunStatus, Task, bounded};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, groups};
 
 /// A claimed run, handed to the group queue: everything it needs to run the task
 /// (group folder, chat, prompt, context mode are all in `task`).
@@ -103,6 +103,13 @@ fn claim_due_in(conn: &Connection, now: DateTime<Utc>, limit: usize) -> Result<P
         let Some(due_at) = task.next_run else {
             continue;
         };
+        if groups::get_by_folder(conn, &task.group_folder)?.is_none() {
+            // Never run for a group that is not registered: pause (once, logged once).
+            tracing::warn!(task = %task.id, group = %task.group_folder, "task of an unregistered group paused instead of run");
+            task.status = TaskStatus::Paused;
+            tasks::update(conn, &task)?;
+            continue;
+        }
         let next = match next_after(&task, due_at, now) {
             Ok(next) => next,
             Err(reason) => {
@@ -117,8 +124,7 @@ fn claim_due_in(conn: &Connection, now: DateTime<Utc>, limit: usize) -> Result<P
         };
         task.next_run = next;
         if let Some(blocking) = tasks::in_flight_run(conn, &task.id)? {
-            let reason = format!("not started: run {blocking} of this task was still in flight");
-            tasks::record_skipped(conn, &task.id, due_at, now, &reason)?;
+            tasks::count_skipped(conn, blocking)?;
             tasks::update(conn, &task)?;
             pass.skipped.push(SkippedRun {
                 task_id: task.id.clone(),
@@ -310,6 +316,22 @@ mod tests {
             })
             .unwrap();
         (dir, store, id)
+    }
+
+    #[test]
+    fn a_task_of_an_unregistered_group_is_paused_never_run() {
+        let (_d, mut store, id) = setup(ScheduleType::Interval, "60000");
+        // The group row goes without unregister-group's pausing (an old database, or
+        // another writer): the scheduler still never runs the task.
+        store
+            .conn()
+            .execute("DELETE FROM registered_groups", [])
+            .unwrap();
+        let pass = claim_due(&mut store, t0() + Duration::hours(1), 10).unwrap();
+        assert!(pass.runs.is_empty());
+        let task = tasks::get(store.conn(), &id).unwrap().unwrap();
+        assert_eq!(task.status, TaskStatus::Paused);
+        assert_eq!(pass.next_wake, None);
     }
 
     #[test]

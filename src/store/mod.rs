@@ -20,6 +20,7 @@ pub mod groups;
 pub mod ipc_ledger;
 pub mod messages;
 pub mod outbox;
+pub mod retention;
 pub mod rfc3339;
 pub mod sessions;
 pub mod skills;
@@ -37,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("schema_2_task_runs.sql"),
     include_str!("schema_3_task_listing.sql"),
+    include_str!("schema_4_run_skips.sql"),
 ];
 
 /// The schema version this build writes.
@@ -71,11 +73,27 @@ impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to
     /// date.
     pub fn open(path: &Path) -> Result<Store> {
+        // The store holds every chat: private to the daemon's uid (store/ 0700, the
+        // database files 0600; SQLite gives -wal and -shm the database's mode).
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            crate::safe_dir::ensure_private_dir(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_owned(),
                 source,
             })?;
+        }
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path);
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = crate::safe_dir::make_private_file(Path::new(&p));
         }
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;

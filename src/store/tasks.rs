@@ -165,6 +165,24 @@ pub fn delete(conn: &Connection, id: &TaskId) -> Result<bool> {
     Ok(conn.execute("DELETE FROM scheduled_tasks WHERE id = ?1", [id.as_str()])? > 0)
 }
 
+/// Pauses every active task of `folder`; returns how many.
+pub fn pause_group(conn: &Connection, folder: &FolderName) -> Result<usize> {
+    Ok(conn.execute(
+        "UPDATE scheduled_tasks SET status = 'paused' WHERE group_folder = ?1 AND status = 'active'",
+        [folder.as_str()],
+    )?)
+}
+
+/// How many active tasks `folder` has (the per-group limit counts these).
+pub fn count_active(conn: &Connection, folder: &FolderName) -> Result<usize> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM scheduled_tasks WHERE group_folder = ?1 AND status = 'active'",
+        [folder.as_str()],
+        |r| r.get(0),
+    )?;
+    Ok(n as usize)
+}
+
 /// The earliest `next_run` of any active task: when the scheduler must wake next.
 pub fn earliest_due(conn: &Connection) -> Result<Option<DateTime<Utc>>> {
     let ms: Option<i64> = conn.query_row(
@@ -233,6 +251,8 @@ pub struct TaskRun {
     pub status: RunStatus,
     pub result: Option<String>,
     pub error: Option<String>,
+    /// Occurrences not started because this run was still in flight.
+    pub skipped: i64,
 }
 
 /// The longest result or error text kept in a run log row.
@@ -302,21 +322,14 @@ pub fn in_flight_run(conn: &Connection, id: &TaskId) -> Result<Option<i64>> {
         .optional()?)
 }
 
-/// Records an occurrence that was not started (see [`RunStatus::Skipped`]); returns
-/// its row id.
-pub fn record_skipped(
-    conn: &Connection,
-    id: &TaskId,
-    due: DateTime<Utc>,
-    at: DateTime<Utc>,
-    reason: &str,
-) -> Result<i64> {
+/// Counts an occurrence that was not started because run `run_id` of the task was
+/// still in flight, on that run (no row of its own).
+pub fn count_skipped(conn: &Connection, run_id: i64) -> Result<()> {
     conn.execute(
-        "INSERT INTO task_run_logs (task_id, due_at, started_at, finished_at, duration_ms, status, error)
-         VALUES (?1, ?2, ?3, ?3, 0, 'skipped', ?4)",
-        params![id.as_str(), to_ms(due), to_ms(at), bounded(Some(reason))],
+        "UPDATE task_run_logs SET skipped = skipped + 1 WHERE id = ?1",
+        [run_id],
     )?;
-    Ok(conn.last_insert_rowid())
+    Ok(())
 }
 
 /// Marks a run found `running` after a crash as `interrupted`. Its duration is
@@ -339,7 +352,7 @@ pub fn interrupt_run(
 pub fn get_run(conn: &Connection, run_id: i64) -> Result<Option<TaskRun>> {
     Ok(conn
         .query_row(
-            "SELECT id, task_id, due_at, started_at, duration_ms, status, result, error
+            "SELECT id, task_id, due_at, started_at, duration_ms, status, result, error, skipped
              FROM task_run_logs WHERE id = ?1",
             [run_id],
             run_from_row,
@@ -357,13 +370,14 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<TaskRun> {
         status: parse_col(r, 5, RunStatus::parse)?,
         result: r.get(6)?,
         error: r.get(7)?,
+        skipped: r.get(8)?,
     })
 }
 
 /// The latest `limit` runs of a task, newest first.
 pub fn runs(conn: &Connection, id: &TaskId, limit: usize) -> Result<Vec<TaskRun>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, task_id, due_at, started_at, duration_ms, status, result, error
+        "SELECT id, task_id, due_at, started_at, duration_ms, status, result, error, skipped
          FROM task_run_logs WHERE task_id = ?1 ORDER BY id DESC LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![id.as_str(), limit as i64], run_from_row)?;
@@ -456,11 +470,9 @@ mod tests {
         let next = start_run(c, &id, from_ms(10), from_ms(11)).unwrap();
         assert_eq!(next, 3, "run id 2 was used before the migration");
         assert_eq!(in_flight_run(c, &id).unwrap(), Some(3));
-        let skipped = record_skipped(c, &id, from_ms(12), from_ms(12), "busy").unwrap();
-        assert_eq!(
-            get_run(c, skipped).unwrap().unwrap().status,
-            RunStatus::Skipped
-        );
+        count_skipped(c, 3).unwrap();
+        count_skipped(c, 3).unwrap();
+        assert_eq!(get_run(c, 3).unwrap().unwrap().skipped, 2);
         // Only a running row can be finished or interrupted, once.
         assert!(finish_run(c, 3, RunStatus::Success, from_ms(20), Some("ok"), None).unwrap());
         assert!(!finish_run(c, 3, RunStatus::Error, from_ms(21), None, Some("x")).unwrap());

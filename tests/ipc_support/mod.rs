@@ -27,6 +27,8 @@ pub struct Rig {
     pub store: SharedStore,
     pub bus: broadcast::Sender<Topic>,
     pub handle: Option<IpcHandle>,
+    /// Limits for the next [`Rig::start`].
+    pub limits: rust_claw::ipc::Limits,
 }
 
 pub fn folder(s: &str) -> FolderName {
@@ -70,6 +72,7 @@ impl Rig {
             store: SharedStore::new(store),
             bus,
             handle: None,
+            limits: rust_claw::ipc::Limits::default(),
         };
         rig.start().await;
         rig
@@ -80,6 +83,7 @@ impl Rig {
             paths: self.paths.clone(),
             default_trigger: "@Andy".into(),
             timezone: chrono_tz::UTC,
+            limits: self.limits,
         }
     }
 

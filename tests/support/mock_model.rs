@@ -164,8 +164,16 @@ async fn respond(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
             .status(StatusCode::from_u16(status).unwrap())
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(
-                json!({"error": {"message": message, "type": "invalid_request_error", "code": null}})
-                    .to_string(),
+                // The error `type` (and `code`) OpenAI's API sends with each status.
+                json!({"error": {"message": message, "type": match status {
+                    429 => "rate_limit_error",
+                    500..=599 => "server_error",
+                    _ => "invalid_request_error",
+                }, "code": match status {
+                    401 => Value::from("invalid_api_key"),
+                    _ => Value::Null,
+                }}})
+                .to_string(),
             ))
             .unwrap(),
         Reply::Text(text) => sse(vec![
@@ -174,7 +182,10 @@ async fn respond(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
             (Duration::ZERO, completed(&id)),
         ]),
         Reply::Stream { pieces, gap } => {
-            let mut events = vec![(Duration::ZERO, created(&id)), (Duration::ZERO, message_added(&id))];
+            let mut events = vec![
+                (Duration::ZERO, created(&id)),
+                (Duration::ZERO, message_added(&id)),
+            ];
             for p in &pieces {
                 events.push((
                     gap,
@@ -186,7 +197,11 @@ async fn respond(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
             events.push((Duration::ZERO, completed(&id)));
             sse(events)
         }
-        Reply::FunctionCall { name, arguments, namespace } => sse(vec![
+        Reply::FunctionCall {
+            name,
+            arguments,
+            namespace,
+        } => sse(vec![
             (Duration::ZERO, created(&id)),
             (Duration::ZERO, {
                 let mut item = json!({"type": "function_call", "id": format!("fc_{id}"), "call_id": format!("call_{id}"),

@@ -2,6 +2,7 @@
 //! real codex binary and a mock model server.
 #![allow(dead_code)]
 
+pub mod containers;
 pub mod mock_model;
 pub mod rig;
 
@@ -24,6 +25,17 @@ pub fn rss_kib(pid: impl std::fmt::Display) -> Option<u64> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Private memory a process has written (`Private_Dirty` in `/proc/<pid>/smaps_rollup`)
+/// in KiB: what it really costs, unlike RSS, which counts clean shared pages the kernel
+/// may drop at will. `None` once the process is gone.
+pub fn private_dirty_kib(pid: impl std::fmt::Display) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Private_Dirty:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
@@ -155,6 +167,7 @@ stream_max_retries = 0
             approval_policy: "never".to_owned(),
             approvals: ApprovalDecision::Decline,
             timezone: Some("UTC".to_owned()),
+            turn_timeout: std::time::Duration::from_secs(1800),
         };
         TestRoot {
             root,

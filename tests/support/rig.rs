@@ -150,13 +150,29 @@ pub struct DaemonRig {
     pub channel: Arc<TestChannel>,
     pub daemon: Option<Daemon>,
     pub config: Arc<Config>,
+    /// The host runner, or a container runner (`start_with_runner`).
+    pub runner: Arc<dyn rust_claw::agent::Runner>,
 }
 
 impl DaemonRig {
     /// Registers `groups`, writes `.env` with `env` (plus the test defaults) and starts
     /// the daemon.
     pub async fn start(name: &str, env: &[(&str, &str)], groups: &[GroupSpec<'_>]) -> DaemonRig {
+        DaemonRig::start_with_runner(name, env, groups, |_| {
+            Arc::new(HostRunner::new(codex_bin()))
+        })
+        .await
+    }
+
+    /// [`DaemonRig::start`] with the runner `make` builds for the test root.
+    pub async fn start_with_runner(
+        name: &str,
+        env: &[(&str, &str)],
+        groups: &[GroupSpec<'_>],
+        make: impl FnOnce(&TestRoot) -> Arc<dyn rust_claw::agent::Runner>,
+    ) -> DaemonRig {
         let t = TestRoot::new(name).await;
+        let runner = make(&t);
         let mut dotenv = String::from("TIMEZONE=UTC\nAGENT_RUNNER=host\n");
         for (k, v) in env {
             dotenv.push_str(&format!("{k}={v}\n"));
@@ -183,6 +199,7 @@ impl DaemonRig {
             channel: Arc::new(TestChannel::default()),
             daemon: None,
             config,
+            runner,
         };
         rig.restart().await;
         rig
@@ -201,7 +218,7 @@ impl DaemonRig {
             store,
             vec![channel],
             self.t.settings.clone(),
-            Arc::new(HostRunner::new(codex_bin())),
+            self.runner.clone(),
         )
         .await
         .unwrap();
