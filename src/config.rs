@@ -67,6 +67,8 @@ pub enum ContainerRuntime {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub discord_bot_token: Option<Secret>,
+    /// REST base of Discord's API (`https://discord.com/api`, or a proxy / fake).
+    pub discord_api_base: String,
     pub auto_register_main_jid: Option<Jid>,
     pub assistant_name: String,
     pub main_group_folder: FolderName,
@@ -107,6 +109,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
     (
         "DISCORD_BOT_TOKEN",
         "Discord bot token; without it the daemon runs with no Discord channel",
+    ),
+    (
+        "DISCORD_API_BASE",
+        "Discord REST base (the gateway URL comes from its /gateway answer); default https://discord.com/api",
     ),
     (
         "AUTO_REGISTER_MAIN_JID",
@@ -396,9 +402,15 @@ impl Config {
             Some(v) => LogFormat::parse(&v)
                 .ok_or_else(|| invalid("LOG_FORMAT", &v, "must be text or json"))?,
         };
+        let discord_api_base = match src.get("DISCORD_API_BASE") {
+            None => crate::channels::discord::DEFAULT_API_BASE.to_owned(),
+            Some(v) => crate::channels::discord::parse_api_base(&v)
+                .map_err(|reason| invalid("DISCORD_API_BASE", &v, reason))?,
+        };
         Ok(Config {
             log_format,
             discord_bot_token: src.get("DISCORD_BOT_TOKEN").map(Secret),
+            discord_api_base,
             auto_register_main_jid,
             assistant_name,
             main_group_folder,
@@ -547,6 +559,7 @@ mod tests {
             ("AUTO_REGISTER_MAIN_JID", "123"),
             ("ASSISTANT_NAME", "Andy Bot"),
             ("CODEX_REASONING_EFFORT", "max"),
+            ("DISCORD_API_BASE", "https://discord.com"),
             ("CONTAINER_MEMORY", "lots"),
             ("CONTAINER_CPUS", "-1"),
             ("CONTAINER_NETWORK", "host;rm"),

@@ -156,6 +156,7 @@ impl Agents {
             notes,
             child: Some(child),
             folder: folder.clone(),
+            group_dir: spec.workdir.clone(),
             mode,
             auth_dir: self.settings.auth_dir.clone(),
             codex_home: spec.codex_home.clone(),
@@ -365,6 +366,8 @@ pub struct Session {
     pub(super) notes: mpsc::UnboundedReceiver<Notification>,
     child: Option<Box<dyn AgentChild>>,
     pub(super) folder: FolderName,
+    /// The group's folder on this host (images attached to messages are read from it).
+    group_dir: PathBuf,
     mode: ContextMode,
     auth_dir: PathBuf,
     codex_home: PathBuf,
@@ -401,10 +404,18 @@ impl Session {
         if let Some(old) = self.handle.active_turn() {
             self.abandon(&old).await;
         }
+        let mut input = UserInput::text(prompt);
+        if !super::images::referenced(prompt).is_empty() {
+            let (dir, p) = (self.group_dir.clone(), prompt.to_owned());
+            let urls = tokio::task::spawn_blocking(move || super::images::load(&dir, &p))
+                .await
+                .unwrap_or_default();
+            input.extend(urls.into_iter().map(|url| UserInput::Image { url }));
+        }
         let turn = self
             .handle
             .client
-            .turn_start(&self.handle.thread_id, UserInput::text(prompt))
+            .turn_start(&self.handle.thread_id, input)
             .await
             .map_err(|e| AgentError::rpc("turn/start", e, self.stderr_tail()))?;
         self.handle.set_active(Some(turn.id.clone()));
