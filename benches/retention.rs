@@ -187,10 +187,9 @@ fn main() {
     let first = retention::prune(&mut store, &Retention::default(), now).expect("prune");
     let took = t.elapsed();
     println!(
-        "first pass over the unpruned {days} days: {} rows deleted in {:.0} ms ({} steps of ≤ {} rows a table)",
+        "first pass over the unpruned {days} days: {} rows deleted in {:.0} ms (in transactions of ≤ {} rows a table)",
         first.total(),
         took.as_secs_f64() * 1e3,
-        first.total().div_ceil(retention::BATCH).max(1),
         retention::BATCH
     );
     if full {

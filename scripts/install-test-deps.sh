@@ -28,6 +28,12 @@ if [[ ! -x "$RUST_CLAW_TEST_CODEX" ]]; then
 fi
 "$RUST_CLAW_TEST_CODEX" --version
 
+# systemd-analyze: tests verify the unit `rust_claw service install` writes.
+if ! command -v systemd-analyze >/dev/null; then
+  need_root "systemd (for systemd-analyze)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
+fi
+
 # Containers: podman (the container tests and benches use it; never skipped), runc and
 # catatonit (`--init`), debootstrap for the image's base (no container registry is
 # reachable in CI: the base is made locally from Debian's packages).

@@ -28,8 +28,15 @@ pub const OWNER_MIN_INTERVAL_MS: u64 = 1_000;
 pub enum ActionError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
-    #[error("{what} {id:?} not found")]
-    NotFound { what: &'static str, id: String },
+    #[error(
+        "{what} {id:?} not found (it may have been removed); `rust_claw {list}` shows what exists"
+    )]
+    NotFound {
+        what: &'static str,
+        id: String,
+        /// The CLI verb that lists what exists.
+        list: &'static str,
+    },
     #[error("{0}")]
     Conflict(String),
     #[error(transparent)]
@@ -38,7 +45,7 @@ pub enum ActionError {
 
 impl From<rusqlite::Error> for ActionError {
     fn from(e: rusqlite::Error) -> Self {
-        ActionError::Store(StoreError::Sqlite(e))
+        ActionError::Store(StoreError::from(e))
     }
 }
 
@@ -128,6 +135,7 @@ pub fn register_group(
 pub fn unregister_group(conn: &Connection, jid: &Jid) -> Result<(Group, usize)> {
     let group = groups::get_by_jid(conn, jid)?.ok_or_else(|| ActionError::NotFound {
         what: "group with jid",
+        list: "list-groups",
         id: jid.to_string(),
     })?;
     groups::delete(conn, jid)?;
@@ -220,6 +228,7 @@ pub fn create_task(
 pub fn get_task(conn: &Connection, id: &TaskId) -> Result<Task> {
     tasks::get(conn, id)?.ok_or_else(|| ActionError::NotFound {
         what: "task",
+        list: "list-tasks",
         id: id.to_string(),
     })
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use chrono_tz::Tz;
 
+use crate::logging::LogFormat;
 use crate::model::{FolderName, Jid};
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,8 @@ pub enum ContainerRuntime {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub discord_bot_token: Option<Secret>,
+    /// REST base of Discord's API (`https://discord.com/api`, or a proxy / fake).
+    pub discord_api_base: String,
     pub auto_register_main_jid: Option<Jid>,
     pub assistant_name: String,
     pub main_group_folder: FolderName,
@@ -92,6 +95,8 @@ pub struct Config {
     pub agent_retry_base_ms: u64,
     /// Retries before the chat is told the agent failed.
     pub agent_max_retries: u32,
+    /// How log lines look (`LOG_FORMAT`).
+    pub log_format: LogFormat,
     /// What one group's agent may make the host do through IPC.
     pub ipc_limits: crate::ipc::Limits,
     /// How long the growing tables keep their rows (`RETAIN_*_DAYS`).
@@ -104,6 +109,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
     (
         "DISCORD_BOT_TOKEN",
         "Discord bot token; without it the daemon runs with no Discord channel",
+    ),
+    (
+        "DISCORD_API_BASE",
+        "Discord REST base (the gateway URL comes from its /gateway answer); default https://discord.com/api",
     ),
     (
         "AUTO_REGISTER_MAIN_JID",
@@ -193,6 +202,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "sent replies (outbox) and applied IPC requests (ledger) older than this are deleted",
     ),
     ("RUST_LOG", "log filter, e.g. info or rust_claw=debug"),
+    (
+        "LOG_FORMAT",
+        "text (human-readable, the default) or json (one object per line)",
+    ),
 ];
 
 /// Reads variables from the environment, falling back to a `.env` map.
@@ -384,8 +397,20 @@ impl Config {
                 "must be minimal, low, medium, high or xhigh",
             ));
         }
+        let log_format = match src.get("LOG_FORMAT") {
+            None => LogFormat::Text,
+            Some(v) => LogFormat::parse(&v)
+                .ok_or_else(|| invalid("LOG_FORMAT", &v, "must be text or json"))?,
+        };
+        let discord_api_base = match src.get("DISCORD_API_BASE") {
+            None => crate::channels::discord::DEFAULT_API_BASE.to_owned(),
+            Some(v) => crate::channels::discord::parse_api_base(&v)
+                .map_err(|reason| invalid("DISCORD_API_BASE", &v, reason))?,
+        };
         Ok(Config {
+            log_format,
             discord_bot_token: src.get("DISCORD_BOT_TOKEN").map(Secret),
+            discord_api_base,
             auto_register_main_jid,
             assistant_name,
             main_group_folder,
@@ -534,11 +559,13 @@ mod tests {
             ("AUTO_REGISTER_MAIN_JID", "123"),
             ("ASSISTANT_NAME", "Andy Bot"),
             ("CODEX_REASONING_EFFORT", "max"),
+            ("DISCORD_API_BASE", "https://discord.com"),
             ("CONTAINER_MEMORY", "lots"),
             ("CONTAINER_CPUS", "-1"),
             ("CONTAINER_NETWORK", "host;rm"),
             ("CONTAINER_PIDS_LIMIT", "1"),
             ("AGENT_TURN_TIMEOUT_MS", "5"),
+            ("LOG_FORMAT", "xml"),
         ] {
             let e = Config::from_source(&src(&[(var, value)])).unwrap_err();
             assert!(e.to_string().starts_with(&format!("invalid {var}=")), "{e}");

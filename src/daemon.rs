@@ -271,6 +271,25 @@ impl Daemon {
         self.orchestrator.stats()
     }
 
+    /// What the daemon is doing, for `rust_claw status` (see [`crate::status`]).
+    pub fn live_view(
+        &self,
+        max_agents: usize,
+    ) -> impl Fn() -> crate::status::LiveStatus + Send + Sync + 'static {
+        let (queue, orchestrator) = (self.queue.clone(), self.orchestrator.clone());
+        let started_at = chrono::Utc::now();
+        move || {
+            let stats = orchestrator.stats();
+            crate::status::LiveStatus::now(
+                started_at,
+                max_agents,
+                queue.active(),
+                queue.activity(),
+                stats,
+            )
+        }
+    }
+
     /// The store the daemon writes (tests and benchmarks inspect it).
     pub fn store(&self) -> &SharedStore {
         &self.store
@@ -357,18 +376,46 @@ pub fn run(paths: &Paths, config: &Config) -> Result<()> {
         let stop = Shutdown::new();
         stop.on_signals()
             .context("cannot install the SIGINT/SIGTERM handlers")?;
-        let channels: Vec<Arc<dyn Channel>> = Vec::new();
-        if config.discord_bot_token.is_some() {
-            tracing::warn!("DISCORD_BOT_TOKEN is set, but this build has no Discord channel yet");
-        } else {
-            tracing::info!("no DISCORD_BOT_TOKEN configured: running without a Discord channel");
+        let discord = crate::channels::discord::from_config(&config)?;
+        let mut channels: Vec<Arc<dyn Channel>> = Vec::new();
+        match &discord {
+            Some(d) => channels.push(d.clone()),
+            None => tracing::info!(
+                "Discord is off: no DISCORD_BOT_TOKEN (IPC, the scheduler and `rust_claw chat` still work)"
+            ),
         }
         let daemon = Daemon::start(paths, config.clone(), store, channels).await?;
+        if let Some(d) = &discord {
+            d.set_group_dirs(crate::channels::discord::group_dirs(
+                daemon.store().clone(),
+                paths.clone(),
+            ));
+        }
+        let _status = crate::status::serve(paths, daemon.live_view(config.max_concurrent_agents))
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "`rust_claw status` will not see this daemon"),
+            );
+        crate::sd_notify::notify("READY=1\nSTATUS=serving");
+        let _watchdog = crate::sd_notify::spawn_watchdog(daemon.store().clone());
         tracing::info!(root = %paths.root().display(), "rust_claw daemon started");
-        stop.triggered().await;
+        // A Discord connection that ended for good (bad token, intent off) ends `run`.
+        let fatal = async {
+            match &discord {
+                Some(d) => Some(d.fatal().await),
+                None => std::future::pending().await,
+            }
+        };
+        let fatal = tokio::select! {
+            _ = stop.triggered() => None,
+            why = fatal => why,
+        };
+        crate::sd_notify::notify("STOPPING=1");
         daemon.shutdown().await;
         tracing::info!("stopped");
-        Ok::<_, anyhow::Error>(())
+        match fatal {
+            Some(why) => Err(anyhow::anyhow!(why)),
+            None => Ok::<_, anyhow::Error>(()),
+        }
     });
     // Nothing may hold the exit (a blocking read, a stuck store call).
     runtime.shutdown_timeout(RUNTIME_GRACE);

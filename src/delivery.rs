@@ -133,6 +133,7 @@ impl Delivery {
                 };
                 match channel.send(&jid, &item.text, &item.nonce).await {
                     Ok(()) => {
+                        tracing::info!(chat = %jid, outbox = item.id, "reply sent");
                         retry_at.remove(&item.id);
                         self.finish(item.id, None).await;
                         progressed = true;

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::broadcast;
+use tracing::Instrument as _;
 
 use crate::agent::{AgentError, Agents, Failure, Session, TurnEnd, TurnOutcome};
 use crate::channels::{BoxFuture, Inbound};
@@ -124,6 +125,9 @@ impl Orchestrator {
                             mentions_bot: m.mentions_assistant || m.direct,
                         },
                     )?;
+                    if let Some(id) = id {
+                        tracing::info!(chat = %jid, group = %group.folder, message = id, "message received");
+                    }
                     Ok(id.map(|_| group.folder))
                 })
             })
@@ -341,13 +345,20 @@ impl Orchestrator {
                     through,
                 } => {
                     let prompt = router::format_messages(&batch, self.config.timezone);
-                    tracing::info!(group = %group.folder, chat, messages = batch.len(), "starting a turn");
-                    self.typing(chat, true).await;
-                    let result = self.group_turn(group, session, &prompt).await;
-                    self.typing(chat, false).await;
-                    let outcome = result.map_err(|e| (e, through))?;
-                    self.commit_replies(chat, &outcome.messages, "reply", through)
-                        .await;
+                    let span = tracing::info_span!("turn", group = %group.folder, chat, through);
+                    async {
+                        tracing::info!(messages = batch.len(), "starting a turn");
+                        self.typing(chat, true).await;
+                        let result = self.group_turn(group, session, &prompt).await;
+                        self.typing(chat, false).await;
+                        let outcome = result.map_err(|e| (e, through))?;
+                        self.commit_replies(chat, &outcome.messages, "reply", through)
+                            .await;
+                        tracing::info!(replies = outcome.messages.len(), "turn done");
+                        Ok::<_, (AgentError, i64)>(())
+                    }
+                    .instrument(span)
+                    .await?;
                     self.attempts
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -462,6 +473,8 @@ impl GroupHandler for Orchestrator {
     }
 
     fn task<'a>(&'a self, run: DueRun, session: &'a mut Option<Session>) -> BoxFuture<'a, ()> {
+        let span = tracing::info_span!("task_run", task = %run.task.id, run = run.run_id,
+            group = %run.task.group_folder);
         Box::pin(async move {
             let task = run.task.clone();
             let f = task.group_folder.clone();
@@ -483,7 +496,7 @@ impl GroupHandler for Orchestrator {
             };
             let prompt = router::format_task(&task, run.due_at, task.timezone);
             let chat = task.chat_jid.to_string();
-            tracing::info!(task = %task.id, group = %group.folder, mode = %task.context_mode, "running a scheduled task");
+            tracing::info!(mode = %task.context_mode, "running a scheduled task");
             self.typing(&chat, true).await;
             let result = match task.context_mode {
                 ContextMode::Group => self.group_turn(&group, session, &prompt).await,
@@ -535,7 +548,8 @@ impl GroupHandler for Orchestrator {
                         .await
                 }
             }
-        })
+        }
+        .instrument(span))
     }
 
     fn close(&self, folder: &FolderName, session: Session) -> BoxFuture<'_, ()> {
@@ -551,6 +565,7 @@ impl GroupHandler for Orchestrator {
 impl Orchestrator {
     /// Finishes a scheduled run and queues its output, in one transaction.
     async fn finish_run(&self, run: &DueRun, outcome: RunOutcome, replies: Option<Vec<String>>) {
+        let replies_n = replies.as_ref().map_or(0, Vec::len);
         let (run_id, chat, origin) = (
             run.run_id,
             run.task.chat_jid.to_string(),
@@ -571,6 +586,7 @@ impl Orchestrator {
             .await;
         match res {
             Ok(()) => {
+                tracing::info!(replies = replies_n, "scheduled run finished");
                 self.delivery.wake();
                 let _ = self.bus.send(Topic::Tasks);
             }

@@ -87,6 +87,18 @@ struct State {
     shutting_down: bool,
 }
 
+/// One group's place in the queue, as `rust_claw status` shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct GroupActivity {
+    pub folder: FolderName,
+    /// `working`, `idle` (a live session waiting for input) or `none`.
+    pub agent: String,
+    /// Waiting for one of the MAX_CONCURRENT_AGENTS slots.
+    pub waiting_for_slot: bool,
+    pub pending_messages: bool,
+    pub pending_runs: usize,
+}
+
 pub struct GroupQueue<H: GroupHandler> {
     handler: Arc<H>,
     state: Mutex<State>,
@@ -268,6 +280,32 @@ impl<H: GroupHandler> GroupQueue<H> {
         }
     }
 
+    /// What every known group is doing right now (for `rust_claw status`).
+    pub fn activity(&self) -> Vec<GroupActivity> {
+        let st = self.lock();
+        let mut out: Vec<GroupActivity> = st
+            .groups
+            .iter()
+            .filter(|(_, g)| g.running || g.queued || g.has_work())
+            .map(|(folder, g)| GroupActivity {
+                folder: folder.clone(),
+                agent: if !g.running {
+                    "none"
+                } else if g.idle {
+                    "idle"
+                } else {
+                    "working"
+                }
+                .to_owned(),
+                waiting_for_slot: g.queued,
+                pending_messages: g.pending_messages,
+                pending_runs: g.pending_runs.len(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.folder.as_str().cmp(b.folder.as_str()));
+        out
+    }
+
     /// How many workers hold a slot.
     pub fn active(&self) -> usize {
         self.lock().active
@@ -312,5 +350,258 @@ impl<H: GroupHandler> GroupQueue<H> {
             );
             workers.shutdown().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The queue's rules with a fake handler under paused time: each piece of work
+    //! "takes" [`WORK`] of virtual time, and every start, end and close is recorded
+    //! with the (virtual) instant it happened.
+
+    use std::collections::HashMap;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::model::{ContextMode, Jid, ScheduleType, TaskId, TaskStatus};
+    use crate::store::tasks::Task;
+
+    const WORK: Duration = Duration::from_millis(100);
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum What {
+        Messages,
+        Task,
+        Close,
+    }
+
+    #[derive(Debug, Clone)]
+    struct Event {
+        folder: String,
+        what: What,
+        start: Instant,
+        end: Instant,
+    }
+
+    #[derive(Default)]
+    struct Fake {
+        events: Mutex<Vec<Event>>,
+        running: Mutex<HashMap<String, usize>>,
+        /// The most work items ever running at once: in total, and in one group.
+        max_total: Mutex<usize>,
+        max_in_group: Mutex<usize>,
+    }
+
+    impl Fake {
+        async fn work(&self, folder: &str, what: What) {
+            let start = Instant::now();
+            {
+                let mut r = self.running.lock().unwrap();
+                *r.entry(folder.to_owned()).or_default() += 1;
+                let total: usize = r.values().sum();
+                let mut mt = self.max_total.lock().unwrap();
+                *mt = (*mt).max(total);
+                let mut mg = self.max_in_group.lock().unwrap();
+                *mg = (*mg).max(r[folder]);
+            }
+            tokio::time::sleep(WORK).await;
+            *self.running.lock().unwrap().get_mut(folder).unwrap() -= 1;
+            self.events.lock().unwrap().push(Event {
+                folder: folder.to_owned(),
+                what,
+                start,
+                end: Instant::now(),
+            });
+        }
+
+        fn events(&self) -> Vec<Event> {
+            self.events.lock().unwrap().clone()
+        }
+
+        fn of(&self, folder: &str, what: What) -> Vec<Event> {
+            self.events()
+                .into_iter()
+                .filter(|e| e.folder == folder && e.what == what)
+                .collect()
+        }
+    }
+
+    impl GroupHandler for Fake {
+        type Session = ();
+
+        fn messages<'a>(
+            &'a self,
+            folder: &'a FolderName,
+            session: &'a mut Option<()>,
+        ) -> BoxFuture<'a, AfterMessages> {
+            Box::pin(async move {
+                *session = Some(());
+                self.work(folder.as_str(), What::Messages).await;
+                AfterMessages::Done
+            })
+        }
+
+        fn task<'a>(&'a self, run: DueRun, session: &'a mut Option<()>) -> BoxFuture<'a, ()> {
+            Box::pin(async move {
+                *session = Some(());
+                self.work(run.task.group_folder.as_str(), What::Task).await;
+            })
+        }
+
+        fn close(&self, folder: &FolderName, _session: ()) -> BoxFuture<'_, ()> {
+            let folder = folder.to_string();
+            Box::pin(async move {
+                let now = Instant::now();
+                self.events.lock().unwrap().push(Event {
+                    folder,
+                    what: What::Close,
+                    start: now,
+                    end: now,
+                });
+            })
+        }
+    }
+
+    fn f(name: &str) -> FolderName {
+        FolderName::parse(name).unwrap()
+    }
+
+    fn run_for(folder: &str) -> DueRun {
+        let now = chrono::Utc::now();
+        DueRun {
+            run_id: 1,
+            task: Task {
+                id: TaskId::parse("t1").unwrap(),
+                group_folder: f(folder),
+                chat_jid: Jid::local_for(&f(folder)),
+                prompt: "p".into(),
+                schedule_type: ScheduleType::Once,
+                schedule_value: "2099-01-01T00:00:00Z".into(),
+                context_mode: ContextMode::Group,
+                timezone: chrono_tz::Tz::UTC,
+                next_run: None,
+                last_run: Some(now),
+                last_result: None,
+                status: TaskStatus::Active,
+                created_by: "test".into(),
+                created_at: now,
+            },
+            due_at: now,
+            started_at: now,
+        }
+    }
+
+    fn queue(max: usize, idle: Duration) -> (Arc<Fake>, Arc<GroupQueue<Fake>>) {
+        let fake = Arc::new(Fake::default());
+        (fake.clone(), GroupQueue::new(fake, max, idle))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_worker_per_group_and_at_most_the_cap_in_total() {
+        let (fake, q) = queue(2, Duration::from_secs(1));
+        for g in ["a", "b", "c", "d", "e"] {
+            q.enqueue_messages(&f(g));
+            // Follow-ups while the group is busy join its worker, never a second one.
+            q.enqueue_messages(&f(g));
+        }
+        q.enqueue_run(run_for("a"));
+        q.wait_idle().await;
+        assert_eq!(*fake.max_in_group.lock().unwrap(), 1);
+        assert_eq!(*fake.max_total.lock().unwrap(), 2);
+        for g in ["a", "b", "c", "d", "e"] {
+            assert!(
+                !fake.of(g, What::Messages).is_empty(),
+                "{g} was never served"
+            );
+            assert_eq!(
+                fake.of(g, What::Close).len(),
+                1,
+                "{g}: one session, closed once"
+            );
+        }
+        assert_eq!(fake.of("a", What::Task).len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_task_goes_before_waiting_messages() {
+        let (fake, q) = queue(1, Duration::from_secs(3600));
+        q.enqueue_messages(&f("busy"));
+        tokio::task::yield_now().await;
+        q.enqueue_messages(&f("chat"));
+        q.enqueue_run(run_for("cron"));
+        q.wait_idle().await;
+        let order: Vec<(String, What)> = fake
+            .events()
+            .into_iter()
+            .filter(|e| e.what != What::Close)
+            .map(|e| (e.folder, e.what))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("busy".to_owned(), What::Messages),
+                ("cron".to_owned(), What::Task),
+                ("chat".to_owned(), What::Messages),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_session_closes_after_the_idle_timeout() {
+        let idle = Duration::from_secs(300);
+        let (fake, q) = queue(2, idle);
+        q.enqueue_messages(&f("a"));
+        q.wait_idle().await;
+        let done = fake.of("a", What::Messages)[0].end;
+        let closed = fake.of("a", What::Close)[0].start;
+        assert_eq!(
+            closed - done,
+            idle,
+            "closed at the timeout, not before or after"
+        );
+        assert_eq!(q.active(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_during_the_idle_wait_reuses_the_session() {
+        let idle = Duration::from_secs(300);
+        let (fake, q) = queue(2, idle);
+        q.enqueue_messages(&f("a"));
+        tokio::time::sleep(WORK + idle / 2).await;
+        q.enqueue_messages(&f("a"));
+        q.wait_idle().await;
+        assert_eq!(fake.of("a", What::Messages).len(), 2);
+        assert_eq!(fake.of("a", What::Close).len(), 1, "one session for both");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_session_gives_its_slot_to_a_waiting_group() {
+        let (fake, q) = queue(1, Duration::from_secs(3600));
+        q.enqueue_messages(&f("a"));
+        // `a` has answered and idles on the only slot.
+        tokio::time::sleep(WORK * 2).await;
+        assert_eq!(q.active(), 1);
+        assert!(fake.of("a", What::Close).is_empty());
+        let asked = Instant::now();
+        q.enqueue_messages(&f("b"));
+        q.wait_idle().await;
+        let closed = fake.of("a", What::Close)[0].start;
+        let b = &fake.of("b", What::Messages)[0];
+        assert_eq!(closed, asked, "the idle session was closed at once");
+        assert_eq!(b.start, asked, "and the waiting group started at once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_stops_taking_work() {
+        let (fake, q) = queue(1, Duration::from_secs(3600));
+        q.enqueue_messages(&f("a"));
+        q.enqueue_messages(&f("b"));
+        q.shutdown(Duration::from_secs(1)).await;
+        q.enqueue_messages(&f("c"));
+        tokio::time::sleep(WORK * 10).await;
+        assert!(fake.of("b", What::Messages).is_empty());
+        assert!(fake.of("c", What::Messages).is_empty());
+        assert_eq!(q.active(), 0);
     }
 }

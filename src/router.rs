@@ -8,8 +8,9 @@
 //!   mentions the assistant.
 //! * Messages that do not trigger are kept, and handed to the agent as context with
 //!   the next triggered batch (at most [`CONTEXT_LIMIT`] of them).
-//! * Messages from the assistant itself or other bots never trigger and are not part
-//!   of prompts.
+//! * Messages marked `is_from_bot` (other bots, senders the allowlist keeps as context
+//!   only) never trigger but are context like any other (channels do not hand over
+//!   the assistant's own messages).
 
 use chrono_tz::Tz;
 
@@ -67,11 +68,7 @@ pub fn decide(group: &Group, page: &[Message]) -> Decision {
     match last_trigger {
         Some(k) => {
             let through = page[k].id;
-            let prompt_msgs: Vec<Message> = page[..=k]
-                .iter()
-                .filter(|m| !m.is_from_bot)
-                .cloned()
-                .collect();
+            let prompt_msgs: Vec<Message> = page[..=k].to_vec();
             let skip = prompt_msgs.len().saturating_sub(CONTEXT_LIMIT);
             Decision::Answer {
                 messages: prompt_msgs[skip..].to_vec(),
@@ -226,6 +223,24 @@ mod tests {
             d => panic!("{d:?}"),
         }
         assert_eq!(decide(&g, &page[..2]), Decision::Wait { advance_to: None });
+    }
+
+    #[test]
+    fn bot_messages_are_context_not_triggers() {
+        let g = group(false, true);
+        let mut bot = msg(1, "@Andy from another bot");
+        bot.is_from_bot = true;
+        assert_eq!(
+            decide(&g, std::slice::from_ref(&bot)),
+            Decision::Wait { advance_to: None }
+        );
+        match decide(&g, &[bot, msg(2, "@Andy go")]) {
+            Decision::Answer { messages, through } => {
+                assert_eq!(through, 2);
+                assert_eq!(messages.iter().map(|m| m.id).collect::<Vec<_>>(), [1, 2]);
+            }
+            d => panic!("{d:?}"),
+        }
     }
 
     #[test]

@@ -515,10 +515,23 @@ async fn a_thread_still_held_by_a_previous_codex_is_waited_for_not_replaced() {
         .unwrap();
     first.run_turn("hello").await.unwrap();
     let thread = first.thread_id().to_owned();
-    let agents = t.agents();
-    let f2 = f.clone();
-    let second = tokio::spawn(async move { agents.start(&f2, false, ContextMode::Group).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let agents = std::sync::Arc::new(t.agents());
+    let (a2, f2) = (agents.clone(), f.clone());
+    let second = tokio::spawn(async move { a2.start(&f2, false, ContextMode::Group).await });
+    // The second codex must have been refused the thread at least once ("active
+    // writer") before the first lets go: otherwise this test would prove nothing.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while agents.writer_waits() == 0 {
+        assert!(
+            !second.is_finished(),
+            "the second start finished without waiting for the thread"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second start never met the active writer"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     first.close().await;
     let second = second.await.unwrap().unwrap();
     assert_eq!(

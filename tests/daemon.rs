@@ -56,8 +56,12 @@ struct Daemon {
 
 impl Daemon {
     fn start(root: &Path) -> Daemon {
+        Daemon::start_logging(root, "info")
+    }
+
+    fn start_logging(root: &Path, filter: &str) -> Daemon {
         let mut child = command(root)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .arg("run")
             .stderr(Stdio::piped())
             .spawn()
@@ -278,7 +282,8 @@ fn a_task_created_by_the_cli_wakes_the_running_daemon() {
     cli(root.path(), &["bootstrap-main", "--jid", MAIN]);
     // Started with no tasks: its scheduler sleeps with no timer at all, so only the
     // CLI's note can make it fire this task.
-    let mut daemon = Daemon::start(root.path());
+    // The scheduler's debug lines show each pass ("scheduler sleeping next_wake=…").
+    let mut daemon = Daemon::start_logging(root.path(), "info,rust_claw::scheduler=debug");
     cli(
         root.path(),
         &[
@@ -333,9 +338,28 @@ fn a_task_created_by_the_cli_wakes_the_running_daemon() {
     assert!(table.starts_with("RUN"), "{table}");
     assert!(table.contains("success"), "{table}");
 
-    // Pausing from the CLI reaches the daemon too: no run starts after it.
+    // Pausing from the CLI reaches the daemon too. A task due far in the future keeps
+    // the scheduler asleep until 2099 unless a note wakes it: only the CLI's note can
+    // produce a pass that finds no active task left.
+    cli(
+        root.path(),
+        &[
+            "create-task",
+            "--id",
+            "far",
+            "--group-folder",
+            "main",
+            "--chat-jid",
+            MAIN,
+            "--prompt",
+            "later",
+            "--schedule-type",
+            "once",
+            "--schedule-value",
+            "2099-01-01T00:00:00Z",
+        ],
+    );
     cli(root.path(), &["pause-task", "--id", "ping"]);
-    std::thread::sleep(Duration::from_millis(200));
     let count = |root: &Path| {
         let out = cli(
             root,
@@ -347,8 +371,11 @@ fn a_task_created_by_the_cli_wakes_the_running_daemon() {
             .unwrap()
             .len()
     };
+    daemon.expect_line("next_wake=Some(2099-01-01", Duration::from_secs(10));
     let before = count(root.path());
-    std::thread::sleep(Duration::from_millis(1200));
+    cli(root.path(), &["pause-task", "--id", "far"]);
+    daemon.expect_line("next_wake=None", Duration::from_secs(10));
+    // Passes ran after the pause (the one above, at least): none started a run.
     assert_eq!(count(root.path()), before, "a paused task ran");
     assert!(daemon.stop().success());
 }

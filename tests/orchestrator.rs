@@ -498,10 +498,19 @@ async fn local_chat_runs_the_whole_pipeline_in_a_terminal() {
     // With a daemon holding the root, chat refuses and says why.
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_rust_claw"))
         .args(["--root", t.root.to_str().unwrap(), "run"])
+        .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Started (so it holds the root's lock) once it says so.
+    let mut log = std::io::BufReader::new(daemon.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("rust_claw daemon started") {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut log, &mut line).unwrap();
+        assert!(n > 0, "the daemon exited before starting: {seen}");
+        seen.push_str(&line);
+    }
     let second = Command::new(env!("CARGO_BIN_EXE_rust_claw"))
         .args(["--root", t.root.to_str().unwrap(), "chat"])
         .stdin(Stdio::null())

@@ -28,7 +28,9 @@ const LOCK_FILE: &str = ".rust_claw-auth.lock";
 pub enum AuthError {
     #[error("Codex login required: run `codex login --device-auth` on the host")]
     LoginRequired,
-    #[error("{path}: {source}")]
+    #[error(
+        "cannot access the codex login file {path}: {source}; check that the daemon's user may read and write it (CODEX_AUTH_DIR)"
+    )]
     Io {
         path: PathBuf,
         #[source]

@@ -24,7 +24,9 @@ use crate::skills;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HomeError {
-    #[error("{path}: {source}")]
+    #[error(
+        "cannot access {path}: {source}; check that it exists and that the daemon's user may read and write it"
+    )]
     Io {
         path: PathBuf,
         #[source]

@@ -22,6 +22,7 @@ pub mod container_runtime;
 pub mod error;
 pub mod home;
 pub mod host;
+pub mod images;
 pub mod protocol;
 pub mod rpc;
 pub mod runner;

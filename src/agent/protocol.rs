@@ -89,11 +89,13 @@ pub struct Thread {
     pub id: String,
 }
 
-/// One item of user input. Only text is used by RustClaw.
+/// One item of user input: text, or an image (a data URL read by RustClaw, so codex
+/// never opens a path in an agent-writable folder).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum UserInput {
     Text { text: String },
+    Image { url: String },
 }
 
 impl UserInput {

@@ -79,6 +79,8 @@ pub struct Agents {
     settings: AgentSettings,
     runner: Arc<dyn Runner>,
     store: SharedStore,
+    /// Resume attempts refused because a previous codex still held the thread.
+    writer_waits: std::sync::atomic::AtomicU64,
 }
 
 impl Agents {
@@ -93,7 +95,14 @@ impl Agents {
             settings,
             runner,
             store,
+            writer_waits: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many resume attempts found the thread still held by a previous codex
+    /// process of the group ("active writer") and waited for it.
+    pub fn writer_waits(&self) -> u64 {
+        self.writer_waits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Starts codex for `folder` and opens its thread (see the module docs).
@@ -147,6 +156,7 @@ impl Agents {
             notes,
             child: Some(child),
             folder: folder.clone(),
+            group_dir: spec.workdir.clone(),
             mode,
             auth_dir: self.settings.auth_dir.clone(),
             codex_home: spec.codex_home.clone(),
@@ -194,7 +204,7 @@ impl Agents {
                             exclude_turns: Some(true),
                             ..base.clone()
                         };
-                        resume(session, &params).await?
+                        resume(session, &params, &self.writer_waits).await?
                     }
                 };
                 match resumed {
@@ -223,7 +233,11 @@ impl Agents {
 /// corrupt): the caller starts a fresh one. A thread still held by a previous codex
 /// process of this group ("active writer") is waited for, bounded, and never replaced:
 /// replacing it would silently drop the group's context.
-async fn resume(session: &Session, params: &ThreadParams) -> Result<Option<String>, AgentError> {
+async fn resume(
+    session: &Session,
+    params: &ThreadParams,
+    waits: &std::sync::atomic::AtomicU64,
+) -> Result<Option<String>, AgentError> {
     let client = session.handle.client.clone();
     let id = params.thread_id.as_deref().unwrap_or_default();
     let mut attempt = 0;
@@ -232,6 +246,7 @@ async fn resume(session: &Session, params: &ThreadParams) -> Result<Option<Strin
             Ok(r) => return Ok(Some(r.thread.id)),
             Err(AgentError::Rpc { source, .. }) if source.to_string().contains("active writer") => {
                 attempt += 1;
+                waits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if attempt >= WRITER_RETRIES {
                     return Err(AgentError::rpc(
                         "thread/resume",
@@ -351,6 +366,8 @@ pub struct Session {
     pub(super) notes: mpsc::UnboundedReceiver<Notification>,
     child: Option<Box<dyn AgentChild>>,
     pub(super) folder: FolderName,
+    /// The group's folder on this host (images attached to messages are read from it).
+    group_dir: PathBuf,
     mode: ContextMode,
     auth_dir: PathBuf,
     codex_home: PathBuf,
@@ -387,10 +404,18 @@ impl Session {
         if let Some(old) = self.handle.active_turn() {
             self.abandon(&old).await;
         }
+        let mut input = UserInput::text(prompt);
+        if !super::images::referenced(prompt).is_empty() {
+            let (dir, p) = (self.group_dir.clone(), prompt.to_owned());
+            let urls = tokio::task::spawn_blocking(move || super::images::load(&dir, &p))
+                .await
+                .unwrap_or_default();
+            input.extend(urls.into_iter().map(|url| UserInput::Image { url }));
+        }
         let turn = self
             .handle
             .client
-            .turn_start(&self.handle.thread_id, UserInput::text(prompt))
+            .turn_start(&self.handle.thread_id, input)
             .await
             .map_err(|e| AgentError::rpc("turn/start", e, self.stderr_tail()))?;
         self.handle.set_active(Some(turn.id.clone()));

@@ -5,6 +5,7 @@
 //! and sends the orchestrator's replies. Channels know nothing about groups, triggers
 //! or agents; the orchestrator knows nothing about the platform.
 
+pub mod discord;
 pub mod local;
 
 use std::future::Future;
@@ -32,7 +33,8 @@ pub struct Inbound {
     pub sent_at: DateTime<Utc>,
     /// Sent by the assistant itself (never triggers it).
     pub from_self: bool,
-    /// Another bot's message (stored as context, never triggers it).
+    /// Stored as context, never triggers: another bot's message, or one from a sender
+    /// the allowlist keeps as context only.
     pub from_bot: bool,
     /// The message mentions the assistant for real (e.g. Discord's `<@id>`).
     pub mentions_assistant: bool,

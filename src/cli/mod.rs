@@ -4,9 +4,14 @@
 //! 1 a runtime failure (database, filesystem, ...).
 
 mod chat;
+mod completions;
+mod doctor;
 mod groups;
+mod import;
 mod output;
+mod service;
 mod skills;
+mod status;
 mod tasks;
 
 use std::path::PathBuf;
@@ -16,6 +21,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::actions::ActionError;
 use crate::config::Config;
+use crate::logging::LogFormat;
 use crate::model::ValidationError;
 use crate::paths::Paths;
 use crate::store::{Store, StoreError};
@@ -65,6 +71,18 @@ pub enum Command {
     AgentTools(AgentToolsArgs),
     /// Chat with a group's assistant in this terminal (runs the whole pipeline here).
     Chat(chat::ChatArgs),
+    /// What the daemon on this root is doing: agents, queued work, next runs, errors.
+    Status(status::StatusArgs),
+    /// Install, remove or inspect RustClaw as a systemd service.
+    Service(service::ServiceArgs),
+    /// Check that this root can serve (config, store, runtime, login, Discord, disk).
+    Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff) to stdout: `rust_claw man > rust_claw.1`.
+    Man,
+    /// Import groups, tasks, memory and the sender allowlist from a NanoClaw v1 install.
+    ImportNanoclaw(import::ImportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -147,8 +165,10 @@ impl Context {
 
 /// Parses the command line and runs it; the process exit code.
 pub fn main() -> ExitCode {
+    // Private by construction: the store, .env copies, group folders, IPC files and
+    // anything our agents write are readable by this user only (`doctor` checks).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Run));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -161,27 +181,15 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Human-readable logs on stderr (journald keeps them). `RUST_LOG` tunes them; the
-/// default is `info` for the daemon and `warn` for one-shot admin verbs.
-fn init_logging(daemon: bool) {
-    let default = if daemon { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-/// Only `bootstrap-main`, `run` and `chat` may start a new root; they say so, and make
-/// its `data/` and `groups/` private. Any other verb on a directory without a store
-/// is a mistake (a typo in --root): exit 2 naming the path and the fix.
+/// Only `bootstrap-main`, `run`, `chat` and `import-nanoclaw` may start a new root; they
+/// say so, and make its `data/` and `groups/` private. Any other verb on a directory
+/// without a store is a mistake (a typo in --root): exit 2 naming the path and the fix.
 fn check_root(root: &std::path::Path, command: &Command) -> Result<(), CliError> {
     let paths = Paths::new(root);
     let exists = paths.database().exists();
     let creates = matches!(
         command,
-        Command::Run | Command::Chat(_) | Command::BootstrapMain(_)
+        Command::Run | Command::Chat(_) | Command::BootstrapMain(_) | Command::ImportNanoclaw(_)
     );
     if !creates {
         if exists {
@@ -212,6 +220,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
             println!("{}", crate::agent_tools::IPC_VERSION);
             return Ok(());
         }
+        let format = std::env::var("LOG_FORMAT").ok();
+        let format = format
+            .as_deref()
+            .and_then(LogFormat::parse)
+            .unwrap_or_default();
+        crate::logging::init(false, format);
         // A bad environment is a configuration error (exit 2), not a runtime failure.
         let tools = crate::agent_tools::AgentTools::from_env()
             .map_err(|e| CliError::Invalid(format!("agent-tools: {e:#}")))?;
@@ -226,12 +240,27 @@ fn run(cli: Cli) -> Result<(), CliError> {
     // relative --root means the same directory whatever the working directory becomes.
     let root = std::path::absolute(&root)
         .map_err(|e| CliError::Invalid(format!("invalid --root {}: {e}", root.display())))?;
-    let config = Config::load(&root).map_err(|e| CliError::Invalid(e.to_string()))?;
-    check_root(&root, &cli.command)?;
-    let ctx = Context {
-        paths: Paths::new(root),
-        config,
-    };
+    let loaded = Config::load(&root);
+    let paths = Paths::new(&root);
+    match cli.command {
+        // Needs neither a valid configuration nor a root.
+        Command::Completions(a) => return completions::completions(a),
+        Command::Man => return completions::man(),
+        // Reports an invalid configuration instead of stopping at it; needs no store.
+        Command::Doctor(a) => {
+            let format = loaded.as_ref().map(|c| c.log_format).unwrap_or_default();
+            crate::logging::init(false, format);
+            return doctor::doctor(&paths, &loaded, a);
+        }
+        _ => {}
+    }
+    let config = loaded.map_err(|e| CliError::Invalid(e.to_string()))?;
+    crate::logging::init(matches!(cli.command, Command::Run), config.log_format);
+    // A unit may be written (or removed) before the root has a store.
+    if !matches!(cli.command, Command::Service(_)) {
+        check_root(&root, &cli.command)?;
+    }
+    let ctx = Context { paths, config };
     match cli.command {
         Command::Run => crate::daemon::run(&ctx.paths, &ctx.config).map_err(CliError::Runtime),
         Command::BootstrapMain(a) => groups::bootstrap_main(&ctx, a),
@@ -245,7 +274,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::CancelTask(a) => tasks::cancel(&ctx, a),
         Command::TaskRuns(a) => tasks::runs(&ctx, a),
         Command::Skills(a) => skills::run(&ctx, a),
-        Command::AgentTools(_) => unreachable!("handled above"),
+        Command::AgentTools(_) | Command::Doctor(_) | Command::Completions(_) | Command::Man => {
+            unreachable!("handled above")
+        }
         Command::Chat(a) => chat::chat(&ctx, a),
+        Command::Status(a) => status::status(&ctx, a),
+        Command::Service(a) => service::run(&ctx, a),
+        Command::ImportNanoclaw(a) => import::import(&ctx, a),
     }
 }

@@ -79,7 +79,7 @@ pub fn finished(result: std::io::Result<()>) -> Result<(), CliError> {
     }
 }
 
-fn write_table(
+pub fn write_table(
     out: &mut impl Write,
     headers: &[&str],
     rows: &[Vec<String>],

@@ -246,6 +246,7 @@ fn apply_all(
 ) -> Result<Vec<Applied>, StoreError> {
     let mut applied = Vec::with_capacity(prepared.len());
     for p in prepared {
+        let _span = tracing::info_span!("ipc_request", group = %folder, request = %p.id).entered();
         tx.execute_batch("SAVEPOINT ipc_request")?;
         match apply_in_tx(tx, env, folder, &p.id, &p.input, now) {
             Ok(a) => {

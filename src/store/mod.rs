@@ -20,6 +20,7 @@ pub mod groups;
 pub mod ipc_ledger;
 pub mod messages;
 pub mod outbox;
+pub mod overview;
 pub mod retention;
 pub mod rfc3339;
 pub mod sessions;
@@ -46,8 +47,16 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    #[error(
+        "database error: {0} (if it persists, stop the daemon and check the file with `sqlite3 store/messages.db 'PRAGMA integrity_check'`)"
+    )]
+    Sqlite(rusqlite::Error),
+    /// Another connection held the write lock longer than the busy timeout.
+    #[error(
+        "the database is busy: another process has held its write lock for over {} s (a stuck rust_claw command, a backup, an open sqlite3 shell?); try again, and look for what holds store/messages.db (e.g. `fuser -v store/messages.db`)",
+        BUSY_TIMEOUT.as_secs()
+    )]
+    Busy,
     #[error("cannot create {path}: {source}")]
     CreateDir {
         path: PathBuf,
@@ -61,6 +70,20 @@ pub enum StoreError {
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
 }
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Busy
+            }
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+/// How long a connection waits for another one's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -96,7 +119,7 @@ impl Store {
             let _ = crate::safe_dir::make_private_file(Path::new(&p));
         }
         let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         // journal_mode is persistent: on an existing database this is a cheap read.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;

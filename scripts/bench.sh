@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Runs every benchmark (release builds) and prints one table: figure, target, measured,
+# met or not, and the machine it ran on.
+#
+#   scripts/bench.sh                 run every bench in BENCHES, then print the table
+#   scripts/bench.sh cli ipc         run only these
+#   scripts/bench.sh --from-logs DIR re-print the table from an earlier run's logs
+#
+# Each bench's full output is kept in target/bench-logs/<bench>.log.
+#
+# Adding a figure: add a line to ROWS below — bench name, figure, a Perl regex whose
+# first group is the number (an optional second group `µs` converts to ms), unit, and
+# the target as "<= N", ">= N" or "-" (reported, no target). A new bench file also goes
+# into BENCHES.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BENCHES=(cli ipc scheduler agent orchestrator)
+
+# bench | figure | regex (group 1 = value, group 2 = optional µs) | unit | target
+ROWS=(
+  'cli|CLI: list-tasks --json, 1,000 tasks (median, incl. process start)|rust_claw list-tasks --json, 1,000 tasks: median ([0-9.]+) ms|ms|<= 5'
+  'cli|CLI: list-groups (median)|rust_claw list-groups: median ([0-9.]+) ms|ms|-'
+  'ipc|IPC: rename into tasks/ -> response, p50|latency \(rename.*?p50 ([0-9.]+) ms|ms|<= 2'
+  'ipc|IPC: rename into tasks/ -> response, p99|latency \(rename.*?p99 ([0-9.]+) ms|ms|<= 10'
+  'ipc|IPC: throughput, 10,000 requests over 50 groups|= ([0-9.]+) req/s; outbox rows \d+, none lost|req/s|>= 5000'
+  'ipc|IPC: idle CPU, 100 groups|idle: 100 registered groups.*= ([0-9.]+)% of one core|% core|<= 0.1'
+  'scheduler|scheduler: due -> queue, p99 (10,000 other tasks)|lateness due -> handed over, .* [1-9]\d* other active tasks: .*?p99 ([0-9.]+) ms|ms|<= 50'
+  'scheduler|scheduler: idle CPU, 10,000 active tasks|idle, \d+ active tasks, .*?process CPU ([0-9.]+) ms|ms CPU|-'
+  'agent|agent: spawn -> ready, new thread (p50)|spawn → ready \(new thread, first run\)\s+n=\S+\s+min\s+\S+ \S+\s+p50\s+([0-9.]+) (µs)?|ms|-'
+  'agent|agent: warm turn overhead beyond the mock (p50)|turn overhead \(warm thread, instant mock\)\s+n=\S+\s+min\s+\S+ \S+\s+p50\s+([0-9.]+) (µs)?|ms|<= 50'
+  'orchestrator|message received -> turn started, warm (p99)|message received → turn started \(warm\): .*?p99 ([0-9.]+) ms|ms|<= 20'
+  'orchestrator|end to end message -> reply, warm (p50, codex + mock model)|end to end, warm \(codex \+ mock model\): p50 ([0-9.]+) ms|ms|-'
+  'orchestrator|end to end, cold (spawns codex)|end to end, cold \(spawns codex\): ([0-9.]+) ms|ms|-'
+  'orchestrator|rust_claw run idle, 100 groups: RSS|rust_claw run idle, 100 groups, no channel: RSS ([0-9.]+) MB|MB|<= 8'
+  'orchestrator|rust_claw run idle, 100 groups: CPU|rust_claw run idle.*CPU ([0-9.]+)% of a core|% core|<= 0.1'
+  'orchestrator|SIGTERM -> exit, idle daemon|SIGTERM → exit ([0-9.]+) ms|ms|<= 5000'
+)
+
+logs=target/bench-logs
+run=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --from-logs) logs=$2; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) run+=("$1"); shift ;;
+  esac
+done
+from_logs=0
+[[ "$logs" != target/bench-logs ]] && from_logs=1
+[[ ${#run[@]} -eq 0 && $from_logs == 0 ]] && run=("${BENCHES[@]}")
+
+if [[ ${#run[@]} -gt 0 ]]; then
+  # shellcheck disable=SC1091
+  source scripts/test-env.sh
+  mkdir -p "$logs"
+  for b in "${run[@]}"; do
+    printf '\n==> cargo bench --bench %s\n' "$b"
+    cargo bench --locked --bench "$b" 2>&1 | tee "$logs/$b.log"
+  done
+  cargo build --release --locked --quiet
+fi
+
+# The value a row's regex finds in its bench's log (the last match), in the row's unit.
+extract() {
+  local log=$1 re=$2
+  [[ -f "$log" ]] || return 0
+  perl -CSD -Mutf8 -ne 'BEGIN { $re = shift @ARGV; utf8::decode($re) } if (/$re/) { $v = $1; $v /= 1000 if defined $2 && $2 eq "µs"; $last = $v } END { print $last if defined $last }' "$re" "$log"
+}
+
+met() {
+  local v=$1 target=$2
+  [[ "$target" == "-" ]] && { echo "-"; return; }
+  local op=${target%% *} n=${target#* }
+  if perl -e "exit !($v $op $n)"; then echo "met"; else echo "MISSED"; fi
+}
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+mem=$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+printf '\nmachine: %s cores, %s, %s RAM, %s, %s; load average %s\n' \
+  "$(nproc)" "$cpu" "$mem" "$(uname -sr)" "$(rustc --version | cut -d' ' -f1-2)" \
+  "$(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-66s %-12s %-12s %s\n' "figure" "target" "measured" "met"
+for row in "${ROWS[@]}"; do
+  IFS='|' read -r bench figure re unit target <<<"$row"
+  v=$(extract "$logs/$bench.log" "$re")
+  if [[ -z "$v" ]]; then
+    printf '%-66s %-12s %-12s %s\n' "$figure" "$target" "not run" "-"
+    continue
+  fi
+  printf '%-66s %-12s %-12s %s\n' "$figure" "$target" "$(printf '%.3g %s' "$v" "$unit")" "$(met "$v" "$target")"
+done
+if [[ -f target/release/rust_claw ]]; then
+  size=$(stat -c %s target/release/rust_claw)
+  printf '%-66s %-12s %-12s %s\n' "release binary size (stripped)" "-" "$(awk -v s="$size" 'BEGIN { printf "%.1f MB", s / 1048576 }')" "-"
+fi
