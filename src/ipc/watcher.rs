@@ -274,12 +274,17 @@ impl Watcher {
         }
     }
 
-    /// Events already queued, without waiting.
+    /// Every event already queued, without waiting (a burst is taken whole, so a pass
+    /// gets full batches instead of one read's worth).
     pub fn ready(&mut self) -> Vec<Signal> {
-        match self.fd.get_ref().0.read_events() {
-            Ok(events) => self.classify(events),
-            Err(_) => Vec::new(),
+        let mut out = Vec::new();
+        while let Ok(events) = self.fd.get_ref().0.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            out.extend(self.classify(events));
         }
+        out
     }
 
     fn classify(&mut self, events: Vec<nix::sys::inotify::InotifyEvent>) -> Vec<Signal> {
