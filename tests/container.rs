@@ -697,3 +697,166 @@ fn run_without_a_runtime_says_so_at_start_up_and_names_both_fixes() {
     );
     d.stop();
 }
+
+/// Every regular file below `dir` (links not followed) with its content.
+fn files_below(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn is_real_dir(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+}
+
+/// Writes a request as an agent does (a temporary name, then a rename) and waits for
+/// the host's answer.
+async fn ask(ipc: &Path, sub: &str, id: &str, req: Value) -> Value {
+    let tmp = ipc.join(sub).join(format!("{id}.json.tmp"));
+    std::fs::write(&tmp, req.to_string()).unwrap();
+    std::fs::rename(&tmp, ipc.join(sub).join(format!("{id}.json"))).unwrap();
+    let answer = ipc.join("responses").join(format!("{id}.json"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&answer)
+            && let Ok(v) = serde_json::from_str::<Value>(&text)
+        {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "no answer to {id}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue #11's directory attacks played by a non-main agent from inside its real
+/// container while the daemon runs. Relative links such as `../main/tasks` dangle in
+/// the container but point at main's IPC directory on the host: the host must never
+/// follow them. Afterwards nothing of main's changed, no request was applied, the
+/// directories are repaired and the next ordinary request is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_attacking_its_ipc_dir_from_its_container_changes_nothing_outside() {
+    let rig = DaemonRig::start_with_runner(
+        "ctr-attack",
+        &[],
+        &[(MAIN, "main", true, false), (OPS, "ops", false, false)],
+        |_| unreachable_runner(),
+    )
+    .await;
+    let mut rig = rig;
+    rig.runner = runner(&rig.t, None).await;
+    rig.restart().await;
+    let main_ipc = rig.t.paths.ipc_dir(&folder("main"));
+    let ops_ipc = rig.t.paths.ipc_dir(&folder("ops"));
+    let main_before = files_below(&main_ipc);
+    let r = runner(&rig.t, None).await;
+    let spec = spec_for(&rig.t, "ops", false, None);
+    // The host repairs a deleted directory within microseconds, so each link is
+    // retried until it lands where the directory was (`ln -T` never nests it inside).
+    let script = r#"
+set -u
+cd /workspace/ipc
+land() {
+  n=0
+  until ln -sT "$2" "$1" 2>/dev/null; do
+    rm -rf "$1"
+    n=$((n+1))
+    [ $n -lt 5000 ] || return 0
+  done
+  echo "landed $1"
+}
+# 1: responses/ replaced by a link into main's request directory.
+land responses ../main/tasks
+# 2: tasks/ moved aside and replaced by a link; a request left in the moved directory.
+mv tasks tasks.old
+land tasks ../main/tasks
+printf '{"type":"message","chatJid":"111111111111111111@discord","text":"x"}' > tasks.old/moved.json
+# 3: the repair race on messages/.
+i=0
+while [ $i -lt 400 ]; do
+  rm -rf messages 2>/dev/null
+  ln -sT ../main/messages messages 2>/dev/null
+  i=$((i+1))
+done
+echo raced
+"#;
+    let out = run_as_agent(&r, &spec, script);
+    assert!(
+        out.contains("landed responses") && out.contains("landed tasks") && out.contains("raced"),
+        "the attacks did not run: {out}"
+    );
+    // The host repairs every directory (the impostors go to the quarantine).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !["messages", "tasks", "responses"]
+        .iter()
+        .all(|d| is_real_dir(&ops_ipc.join(d)))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the IPC directories were not repaired"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // An agent's 1 ms interval is refused with the floor named; a message is answered.
+    let floor = ask(
+        &ops_ipc,
+        "tasks",
+        "after-floor",
+        json!({"type":"schedule_task","prompt":"p","schedule_type":"interval","schedule_value":"1"}),
+    )
+    .await;
+    assert_eq!(floor["status"], "invalid", "{floor}");
+    let hello = ask(
+        &ops_ipc,
+        "messages",
+        "after-hello",
+        json!({"type":"message","chatJid":OPS,"text":"still here"}),
+    )
+    .await;
+    assert_eq!(hello["status"], "ok", "{hello}");
+    // Nothing of main's was created, changed or removed, apart from its own
+    // snapshots the host rewrites; no task exists; the moved request was never applied.
+    let snapshots = |v: Vec<(PathBuf, Vec<u8>)>| -> Vec<(PathBuf, Vec<u8>)> {
+        v.into_iter()
+            .filter(|(p, _)| p.parent() != Some(main_ipc.as_path()))
+            .collect()
+    };
+    assert_eq!(snapshots(files_below(&main_ipc)), snapshots(main_before));
+    let tasks = rig
+        .t
+        .store
+        .call(|s| rust_claw::store::tasks::list(s.conn(), None, None))
+        .await
+        .unwrap();
+    assert!(tasks.is_empty(), "{tasks:?}");
+    assert!(ops_ipc.join("tasks.old/moved.json").exists());
+    // The impostors are in the quarantine, each with its reason.
+    let reasons: Vec<String> = files_below(&rig.t.paths.ipc_root().join("errors").join("ops"))
+        .into_iter()
+        .filter(|(p, _)| p.extension().is_some_and(|e| e == "reason"))
+        .map(|(_, text)| String::from_utf8_lossy(&text).into_owned())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("symbolic link")),
+        "no impostor link quarantined: {reasons:?} {:?}",
+        files_below(&rig.t.paths.ipc_root())
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect::<Vec<_>>()
+    );
+    rig.stop().await;
+}
