@@ -3,6 +3,8 @@
 //! running daemon, `doctor` (with a fake Discord API on 127.0.0.1), the systemd unit
 //! (checked by `systemd-analyze verify`), completions and the man page.
 
+#[path = "support/fake_discord.rs"]
+mod discord_fake;
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -29,6 +31,8 @@ const REFRESH: &str = "secret-refresh-token-r3fr35h";
 struct Root {
     dir: tempfile::TempDir,
     mock: MockModel,
+    /// The daemon connects to it with the secret token in `.env`.
+    _discord: discord_fake::FakeDiscord,
     rt: tokio::runtime::Runtime,
 }
 
@@ -47,6 +51,7 @@ impl Root {
             .build()
             .unwrap();
         let mock = rt.block_on(MockModel::start());
+        let discord = rt.block_on(discord_fake::FakeDiscord::start());
         let root = dir.path();
         let fragment = root.join("codex-fragment.toml");
         std::fs::write(
@@ -73,15 +78,21 @@ impl Root {
             &env,
             format!(
                 "AGENT_RUNNER=host\nCODEX_BIN={}\nCODEX_CONFIG={}\nCODEX_AUTH_DIR={}\n\
-                 DISCORD_BOT_TOKEN={TOKEN}\nDISCORD_API_BASE=http://127.0.0.1:9/api\n",
+                 DISCORD_BOT_TOKEN={TOKEN}\nDISCORD_API_BASE={}\n",
                 codex.display(),
                 fragment.display(),
-                auth.display()
+                auth.display(),
+                discord.api_base()
             ),
         )
         .unwrap();
         std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o600)).unwrap();
-        Root { dir, mock, rt }
+        Root {
+            dir,
+            mock,
+            _discord: discord,
+            rt,
+        }
     }
 
     fn path(&self) -> &Path {
@@ -469,8 +480,8 @@ fn doctor_explains_each_problem_and_passes_when_all_is_well() {
     );
     fake.join().unwrap();
 
-    // Discord unreachable: a warning, not a failure.
-    let (ok, v) = doctor_json(&root, &[]);
+    // Discord unreachable (a closed port): a warning, not a failure.
+    let (ok, v) = doctor_json(&root, &[("DISCORD_API_BASE", "http://127.0.0.1:9/api")]);
     assert!(ok, "{v:#}");
     assert_eq!(check(&v, "discord")["level"], "warn");
 

@@ -332,6 +332,9 @@ impl Service {
             }
         };
         if !ok {
+            // Repaired again when the retry timer fires: an attacker who wins the race
+            // once more (and then stops) must not leave the directory unwatched.
+            self.damaged.insert(folder.as_str().to_owned());
             self.retry_at = Some(Instant::now() + RETRY_AFTER);
         }
         self.dirs = Arc::new(dirs);
