@@ -201,7 +201,10 @@ impl Service {
                     }
                     t = self.bus_rx.recv() => self.on_topic(t),
                     _ = retry => {
+                        // Re-verify every group's directories too: a repair that lost
+                        // a race with an agent is retried here.
                         self.retry_at = None;
+                        self.resync = true;
                         self.rescan = true;
                     }
                 }
