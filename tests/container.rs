@@ -55,17 +55,7 @@ async fn a_text_turn_runs_in_a_labelled_container_that_close_removes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mcp_tool_call_goes_through_ipc_to_sqlite_and_back() {
-    let rig = DaemonRig::start_with_runner(
-        "ctr-tools",
-        &[],
-        &[(MAIN, "main", true, false), (OPS, "ops", false, false)],
-        |_| unreachable_runner(),
-    )
-    .await;
-    // The rig's root is known only now: build the real runner for it and restart.
-    let mut rig = rig;
-    rig.runner = runner(&rig.t, None).await;
-    rig.restart().await;
+    let rig = main_and_ops_in_containers("ctr-tools").await;
     let ch = rig.channel.clone();
     rig.t.mock.push([Reply::text("warming up")]);
     ch.say(OPS, "hi").await;
@@ -99,6 +89,21 @@ async fn an_mcp_tool_call_goes_through_ipc_to_sqlite_and_back() {
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     assert_eq!(tasks[0].prompt, "water the plants");
     rig.stop().await;
+}
+
+/// A running daemon with main and ops registered, whose agents run in containers.
+async fn main_and_ops_in_containers(name: &str) -> DaemonRig {
+    let mut rig = DaemonRig::start_with_runner(
+        name,
+        &[],
+        &[(MAIN, "main", true, false), (OPS, "ops", false, false)],
+        |_| unreachable_runner(),
+    )
+    .await;
+    // The rig's root is known only now: build the real runner for it and restart.
+    rig.runner = runner(&rig.t, None).await;
+    rig.restart().await;
+    rig
 }
 
 /// A placeholder until the rig's root exists (never asked to spawn).
@@ -750,16 +755,7 @@ async fn ask(ipc: &Path, sub: &str, id: &str, req: Value) -> Value {
 /// directories are repaired and the next ordinary request is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_attacking_its_ipc_dir_from_its_container_changes_nothing_outside() {
-    let rig = DaemonRig::start_with_runner(
-        "ctr-attack",
-        &[],
-        &[(MAIN, "main", true, false), (OPS, "ops", false, false)],
-        |_| unreachable_runner(),
-    )
-    .await;
-    let mut rig = rig;
-    rig.runner = runner(&rig.t, None).await;
-    rig.restart().await;
+    let rig = main_and_ops_in_containers("ctr-attack").await;
     let main_ipc = rig.t.paths.ipc_dir(&folder("main"));
     let ops_ipc = rig.t.paths.ipc_dir(&folder("ops"));
     let main_before = files_below(&main_ipc);
