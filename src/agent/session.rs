@@ -167,6 +167,9 @@ impl Agents {
             Ok(()) => Ok(session),
             Err(e) => {
                 session.kill().await;
+                if e.to_string().contains(STALE_BACKFILL) {
+                    reset_codex_state_db(&session.codex_home);
+                }
                 Err(e)
             }
         }
@@ -502,4 +505,26 @@ impl Session {
             Err(e) => tracing::warn!(group = %folder, error = %e, "login sync panicked"),
         }
     }
+}
+
+/// What codex 0.169.0 says when a previous codex was killed while it first built its
+/// state database: every later start waits 30 s for that backfill and fails.
+const STALE_BACKFILL: &str = "state db backfill";
+
+/// Removes codex's state database (`state_*.sqlite*`, an index codex rebuilds from its
+/// rollout files) so the next start backfills it afresh. Only entries of the group's
+/// codex home are unlinked (never followed); the home itself is created by the host.
+fn reset_codex_state_db(codex_home: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(codex_home) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("state_") && name.contains(".sqlite") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    tracing::warn!(home = %codex_home.display(),
+        "codex's state database was left half-built by a killed codex; removed it so the next start rebuilds it");
 }
