@@ -512,17 +512,22 @@ impl Session {
 const STALE_BACKFILL: &str = "state db backfill";
 
 /// Removes codex's state database (`state_*.sqlite*`, an index codex rebuilds from its
-/// rollout files) so the next start backfills it afresh. Only entries of the group's
-/// codex home are unlinked (never followed); the home itself is created by the host.
+/// rollout files) so the next start backfills it afresh. The codex home is the agent's
+/// to write: it is reached by descriptor from its owner-made parent, as `home.rs` does,
+/// and its entries are unlinked with `*at()` calls (never followed).
 fn reset_codex_state_db(codex_home: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(codex_home) else {
+    use crate::safe_dir::{Lookup, SafeDir};
+    let (Some(parent), Some(name)) = (codex_home.parent(), codex_home.file_name()) else {
         return;
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("state_") && name.contains(".sqlite") {
-            let _ = std::fs::remove_file(entry.path());
+    let Ok(Lookup::Dir(home)) = SafeDir::open_trusted(parent, false).and_then(|p| p.open_dir(name))
+    else {
+        return;
+    };
+    for (entry, _) in home.entries().unwrap_or_default() {
+        let text = entry.to_string_lossy();
+        if text.starts_with("state_") && text.contains(".sqlite") {
+            home.remove(&entry);
         }
     }
     tracing::warn!(home = %codex_home.display(),
