@@ -72,6 +72,12 @@ impl Paths {
         self.ipc_root().join(folder.as_str())
     }
 
+    /// The host's private cache of rendered task snapshots (derived from the store,
+    /// rebuilt at start-up; never shown to an agent).
+    pub fn snapshot_cache_dir(&self) -> PathBuf {
+        self.root.join("data").join("snapshot-cache")
+    }
+
     /// Quarantine for requests that were refused before they could be answered.
     pub fn ipc_errors_dir(&self, folder_component: &str) -> PathBuf {
         self.ipc_root().join("errors").join(folder_component)

@@ -311,6 +311,17 @@ impl SafeDir {
     /// planted at `name` is replaced, never followed). Readers see the old content or
     /// the new, never a torn file.
     pub fn write_atomic(&self, name: &str, bytes: &[u8], d: Durability) -> std::io::Result<()> {
+        self.write_atomic_with(name, d, |f| f.write_all(bytes))
+    }
+
+    /// [`SafeDir::write_atomic`] with the content produced by `fill`, which writes
+    /// into the temp file (so a large file can be assembled without one buffer).
+    pub fn write_atomic_with(
+        &self,
+        name: &str,
+        d: Durability,
+        fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
         component(name.as_ref())?;
         let tmp = format!(
             ".{name}.{}.{:08x}.tmp",
@@ -326,7 +337,7 @@ impl SafeDir {
         .map_err(io)?;
         let result = (|| {
             let mut f = File::from(fd);
-            f.write_all(bytes)?;
+            fill(&mut f)?;
             if d == Durability::Durable {
                 f.sync_all()?;
             }

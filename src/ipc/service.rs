@@ -33,6 +33,10 @@ const PER_GROUP: usize = 64;
 const PER_PASS: usize = 1024;
 /// After a host-side failure (disk full, store busy), rescan this much later.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// After this many requests, once the service has been idle for [`TRIM_AFTER`], the
+/// memory a burst left behind is handed back (see [`release_memory`]).
+const TRIM_REQUESTS: usize = 64;
+const TRIM_AFTER: Duration = Duration::from_secs(1);
 
 /// Starts the IPC service.
 pub struct IpcService;
@@ -86,6 +90,9 @@ impl IpcService {
         let quarantine = Quarantine::open(&ipc, env.limits.quarantine)
             .with_context(|| format!("cannot open {}/errors", root.display()))?;
         let watcher = Watcher::new().context("cannot start the IPC watcher")?;
+        let writer = snapshots::Writer::open(&env.paths).with_context(|| {
+            format!("cannot open {}", env.paths.snapshot_cache_dir().display())
+        })?;
         let mut svc = Service {
             bus_rx: bus.subscribe(),
             bus,
@@ -98,12 +105,14 @@ impl IpcService {
             dirs: Arc::new(BTreeMap::new()),
             damaged: BTreeSet::new(),
             pending: Pending::default(),
-            writer: Arc::new(Mutex::new(snapshots::Writer::default())),
+            writer: Arc::new(Mutex::new(writer)),
             own: [0; 4],
             resync: true,
             rescan: true,
             refresh: Kinds::ALL,
             retry_at: None,
+            since_trim: 0,
+            trim_at: None,
         };
         svc.prepare().await;
         let (stop, stop_rx) = watch::channel(false);
@@ -136,6 +145,10 @@ struct Service {
     /// Snapshot kinds to re-render for every group.
     refresh: Kinds,
     retry_at: Option<Instant>,
+    /// Requests handled since memory was last released.
+    since_trim: usize,
+    /// When to release memory (set once a burst has gone quiet).
+    trim_at: Option<Instant>,
 }
 
 fn slot(t: Topic) -> usize {
@@ -191,6 +204,13 @@ impl Service {
                         None => std::future::pending().await,
                     }
                 };
+                let trim_at = self.trim_at;
+                let trim = async move {
+                    match trim_at {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     // A dropped handle stops the service like an explicit shutdown.
                     r = stop.changed() => if r.is_err() { break },
@@ -206,6 +226,13 @@ impl Service {
                         self.retry_at = None;
                         self.resync = true;
                         self.rescan = true;
+                    }
+                    _ = trim => {
+                        self.trim_at = None;
+                        self.since_trim = 0;
+                        let store = self.store.clone();
+                        let _ = tokio::task::spawn_blocking(move || release_memory(&store)).await;
+                        continue;
                     }
                 }
             }
@@ -225,6 +252,10 @@ impl Service {
             self.prepare().await;
             if !self.pending.is_empty() {
                 self.pass().await;
+            }
+            if self.since_trim >= TRIM_REQUESTS {
+                // Re-armed by every pass: fires once the burst has been quiet a while.
+                self.trim_at = Some(Instant::now() + TRIM_AFTER);
             }
         }
         tracing::info!("IPC watcher stopped");
@@ -414,19 +445,41 @@ impl Service {
         let store = self.store.clone();
         let dirs = self.dirs.clone();
         let r = tokio::task::spawn_blocking(move || {
-            let rendered = store.blocking(|s| -> Result<Rendered, crate::store::StoreError> {
-                let mut out = Vec::new();
-                for g in groups::list(s.conn())? {
-                    if folders.contains(&g.folder) {
-                        snapshots::render(s.conn(), &paths, &g, kinds, &mut out)?;
+            let mut writer = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let (rendered, main) = store.blocking(
+                |s| -> Result<(Rendered, Option<FolderName>), crate::store::StoreError> {
+                    let list = groups::list(s.conn())?;
+                    let main = list.iter().find(|g| g.is_main).map(|g| g.folder.clone());
+                    let mut out = Vec::new();
+                    if kinds.tasks {
+                        let asked = |f: &FolderName| folders.contains(f);
+                        if !writer.built() || main.as_ref().is_some_and(asked) {
+                            // Whose tasks changed is unknown (or main lists them all).
+                            let files = writer.rebuild_tasks(s.conn())?;
+                            for g in list.iter().filter(|g| !g.is_main && asked(&g.folder)) {
+                                let file = files
+                                    .get(&g.folder)
+                                    .cloned()
+                                    .unwrap_or_else(snapshots::Writer::empty_tasks);
+                                out.push((g.folder.clone(), snapshots::TASKS_FILE, file));
+                            }
+                        } else {
+                            for g in list.iter().filter(|g| !g.is_main && asked(&g.folder)) {
+                                let file = writer.update_tasks(s.conn(), &g.folder)?;
+                                out.push((g.folder.clone(), snapshots::TASKS_FILE, file));
+                            }
+                        }
                     }
-                }
-                Ok(out)
-            })?;
-            writer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .write(&dirs, rendered);
+                    for g in list.iter().filter(|g| folders.contains(&g.folder)) {
+                        snapshots::render(s.conn(), &paths, g, kinds, &mut out)?;
+                    }
+                    Ok((out, main))
+                },
+            )?;
+            writer.write(&dirs, rendered);
+            if let Some(main) = main {
+                writer.write_main_tasks(&dirs, &main);
+            }
             Ok::<_, crate::store::StoreError>(())
         })
         .await;
@@ -438,6 +491,7 @@ impl Service {
     /// One bounded, fair pass over pending request files.
     async fn pass(&mut self) {
         let batch = self.pending.take_batch(PER_GROUP, PER_PASS);
+        self.since_trim += batch.iter().map(|(_, items)| items.len()).sum::<usize>();
         let ctx = PassCtx {
             env: self.env.clone(),
             store: self.store.clone(),
@@ -461,6 +515,24 @@ impl Service {
             self.resync = true;
         }
         self.publish(&changes.topics);
+    }
+}
+
+/// Hands back the memory a burst of requests left behind: SQLite's page cache of the
+/// shared connection, then glibc's free heap pages in every arena (the blocking pool's
+/// threads each allocate from their own arena, which otherwise keep their high-water
+/// mark). Runs once a burst has gone quiet; costs a few ms then, nothing per request.
+fn release_memory(store: &SharedStore) {
+    store.blocking(|s| {
+        if let Err(e) = s.conn().execute_batch("PRAGMA shrink_memory") {
+            tracing::debug!(error = %e, "PRAGMA shrink_memory failed");
+        }
+    });
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the kernel; it takes the
+    // allocator's own locks and touches no memory the program owns.
+    unsafe {
+        nix::libc::malloc_trim(0);
     }
 }
 
@@ -505,13 +577,18 @@ fn run_pass(ctx: &PassCtx, batch: watcher::Batch) -> (Changes, usize) {
             }
         }
     }
-    render_changed(ctx, &changes);
+    // The snapshots a requester may read after its answer are written before the
+    // answers; the others (the main group's list when main did not ask, a group a task
+    // was created for) after them, so an answer never waits for them.
+    let asked: BTreeSet<FolderName> = answers.iter().map(|(_, a)| a.folder.clone()).collect();
+    let later = render_changed(ctx, &changes, &asked);
     for (dirs, a) in &answers {
         if let Err(e) = apply::finish(dirs, &ctx.quarantine, a) {
             tracing::error!(folder = %a.folder, request = %a.response.id, error = %e, "IPC response will be retried");
             retries += 1;
         }
     }
+    later();
     (changes, retries)
 }
 
@@ -530,35 +607,84 @@ fn refuse_unregistered(
     }
 }
 
-/// Re-renders the snapshots a pass changed, before its responses are written.
-fn render_changed(ctx: &PassCtx, changes: &Changes) {
+/// Re-renders the snapshots a pass changed and writes those of the groups in `asked`
+/// (before their responses are written); returns what writes the rest.
+fn render_changed<'a>(
+    ctx: &'a PassCtx,
+    changes: &Changes,
+    asked: &BTreeSet<FolderName>,
+) -> impl FnOnce() + 'a {
     let task_change = !changes.task_folders.is_empty();
     let groups_change = changes.refresh_groups || changes.topics.contains(&Topic::Groups);
-    if !task_change && !groups_change && changes.skill_folders.is_empty() {
-        return;
-    }
-    let rendered = ctx
-        .store
-        .blocking(|s| -> Result<Rendered, crate::store::StoreError> {
-            let mut out = Vec::new();
-            for g in groups::list(s.conn())? {
-                let kinds = Kinds {
-                    tasks: task_change && (g.is_main || changes.task_folders.contains(&g.folder)),
-                    groups: g.is_main && groups_change,
-                    skills: changes.skill_folders.contains(&g.folder),
-                };
-                if kinds != Kinds::default() {
-                    snapshots::render(s.conn(), &ctx.env.paths, &g, kinds, &mut out)?;
+    let mut later: Rendered = Vec::new();
+    let mut main_later = None;
+    if task_change || groups_change || !changes.skill_folders.is_empty() {
+        let mut writer = ctx.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let rendered = ctx.store.blocking(
+            |s| -> Result<(Rendered, Option<FolderName>), crate::store::StoreError> {
+                let list = groups::list(s.conn())?;
+                let main = list.iter().find(|g| g.is_main).map(|g| g.folder.clone());
+                let mut out = Vec::new();
+                if task_change {
+                    let own = |f: &FolderName| {
+                        list.iter().any(|g| !g.is_main && g.folder == *f)
+                    };
+                    if writer.built() {
+                        for f in &changes.task_folders {
+                            let file = writer.update_tasks(s.conn(), f)?;
+                            if own(f) {
+                                out.push((f.clone(), snapshots::TASKS_FILE, file));
+                            }
+                        }
+                    } else {
+                        let files = writer.rebuild_tasks(s.conn())?;
+                        for f in changes.task_folders.iter().filter(|f| own(f)) {
+                            let file = files
+                                .get(f)
+                                .cloned()
+                                .unwrap_or_else(snapshots::Writer::empty_tasks);
+                            out.push((f.clone(), snapshots::TASKS_FILE, file));
+                        }
+                    }
+                }
+                for g in &list {
+                    let kinds = Kinds {
+                        tasks: false,
+                        groups: g.is_main && groups_change,
+                        skills: changes.skill_folders.contains(&g.folder),
+                    };
+                    if kinds != Kinds::default() {
+                        snapshots::render(s.conn(), &ctx.env.paths, g, kinds, &mut out)?;
+                    }
+                }
+                Ok((out, main))
+            },
+        );
+        match rendered {
+            Ok((r, main)) => {
+                let (now, rest): (Rendered, Rendered) =
+                    r.into_iter().partition(|(f, _, _)| asked.contains(f));
+                writer.write(&ctx.dirs, now);
+                later = rest;
+                if let Some(main) = main {
+                    if asked.contains(&main) {
+                        writer.write_main_tasks(&ctx.dirs, &main);
+                    } else {
+                        main_later = Some(main);
+                    }
                 }
             }
-            Ok(out)
-        });
-    match rendered {
-        Ok(r) => ctx
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .write(&ctx.dirs, r),
-        Err(e) => tracing::error!(error = %e, "cannot render IPC snapshots"),
+            Err(e) => tracing::error!(error = %e, "cannot render IPC snapshots"),
+        }
+    }
+    move || {
+        if later.is_empty() && main_later.is_none() {
+            return;
+        }
+        let mut writer = ctx.writer.lock().unwrap_or_else(|p| p.into_inner());
+        writer.write(&ctx.dirs, later);
+        if let Some(main) = main_later {
+            writer.write_main_tasks(&ctx.dirs, &main);
+        }
     }
 }

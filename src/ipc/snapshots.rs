@@ -9,6 +9,14 @@
 //! (temp file + rename) outside it, and only when its bytes changed, so a refresh that
 //! changes nothing costs no write and wakes no reader. The shapes follow NanoClaw v1's
 //! (camelCase where NanoClaw used it) so NanoClaw agents read them unchanged.
+//!
+//! A task snapshot costs what changed, not what exists: each group's tasks are rendered
+//! once into a "chunk" kept in a host-private cache directory (`data/snapshot-cache/`,
+//! derived, rebuilt at start-up, never fsynced); a change to a group's tasks re-renders
+//! that group's chunk only (read through the `group_folder` index), and the main
+//! group's list — every task — is those chunks concatenated by folder, copied from the
+//! page cache instead of re-read from the store and re-serialised. Nothing of it is
+//! held in memory between passes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -20,7 +28,8 @@ use serde_json::{Value, json};
 use super::watcher::GroupDirs;
 use crate::model::FolderName;
 use crate::paths::Paths;
-use crate::safe_dir::Durability;
+use crate::safe_dir::{Durability, SafeDir};
+use std::io::Write as _;
 use crate::skills;
 use crate::store::groups::Group;
 use crate::store::{self, StoreError, chats, groups, tasks};
@@ -48,7 +57,8 @@ impl Kinds {
 /// Rendered snapshot files, ready to be written: (group, file name, bytes).
 pub type Rendered = Vec<(FolderName, &'static str, Vec<u8>)>;
 
-/// Renders the chosen snapshots of `group` (call under the store lock).
+/// Renders the chosen snapshots of `group` (call under the store lock), except the
+/// task list, which goes through [`Writer::update_tasks`] / [`Writer::rebuild_tasks`].
 pub fn render(
     conn: &Connection,
     paths: &Paths,
@@ -57,12 +67,6 @@ pub fn render(
     out: &mut Rendered,
 ) -> Result<(), StoreError> {
     let folder = &group.folder;
-    if kinds.tasks {
-        let filter = (!group.is_main).then_some(&group.folder);
-        let list = tasks::list(conn, filter, None)?;
-        let views: Vec<TaskView<'_>> = list.iter().map(TaskView::from).collect();
-        out.push((folder.clone(), TASKS_FILE, pretty(&views)));
-    }
     if kinds.groups {
         let list = if group.is_main {
             known_chats(conn)?
@@ -164,6 +168,56 @@ impl<'a> From<&'a tasks::Task> for TaskView<'a> {
     }
 }
 
+/// One group's tasks as the inside of a pretty-printed JSON array (elements joined by
+/// `,\n`, without the brackets), in listing order: tasks without a next run last,
+/// then by next run, then by id.
+fn render_chunk(conn: &Connection, folder: &FolderName) -> Result<Vec<u8>, StoreError> {
+    let mut list = tasks::of_group(conn, folder)?;
+    list.sort_by(|a, b| {
+        (a.next_run.is_none(), a.next_run, a.id.as_str()).cmp(&(
+            b.next_run.is_none(),
+            b.next_run,
+            b.id.as_str(),
+        ))
+    });
+    let mut out = Vec::new();
+    for t in &list {
+        // `[elem]` pretty-printed is "[\n" + the element indented as in the full array
+        // + "\n]": the element's bytes are exactly what the whole array would hold.
+        let one = serde_json::to_vec_pretty(&[TaskView::from(t)]).unwrap_or_default();
+        let inner = one
+            .strip_prefix(b"[\n")
+            .and_then(|b| b.strip_suffix(b"\n]"))
+            .unwrap_or_default();
+        if !out.is_empty() {
+            out.extend_from_slice(b",\n");
+        }
+        out.extend_from_slice(inner);
+    }
+    Ok(out)
+}
+
+/// A group's task list file from its chunk (the inside of the array).
+fn wrap(chunk: &[u8]) -> Vec<u8> {
+    if chunk.is_empty() {
+        return b"[]\n".to_vec();
+    }
+    let mut out = Vec::with_capacity(chunk.len() + 6);
+    out.extend_from_slice(b"[\n");
+    out.extend_from_slice(chunk);
+    out.extend_from_slice(b"\n]\n");
+    out
+}
+
+fn digest(bytes: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// The longest chunk file read back (a group's tasks; far above any real size).
+const MAX_CHUNK_BYTES: u64 = 256 * 1024 * 1024;
+
 fn pretty<T: serde::Serialize + ?Sized>(v: &T) -> Vec<u8> {
     let mut b = serde_json::to_vec_pretty(v).unwrap_or_default();
     b.push(b'\n');
@@ -171,19 +225,153 @@ fn pretty<T: serde::Serialize + ?Sized>(v: &T) -> Vec<u8> {
 }
 
 /// Writes snapshot files through each group's verified IPC directory descriptor,
-/// skipping those whose content is unchanged since the last write through this writer.
-#[derive(Default)]
+/// skipping those whose content is unchanged since the last write through this writer,
+/// and keeps the per-group task chunks the main group's task list is assembled from.
 pub struct Writer {
     last: HashMap<(FolderName, &'static str), u64>,
+    /// `data/snapshot-cache/` (the owner's, private).
+    cache: SafeDir,
+    /// Digest of each non-empty chunk in `cache`, by folder (the folders main lists).
+    chunks: BTreeMap<FolderName, u64>,
+    /// `chunks` reflects every task in the store (a rebuild has run).
+    built: bool,
+    /// A chunk changed since the main group's task list was last written.
+    main_stale: bool,
 }
 
 impl Writer {
+    /// Opens (creating, private) the chunk cache directory.
+    pub fn open(paths: &Paths) -> std::io::Result<Writer> {
+        let dir = paths.snapshot_cache_dir();
+        crate::safe_dir::ensure_private_dir(&dir)?;
+        Ok(Writer {
+            last: HashMap::new(),
+            cache: SafeDir::open_trusted(&dir, false)?,
+            chunks: BTreeMap::new(),
+            built: false,
+            main_stale: true,
+        })
+    }
+
+    /// Whether the chunks cover the whole store (else rebuild before assembling).
+    pub fn built(&self) -> bool {
+        self.built
+    }
+
+    /// Re-renders `folder`'s task chunk (call under the store lock) and returns that
+    /// group's own `current_tasks.json`. Costs the group's tasks, not every task.
+    pub fn update_tasks(
+        &mut self,
+        conn: &Connection,
+        folder: &FolderName,
+    ) -> Result<Vec<u8>, StoreError> {
+        let chunk = render_chunk(conn, folder)?;
+        let d = (!chunk.is_empty()).then(|| digest(&chunk));
+        if self.chunks.get(folder).copied() != d {
+            self.main_stale = true;
+            let stored = match d {
+                Some(_) => self
+                    .cache
+                    .write_atomic(folder.as_str(), &chunk, Durability::Atomic),
+                None => {
+                    self.cache.remove(folder.as_str());
+                    Ok(())
+                }
+            };
+            match (stored, d) {
+                (Ok(()), Some(d)) => {
+                    self.chunks.insert(folder.clone(), d);
+                }
+                (Ok(()), None) => {
+                    self.chunks.remove(folder);
+                }
+                (Err(e), _) => {
+                    tracing::error!(%folder, error = %e, "cannot write a task snapshot chunk; will rebuild");
+                    self.chunks.remove(folder);
+                    self.built = false;
+                }
+            }
+        }
+        Ok(wrap(&chunk))
+    }
+
+    /// Re-renders every group's task chunk (start-up, or a change announced without
+    /// saying whose tasks changed); returns each folder's own `current_tasks.json`
+    /// (folders with no task are absent: their list is `[]`).
+    pub fn rebuild_tasks(
+        &mut self,
+        conn: &Connection,
+    ) -> Result<BTreeMap<FolderName, Vec<u8>>, StoreError> {
+        let mut folders: std::collections::BTreeSet<FolderName> =
+            tasks::folders(conn)?.into_iter().collect();
+        folders.extend(self.chunks.keys().cloned());
+        // A chunk file left by an earlier run for a folder this run never saw.
+        if !self.built
+            && let Ok(entries) = self.cache.entries()
+        {
+            for (name, _) in entries {
+                match name.to_str().map(FolderName::parse) {
+                    Some(Ok(f)) if folders.contains(&f) => {}
+                    _ => self.cache.remove(&name),
+                }
+            }
+        }
+        self.built = true;
+        let mut out = BTreeMap::new();
+        for f in folders {
+            let file = self.update_tasks(conn, &f)?;
+            if self.chunks.contains_key(&f) {
+                out.insert(f, file);
+            }
+        }
+        self.main_stale = true;
+        Ok(out)
+    }
+
+    /// The list a folder with no task shows.
+    pub fn empty_tasks() -> Vec<u8> {
+        wrap(&[])
+    }
+
+    /// Writes the main group's `current_tasks.json` (every task: the chunks in folder
+    /// order) if a chunk changed since the last write, or the file is missing.
+    pub fn write_main_tasks(
+        &mut self,
+        dirs: &BTreeMap<FolderName, Arc<GroupDirs>>,
+        main: &FolderName,
+    ) {
+        let Some(d) = dirs.get(main) else { return };
+        if !self.built || (!self.main_stale && d.base.stat(TASKS_FILE).is_ok()) {
+            return;
+        }
+        let cache = &self.cache;
+        let chunks = &self.chunks;
+        let r = d.base.write_atomic_with(TASKS_FILE, Durability::Atomic, |f| {
+            // One chunk in memory at a time.
+            let mut any = false;
+            for folder in chunks.keys() {
+                let chunk = cache
+                    .read_file(folder.as_str(), MAX_CHUNK_BYTES)
+                    .map_err(|e| std::io::Error::other(format!("chunk {folder}: {e:?}")))?;
+                f.write_all(if any { b",\n" } else { b"[\n" })?;
+                f.write_all(&chunk)?;
+                any = true;
+            }
+            f.write_all(if any { b"\n]\n" } else { b"[]\n" })
+        });
+        match r {
+            Ok(()) => self.main_stale = false,
+            Err(e) => {
+                tracing::error!(folder = %main, error = %e, "cannot write the main group's task snapshot; will rebuild");
+                self.built = false;
+            }
+        }
+    }
+
     pub fn write(&mut self, dirs: &BTreeMap<FolderName, Arc<GroupDirs>>, rendered: Rendered) {
         for (folder, file, bytes) in rendered {
             let Some(d) = dirs.get(&folder) else { continue };
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            bytes.hash(&mut h);
-            let digest = h.finish();
+            let digest = digest(&bytes);
             let key = (folder, file);
             if self.last.get(&key) == Some(&digest) && d.base.stat(file).is_ok() {
                 continue;
@@ -202,5 +390,7 @@ impl Writer {
     /// Forgets what was written for `folder` (its directory was removed or recreated).
     pub fn forget(&mut self, folder: &FolderName) {
         self.last.retain(|(f, _), _| f != folder);
+        // It may be the main group's: write its list again.
+        self.main_stale = true;
     }
 }

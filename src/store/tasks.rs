@@ -160,6 +160,27 @@ pub fn for_each(
     Ok(())
 }
 
+/// One group's tasks, in no particular order (walks the `scheduled_tasks_group` index,
+/// so the cost is the group's tasks, not every task).
+pub fn of_group(conn: &Connection, group: &FolderName) -> Result<Vec<Task>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM scheduled_tasks WHERE group_folder = ?1"
+    ))?;
+    let rows = stmt.query_map([group.as_str()], from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Every group folder that has at least one task (registered or not).
+pub fn folders(conn: &Connection) -> Result<Vec<FolderName>> {
+    let mut stmt = conn.prepare_cached("SELECT DISTINCT group_folder FROM scheduled_tasks")?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(parse_col(row, 0, FolderName::parse)?);
+    }
+    Ok(out)
+}
+
 /// Deletes a task and (by cascade) its run log; returns whether it existed.
 pub fn delete(conn: &Connection, id: &TaskId) -> Result<bool> {
     Ok(conn.execute("DELETE FROM scheduled_tasks WHERE id = ?1", [id.as_str()])? > 0)
