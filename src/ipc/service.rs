@@ -90,9 +90,8 @@ impl IpcService {
         let quarantine = Quarantine::open(&ipc, env.limits.quarantine)
             .with_context(|| format!("cannot open {}/errors", root.display()))?;
         let watcher = Watcher::new().context("cannot start the IPC watcher")?;
-        let writer = snapshots::Writer::open(&env.paths).with_context(|| {
-            format!("cannot open {}", env.paths.snapshot_cache_dir().display())
-        })?;
+        let writer = snapshots::Writer::open(&env.paths)
+            .with_context(|| format!("cannot open {}", env.paths.snapshot_cache_dir().display()))?;
         let mut svc = Service {
             bus_rx: bus.subscribe(),
             bus,
@@ -626,9 +625,7 @@ fn render_changed<'a>(
                 let main = list.iter().find(|g| g.is_main).map(|g| g.folder.clone());
                 let mut out = Vec::new();
                 if task_change {
-                    let own = |f: &FolderName| {
-                        list.iter().any(|g| !g.is_main && g.folder == *f)
-                    };
+                    let own = |f: &FolderName| list.iter().any(|g| !g.is_main && g.folder == *f);
                     if writer.built() {
                         for f in &changes.task_folders {
                             let file = writer.update_tasks(s.conn(), f)?;

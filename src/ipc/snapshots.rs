@@ -29,10 +29,10 @@ use super::watcher::GroupDirs;
 use crate::model::FolderName;
 use crate::paths::Paths;
 use crate::safe_dir::{Durability, SafeDir};
-use std::io::Write as _;
 use crate::skills;
 use crate::store::groups::Group;
 use crate::store::{self, StoreError, chats, groups, tasks};
+use std::io::Write as _;
 
 pub const TASKS_FILE: &str = "current_tasks.json";
 pub const GROUPS_FILE: &str = "available_groups.json";
@@ -346,19 +346,21 @@ impl Writer {
         }
         let cache = &self.cache;
         let chunks = &self.chunks;
-        let r = d.base.write_atomic_with(TASKS_FILE, Durability::Atomic, |f| {
-            // One chunk in memory at a time.
-            let mut any = false;
-            for folder in chunks.keys() {
-                let chunk = cache
-                    .read_file(folder.as_str(), MAX_CHUNK_BYTES)
-                    .map_err(|e| std::io::Error::other(format!("chunk {folder}: {e:?}")))?;
-                f.write_all(if any { b",\n" } else { b"[\n" })?;
-                f.write_all(&chunk)?;
-                any = true;
-            }
-            f.write_all(if any { b"\n]\n" } else { b"[]\n" })
-        });
+        let r = d
+            .base
+            .write_atomic_with(TASKS_FILE, Durability::Atomic, |f| {
+                // One chunk in memory at a time.
+                let mut any = false;
+                for folder in chunks.keys() {
+                    let chunk = cache
+                        .read_file(folder.as_str(), MAX_CHUNK_BYTES)
+                        .map_err(|e| std::io::Error::other(format!("chunk {folder}: {e:?}")))?;
+                    f.write_all(if any { b",\n" } else { b"[\n" })?;
+                    f.write_all(&chunk)?;
+                    any = true;
+                }
+                f.write_all(if any { b"\n]\n" } else { b"[]\n" })
+            });
         match r {
             Ok(()) => self.main_stale = false,
             Err(e) => {
