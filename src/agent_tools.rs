@@ -1,16 +1,20 @@
 //! `rust_claw agent-tools`: the MCP server (stdio) an agent uses to reach the host.
 //!
 //! codex runs it inside the agent's sandbox or container with `RUST_CLAW_IPC_DIR`
-//! pointing at the group's IPC directory. Each action tool writes one request with
-//! the library's own [`Request`] type (temp file + rename, so the host never sees a
-//! torn file), then waits — on inotify, not a sleep loop — at most
+//! pointing at the group's IPC directory. There is one action tool per request type
+//! that has one (`crate::ipc::requests`): its name and description come from the
+//! type's module and its input schema is derived (schemars) from the same struct the
+//! host parses, so the tool and the file format cannot drift. A call's arguments are
+//! read by the host's own parser (ids, jids, folders, text length) and schedules
+//! checked, so the model hears "invalid schedule_value: ..." at once, before any file
+//! is written; then the request is written (temp file + rename, so the host never sees
+//! a torn file) and the tool waits — on inotify, not a sleep loop — at most
 //! [`RESPONSE_TIMEOUT`] for `responses/<id>.json`, and tells the model the status and
-//! message. The list tools read the snapshots the host keeps current.
+//! message. The list tools read the snapshots the host keeps current. The host checks
+//! everything again: this process runs on the agent's side of the trust boundary.
 //!
-//! Arguments are validated here with the host's own code (ids, jids, folders and
-//! schedules), so the model hears "invalid schedule_value: ..." at once, before any
-//! file is written. The host checks everything again: this process runs on the
-//! agent's side of the trust boundary.
+//! A line on stdin that is not JSON is answered with a JSON-RPC parse error (code
+//! -32700, id null), as JSON-RPC asks, and the session goes on.
 //!
 //! Environment: `RUST_CLAW_IPC_DIR` (required), `RUST_CLAW_CHAT_JID` (the group's own
 //! chat: the default target of `send_message`), `RUST_CLAW_TIMEZONE` (how schedules
@@ -21,81 +25,26 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 use notify::{RecursiveMode, Watcher as _};
-use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock, ServerCapabilities, ServerConfig};
-use rmcp::{ErrorData, ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
-use serde::Deserialize;
+use rmcp::handler::server::router::tool::{ToolRoute, ToolRouter};
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject, ServerCapabilities, ServerConfig};
+use rmcp::{ErrorData, ServerHandler, ServiceExt, tool, tool_handler, tool_router};
+use serde_json::{Value, json};
 
 use crate::ipc::protocol::{self, Request, Response, Status};
+use crate::ipc::requests::{self, fields};
 use crate::ipc::snapshots::{GROUPS_FILE, SKILLS_FILE, TASKS_FILE};
-use crate::model::SkillName;
-use crate::model::{ContextMode, FolderName, Jid, ScheduleType, TaskId, ValidationError};
+use crate::model::Jid;
 use crate::safe_dir::{Durability, write_atomic_path};
-use crate::schedule::Schedule;
 
 /// How long a tool waits for the host's answer.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type ToolResult = Result<CallToolResult, ErrorData>;
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-pub struct SendMessageArgs {
-    /// The text to send.
-    pub text: String,
-    /// The chat to send to (`<channel id>@discord`); default: this group's own chat.
-    pub chat_jid: Option<String>,
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-pub struct ScheduleTaskArgs {
-    /// What the agent should do when the task runs.
-    pub prompt: String,
-    /// `cron` (5-field crontab in the host's timezone), `interval` (milliseconds) or `once` (a local time like 2026-11-25T09:00:00, or RFC 3339).
-    pub schedule_type: String,
-    pub schedule_value: String,
-    /// `group` (continue this group's conversation; default) or `isolated` (a fresh one).
-    pub context_mode: Option<String>,
-    /// The chat the task answers in (main group only); default: this group's own chat.
-    pub target_jid: Option<String>,
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-pub struct UpdateTaskArgs {
-    pub task_id: String,
-    pub prompt: Option<String>,
-    pub schedule_type: Option<String>,
-    pub schedule_value: Option<String>,
-    pub context_mode: Option<String>,
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-pub struct TaskIdArgs {
-    /// The task's id (see list_tasks).
-    pub task_id: String,
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-pub struct RegisterGroupArgs {
-    /// The chat to register (`<channel id>@discord`).
-    pub jid: String,
-    /// A display name.
-    pub name: String,
-    /// The group's folder: lower-case letters, digits, `_` and `-`.
-    pub folder: String,
-    /// The trigger word, e.g. `@Andy`; default: the assistant's name.
-    pub trigger: Option<String>,
-    /// Whether messages must start with the trigger (default true).
-    pub requires_trigger: Option<bool>,
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-pub struct SkillArgs {
-    /// The skill's name (a directory with a SKILL.md; see list_skills).
-    pub skill_name: String,
-    /// Another group's folder (main group only); default: this group.
-    pub target_group_folder: Option<String>,
-}
+/// Fields the tools fill in when the model leaves them out: a message goes to this
+/// group's own chat (`RUST_CLAW_CHAT_JID`). They are optional in the tools' schemas.
+const FILLED_BY_TOOLS: &[&[&str]] = &[fields::CHAT_JID];
 
 /// The MCP server.
 #[derive(Clone)]
@@ -115,17 +64,23 @@ fn text_result(ok: bool, text: String) -> CallToolResult {
     }
 }
 
-fn refuse(e: ValidationError) -> ToolResult {
+fn refuse(e: impl std::fmt::Display) -> ToolResult {
     Ok(text_result(false, format!("invalid: {e}")))
 }
 
-fn opt<T>(
-    v: Option<&str>,
-    field: &str,
-    parse: impl FnOnce(&str) -> Result<T, ValidationError>,
-) -> Result<Option<T>, ValidationError> {
-    v.map(|s| parse(s).map_err(|e| e.for_field(field)))
-        .transpose()
+/// A request type's tool input schema: the request struct's, with the fields the
+/// tools fill in made optional.
+fn tool_schema(schema: schemars::Schema) -> JsonObject {
+    let mut schema = match schema.to_value() {
+        Value::Object(m) => m,
+        _ => JsonObject::new(),
+    };
+    schema.remove("$schema");
+    schema.remove("title");
+    if let Some(Value::Array(required)) = schema.get_mut("required") {
+        required.retain(|r| !FILLED_BY_TOOLS.iter().any(|names| *r == names[0]));
+    }
+    schema
 }
 
 /// Renders a response for the model: `<status>: <message>` and the result, if any.
@@ -140,12 +95,27 @@ pub fn describe(r: &Response) -> String {
 #[tool_router]
 impl AgentTools {
     pub fn new(ipc_dir: PathBuf, chat_jid: Option<Jid>, timezone: Tz) -> AgentTools {
+        let mut tool_router = Self::tool_router();
+        for (kind, tool, schema) in requests::tools() {
+            let attr = rmcp::model::Tool::new(tool.name, tool.description, tool_schema(schema));
+            tool_router.add_route(ToolRoute::new_dyn(
+                attr,
+                move |cx: ToolCallContext<'_, AgentTools>| {
+                    Box::pin(async move {
+                        cx.service
+                            .call_request(kind, cx.arguments)
+                            .await
+                            .map(Into::into)
+                    })
+                },
+            ));
+        }
         AgentTools {
             ipc_dir,
             chat_jid,
             timezone,
             timeout: RESPONSE_TIMEOUT,
-            tool_router: Self::tool_router(),
+            tool_router,
         }
     }
 
@@ -166,130 +136,9 @@ impl AgentTools {
         Ok(AgentTools::new(PathBuf::from(dir), chat_jid, timezone))
     }
 
-    #[tool(
-        description = "Send a message to a chat now (default: this group's chat). Non-main groups can only send to their own chat."
-    )]
-    async fn send_message(&self, Parameters(a): Parameters<SendMessageArgs>) -> ToolResult {
-        let chat_jid = match (
-            opt(a.chat_jid.as_deref(), "chat_jid", Jid::parse),
-            &self.chat_jid,
-        ) {
-            (Err(e), _) => return refuse(e),
-            (Ok(Some(j)), _) => j,
-            (Ok(None), Some(own)) => own.clone(),
-            (Ok(None), None) => return refuse(ValidationError::new("chat_jid", "is required")),
-        };
-        // Refused here, before anything is written, like every other rule.
-        let text = match protocol::message_text(&a.text) {
-            Ok(t) => t,
-            Err(e) => return refuse(e),
-        };
-        self.submit(Request::Message { chat_jid, text }).await
-    }
-
-    #[tool(
-        description = "Schedule a task: the agent runs `prompt` on a schedule (cron, interval in ms, or once at a local time) and its reply goes to the chat."
-    )]
-    async fn schedule_task(&self, Parameters(a): Parameters<ScheduleTaskArgs>) -> ToolResult {
-        let parsed = (|| {
-            let kind = ScheduleType::parse(&a.schedule_type)?;
-            self.check_schedule(kind, &a.schedule_value)?;
-            Ok::<_, ValidationError>(Request::ScheduleTask {
-                prompt: a.prompt.clone(),
-                schedule_type: kind,
-                schedule_value: a.schedule_value.clone(),
-                context_mode: opt(
-                    a.context_mode.as_deref(),
-                    "context_mode",
-                    ContextMode::parse,
-                )?,
-                target_jid: opt(a.target_jid.as_deref(), "target_jid", Jid::parse)?,
-            })
-        })();
-        match parsed {
-            Ok(req) => self.submit(req).await,
-            Err(e) => refuse(e),
-        }
-    }
-
     #[tool(description = "List scheduled tasks (the main group sees all, others their own).")]
     async fn list_tasks(&self) -> ToolResult {
         Ok(self.read_snapshot(TASKS_FILE))
-    }
-
-    #[tool(description = "Change a task's prompt, schedule or context mode.")]
-    async fn update_task(&self, Parameters(a): Parameters<UpdateTaskArgs>) -> ToolResult {
-        let parsed = (|| {
-            let schedule_type = opt(
-                a.schedule_type.as_deref(),
-                "schedule_type",
-                ScheduleType::parse,
-            )?;
-            if let (Some(kind), Some(value)) = (schedule_type, &a.schedule_value) {
-                self.check_schedule(kind, value)?;
-            }
-            Ok::<_, ValidationError>(Request::UpdateTask {
-                task_id: TaskId::parse(&a.task_id).map_err(|e| e.for_field("task_id"))?,
-                prompt: a.prompt.clone(),
-                schedule_type,
-                schedule_value: a.schedule_value.clone(),
-                context_mode: opt(
-                    a.context_mode.as_deref(),
-                    "context_mode",
-                    ContextMode::parse,
-                )?,
-            })
-        })();
-        match parsed {
-            Ok(req) => self.submit(req).await,
-            Err(e) => refuse(e),
-        }
-    }
-
-    #[tool(description = "Pause a task: no runs until it is resumed.")]
-    async fn pause_task(&self, Parameters(a): Parameters<TaskIdArgs>) -> ToolResult {
-        match TaskId::parse(&a.task_id) {
-            Ok(task_id) => self.submit(Request::PauseTask { task_id }).await,
-            Err(e) => refuse(e.for_field("task_id")),
-        }
-    }
-
-    #[tool(description = "Resume a paused task; its next run is computed from now.")]
-    async fn resume_task(&self, Parameters(a): Parameters<TaskIdArgs>) -> ToolResult {
-        match TaskId::parse(&a.task_id) {
-            Ok(task_id) => self.submit(Request::ResumeTask { task_id }).await,
-            Err(e) => refuse(e.for_field("task_id")),
-        }
-    }
-
-    #[tool(description = "Cancel (delete) a task.")]
-    async fn cancel_task(&self, Parameters(a): Parameters<TaskIdArgs>) -> ToolResult {
-        match TaskId::parse(&a.task_id) {
-            Ok(task_id) => self.submit(Request::CancelTask { task_id }).await,
-            Err(e) => refuse(e.for_field("task_id")),
-        }
-    }
-
-    #[tool(description = "Register a chat as a new group (main group only).")]
-    async fn register_group(&self, Parameters(a): Parameters<RegisterGroupArgs>) -> ToolResult {
-        let parsed = (|| {
-            Ok::<_, ValidationError>(Request::RegisterGroup {
-                jid: Jid::parse(&a.jid)?,
-                name: a.name.clone(),
-                folder: FolderName::parse(&a.folder)?,
-                trigger: a.trigger.clone(),
-                requires_trigger: a.requires_trigger,
-            })
-        })();
-        match parsed {
-            Ok(req) => self.submit(req).await,
-            Err(e) => refuse(e),
-        }
-    }
-
-    #[tool(description = "Refresh the list of known chats in list_groups (main group only).")]
-    async fn refresh_groups(&self) -> ToolResult {
-        self.submit(Request::RefreshGroups).await
     }
 
     #[tool(
@@ -302,25 +151,11 @@ impl AgentTools {
     #[tool(description = "List the skills available to this group and whether each is enabled.")]
     async fn list_skills(&self) -> ToolResult {
         // Skills are directories on disk: have the host look again first.
-        let refreshed = self.submit(Request::RefreshSkills).await?;
+        let refreshed = self.submit(requests::RefreshSkills {}.into()).await?;
         if refreshed.is_error == Some(true) {
             return Ok(refreshed);
         }
         Ok(self.read_snapshot(SKILLS_FILE))
-    }
-
-    #[tool(
-        description = "Enable a skill for this group (or, from the main group, for another group)."
-    )]
-    async fn enable_skill(&self, Parameters(a): Parameters<SkillArgs>) -> ToolResult {
-        self.skill(a, true).await
-    }
-
-    #[tool(
-        description = "Disable a skill for this group (or, from the main group, for another group)."
-    )]
-    async fn disable_skill(&self, Parameters(a): Parameters<SkillArgs>) -> ToolResult {
-        self.skill(a, false).await
     }
 }
 
@@ -331,34 +166,29 @@ impl AgentTools {
         self
     }
 
-    fn check_schedule(&self, kind: ScheduleType, value: &str) -> Result<(), ValidationError> {
-        Schedule::parse(kind, value, self.timezone, chrono::Utc::now()).map(|_| ())
-    }
-
-    async fn skill(&self, a: SkillArgs, on: bool) -> ToolResult {
-        let skill_name = match SkillName::parse(&a.skill_name).map(|n| n.as_str().to_owned()) {
-            Ok(n) => n,
+    /// An action tool: the arguments (plus `type`) read by the host's own parser,
+    /// checked as far as this side can, then written and answered.
+    async fn call_request(&self, kind: &'static str, args: Option<JsonObject>) -> ToolResult {
+        let mut args = args.unwrap_or_default();
+        args.insert("type".into(), json!(kind));
+        if let Some(own) = &self.chat_jid {
+            for names in FILLED_BY_TOOLS {
+                let given = names
+                    .iter()
+                    .any(|n| args.get(*n).is_some_and(|v| !v.is_null()));
+                if !given {
+                    args.insert(names[0].into(), json!(own));
+                }
+            }
+        }
+        let bytes = serde_json::to_vec(&Value::Object(args)).unwrap_or_default();
+        let req = match protocol::parse(&bytes).request {
+            Ok(req) => req,
             Err(e) => return refuse(e),
         };
-        let target_group_folder = match opt(
-            a.target_group_folder.as_deref(),
-            "target_group_folder",
-            FolderName::parse,
-        ) {
-            Ok(f) => f,
-            Err(e) => return refuse(e),
-        };
-        let req = if on {
-            Request::EnableSkill {
-                skill_name,
-                target_group_folder,
-            }
-        } else {
-            Request::DisableSkill {
-                skill_name,
-                target_group_folder,
-            }
-        };
+        if let Err(e) = req.check_before_writing(self.timezone) {
+            return refuse(e);
+        }
         self.submit(req).await
     }
 
@@ -441,9 +271,90 @@ pub fn serve_stdio(tools: AgentTools) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async move {
-        let service = tools.serve(rmcp::transport::stdio()).await?;
-        service.waiting().await?;
-        Ok(())
+    let result = rt.block_on(serve_lines(tools, tokio::io::stdin(), tokio::io::stdout()));
+    // Reading stdin happens on a blocking thread that may still wait for a line
+    // nobody needs any more: do not wait for it.
+    rt.shutdown_background();
+    result
+}
+
+/// The JSON-RPC answer to a line that is not JSON.
+fn parse_error(e: &serde_json::Error) -> String {
+    json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": { "code": -32700, "message": format!("Parse error: {e}") },
     })
+    .to_string()
+}
+
+/// Serves MCP (newline-delimited JSON-RPC) from `input` to `output`. rmcp only sees
+/// lines that are JSON: the others are answered here with a parse error. One writer
+/// task writes whole lines, so rmcp's answers and ours never interleave.
+async fn serve_lines<R, W>(tools: AgentTools, input: R, output: W) -> anyhow::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    const PIPE: usize = 64 * 1024;
+    let (rmcp_in, mut to_rmcp) = tokio::io::duplex(PIPE);
+    let (rmcp_out, from_rmcp) = tokio::io::duplex(PIPE);
+    let (errors, mut errors_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let writer = tokio::spawn(async move {
+        let mut output = output;
+        let mut answers = BufReader::new(from_rmcp).lines();
+        loop {
+            let line = tokio::select! {
+                l = answers.next_line() => match l? {
+                    Some(l) => l,
+                    None => break,
+                },
+                Some(e) = errors_rx.recv() => e,
+            };
+            output.write_all(line.as_bytes()).await?;
+            output.write_all(b"\n").await?;
+            output.flush().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let reader = tokio::spawn(async move {
+        let mut input = BufReader::new(input);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match input.read_until(b'\n', &mut line).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if line.trim_ascii().is_empty() {
+                continue;
+            }
+            if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&line) {
+                let _ = errors.send(parse_error(&e));
+                continue;
+            }
+            if !line.ends_with(b"\n") {
+                line.push(b'\n');
+            }
+            if to_rmcp.write_all(&line).await.is_err() {
+                break;
+            }
+        }
+        // End of input: dropping `to_rmcp` ends the session.
+    });
+    let served = async {
+        let service = tools.serve((rmcp_in, rmcp_out)).await?;
+        service.waiting().await?;
+        anyhow::Ok(())
+    }
+    .await;
+    reader.abort();
+    // rmcp has closed its side: the writer ends once its last answer is out.
+    match tokio::time::timeout(Duration::from_secs(5), writer).await {
+        Ok(Ok(Err(e))) if served.is_ok() => return Err(e.into()),
+        _ => {}
+    }
+    served
 }

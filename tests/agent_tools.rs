@@ -177,7 +177,9 @@ async fn a_silent_host_times_out_with_a_clear_message() {
         rust_claw::agent_tools::AgentTools::new(dir.path().to_owned(), None, chrono_tz::UTC)
             .with_timeout(std::time::Duration::from_millis(200));
     let r = tools
-        .submit(rust_claw::ipc::protocol::Request::RefreshSkills)
+        .submit(rust_claw::ipc::protocol::Request::RefreshSkills(
+            Default::default(),
+        ))
         .await
         .unwrap();
     assert_eq!(r.is_error, Some(true));

@@ -18,9 +18,10 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use rusqlite::Connection;
 
-use super::effects::{Fail, effect};
+use super::outcome::Outcome;
 use super::protocol::{self, MAX_REQUEST_BYTES, Response, Status};
 use super::quarantine::Quarantine;
+use super::requests::Ctx;
 use super::watcher::{GroupDirs, RESPONSES};
 use crate::control::Topic;
 use crate::model::FolderName;
@@ -91,8 +92,7 @@ pub enum Disposition {
     Quarantine(String),
 }
 
-/// A request file whose transaction has committed (or that needed none), waiting
-/// for [`finish`]: the response file and the removal of the request.
+/// What became of one request file in [`commit_batch`].
 #[derive(Debug)]
 pub enum Committed {
     /// The file was already gone.
@@ -100,7 +100,12 @@ pub enum Committed {
     /// Refused without an answer (unusable id, or the folder is not registered); the
     /// file has been quarantined.
     Refused,
+    /// Its outcome is committed; [`finish`] writes the response file and removes the
+    /// request.
     Answered(Box<Answer>),
+    /// A host-side failure before any outcome could be recorded: the file stays, to
+    /// be retried.
+    Retry(Retry),
 }
 
 #[derive(Debug)]
@@ -115,7 +120,7 @@ pub struct Answer {
     pub replay: bool,
 }
 
-/// A host-side failure that leaves the file in place to be retried.
+/// A host-side failure that leaves the request file in place to be retried.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Retry(pub String);
@@ -143,20 +148,23 @@ pub fn commit_batch(
     dirs: &GroupDirs,
     q: &Quarantine,
     files: Files,
-) -> Vec<Result<Committed, Retry>> {
-    let mut out: Vec<Option<Result<Committed, Retry>>> = Vec::with_capacity(files.len());
+) -> Vec<Committed> {
+    let mut out: Vec<Option<Committed>> = Vec::with_capacity(files.len());
     let prepared = read_files(dirs, q, files, &mut out);
     if !prepared.is_empty() {
         let now = Utc::now();
         match store.blocking(|s| s.write(|tx| apply_all(tx, env, &dirs.folder, &prepared, now))) {
             Ok(applied) => {
                 for (p, a) in prepared.into_iter().zip(applied) {
-                    out[p.slot] = Some(Ok(committed(dirs, q, p.sub, p.name, a)));
+                    out[p.slot] = Some(committed(dirs, q, p.sub, p.name, a));
                 }
             }
             Err(e) => {
                 for p in prepared {
-                    out[p.slot] = Some(Err(Retry(format!("cannot apply request {}: {e}", p.id))));
+                    out[p.slot] = Some(Committed::Retry(Retry(format!(
+                        "cannot apply request {}: {e}",
+                        p.id
+                    ))));
                 }
             }
         }
@@ -182,7 +190,7 @@ fn read_files(
     dirs: &GroupDirs,
     q: &Quarantine,
     files: Files,
-    out: &mut Vec<Option<Result<Committed, Retry>>>,
+    out: &mut Vec<Option<Committed>>,
 ) -> Vec<Prepared> {
     let folder = dirs.folder.as_str();
     let mut prepared: Vec<Prepared> = Vec::new();
@@ -206,19 +214,19 @@ fn read_files(
                 if dir.stat(&name).is_ok() {
                     q.put(folder, dir, &name, &reason);
                 }
-                out.push(Some(Ok(Committed::Refused)));
+                out.push(Some(Committed::Refused));
                 continue;
             }
         };
         let input = match dir.read_file(&name, MAX_REQUEST_BYTES) {
             Ok(bytes) => Input::Parsed(protocol::parse(&bytes)),
             Err(ReadError::Gone) => {
-                out.push(Some(Ok(Committed::Gone)));
+                out.push(Some(Committed::Gone));
                 continue;
             }
             Err(ReadError::Refused(reason)) => Input::Refused(reason),
             Err(ReadError::Io(e)) => {
-                out.push(Some(Err(Retry(format!(
+                out.push(Some(Committed::Retry(Retry(format!(
                     "cannot read {sub}/{id}.json: {e}"
                 )))));
                 continue;
@@ -412,52 +420,50 @@ fn apply_in_tx(
         return Ok(Applied::Unregistered);
     };
     let outcome = match input {
-        Input::Refused(reason) => Err(Fail::hostile(reason.clone())),
+        Input::Refused(reason) => Outcome::hostile(reason.clone()),
         Input::Parsed(p) => match &p.request {
-            Err(e) => Err(Fail::hostile(e.to_string())),
+            Err(e) => Outcome::hostile(e.to_string()),
             Ok(req) => {
                 tx.execute_batch("SAVEPOINT ipc_effect")?;
-                let r = effect(tx, env, &sender, req, now);
-                match &r {
-                    Ok(Ok(_)) => tx.execute_batch("RELEASE ipc_effect")?,
-                    _ => tx.execute_batch("ROLLBACK TO ipc_effect; RELEASE ipc_effect")?,
+                let cx = Ctx {
+                    tx,
+                    env,
+                    sender: &sender,
+                    now,
+                };
+                let outcome = req.apply(&cx);
+                if outcome.status == Status::Ok {
+                    tx.execute_batch("RELEASE ipc_effect")?;
+                } else {
+                    tx.execute_batch("ROLLBACK TO ipc_effect; RELEASE ipc_effect")?;
                 }
-                r?
+                outcome
             }
         },
     };
-    let (response, changes, disposition) = match outcome {
-        Ok(done) => (
-            Response {
-                id: id.to_owned(),
-                kind: input.kind().to_owned(),
-                status: Status::Ok,
-                message: done.message,
-                result: done.result,
-            },
-            done.changes,
-            Disposition::Remove,
-        ),
-        Err(mut fail) => {
-            fail.message = crate::text::clip(&fail.message, 2 * crate::text::QUOTE_CHARS);
-            let disposition = if fail.quarantine {
-                Disposition::Quarantine(fail.message.clone())
-            } else {
-                Disposition::Remove
-            };
-            if fail.status == Status::Denied {
-                tracing::warn!(%folder, request = id, kind = input.kind(), reason = %fail.message, "IPC request denied");
-            }
-            let response = Response {
-                id: id.to_owned(),
-                kind: input.kind().to_owned(),
-                status: fail.status,
-                message: fail.message,
-                result: None,
-            };
-            (response, Changes::default(), disposition)
-        }
+    let message = crate::text::clip(&outcome.message, 2 * crate::text::QUOTE_CHARS);
+    let disposition = if outcome.quarantine {
+        Disposition::Quarantine(message.clone())
+    } else {
+        Disposition::Remove
     };
+    match outcome.status {
+        Status::Denied => {
+            tracing::warn!(%folder, request = id, kind = input.kind(), reason = %message, "IPC request denied")
+        }
+        Status::Error => {
+            tracing::error!(%folder, request = id, error = %message, "cannot apply an IPC request")
+        }
+        Status::Ok | Status::Invalid => {}
+    }
+    let response = Response {
+        id: id.to_owned(),
+        kind: input.kind().to_owned(),
+        status: outcome.status,
+        message,
+        result: outcome.result,
+    };
+    let changes = outcome.changes;
     insert_ledger(tx, folder, &response, now)?;
     Ok(Applied::Done {
         response,

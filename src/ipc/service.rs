@@ -493,12 +493,12 @@ fn run_pass(ctx: &PassCtx, batch: watcher::Batch) -> (Changes, usize) {
         let results = apply::commit_batch(&ctx.store, &ctx.env, &dirs, &ctx.quarantine, items);
         for (result, name) in results.into_iter().zip(names) {
             match result {
-                Ok(Committed::Answered(a)) => {
+                Committed::Answered(a) => {
                     changes.merge(a.changes.clone());
                     answers.push((dirs.clone(), a));
                 }
-                Ok(Committed::Gone | Committed::Refused) => {}
-                Err(e) => {
+                Committed::Gone | Committed::Refused => {}
+                Committed::Retry(e) => {
                     tracing::error!(folder = %dirs.folder, request = ?name, error = %e, "IPC request will be retried");
                     retries += 1;
                 }
