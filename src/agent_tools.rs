@@ -358,3 +358,132 @@ where
     }
     served
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::ipc::requests::{Message, tests::samples};
+
+    fn required(schema: &Value) -> BTreeSet<String> {
+        schema["required"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Each action tool offers its request struct's fields, and requires what the
+    /// struct requires except what the tools fill in.
+    #[test]
+    fn each_tool_schema_is_its_request_struct() {
+        let tools = AgentTools::new(PathBuf::from("/nonexistent"), None, Tz::UTC);
+        let offered = tools.tool_router.list_all();
+        assert_eq!(
+            offered.len(),
+            requests::tools().len() + 3,
+            "and three list tools"
+        );
+        for (kind, tool, schema) in requests::tools() {
+            let t = tools
+                .tool_router
+                .get(tool.name)
+                .unwrap_or_else(|| panic!("no tool {} for {kind}", tool.name));
+            let got = Value::Object((*t.input_schema).clone());
+            let want = schema.to_value();
+            assert_eq!(got["type"], "object", "{kind}");
+            assert_eq!(got["properties"], want["properties"], "{kind}");
+            let mut want_required = required(&want);
+            for names in FILLED_BY_TOOLS {
+                want_required.remove(names[0]);
+            }
+            assert_eq!(required(&got), want_required, "{kind}");
+        }
+    }
+
+    /// What a tool writes is exactly the request its arguments describe, as the
+    /// watcher parses it.
+    #[tokio::test]
+    async fn requests_written_by_the_tools_parse_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = Jid::parse("7@discord").unwrap();
+        let tools = AgentTools::new(dir.path().to_owned(), Some(own.clone()), Tz::UTC)
+            .with_timeout(Duration::from_millis(20));
+        let with_tools: BTreeSet<&str> = requests::tools().iter().map(|(k, _, _)| *k).collect();
+        let mut cases: Vec<(JsonObject, Request)> = samples()
+            .into_iter()
+            .filter(|r| with_tools.contains(r.kind()))
+            .map(|r| match r.to_json() {
+                Value::Object(mut m) => {
+                    m.remove("type");
+                    (m, r)
+                }
+                _ => unreachable!(),
+            })
+            .collect();
+        // A message without a chat goes to the group's own.
+        let own_chat = Message {
+            chat_jid: own,
+            text: "hi".into(),
+        };
+        let args = json!({"text": "hi"}).as_object().unwrap().clone();
+        cases.push((args, own_chat.into()));
+        assert_eq!(cases.len(), with_tools.len() + 1);
+        for (args, want) in cases {
+            let r = tools.call_request(want.kind(), Some(args)).await.unwrap();
+            let text = r.content[0].as_text().unwrap().text.clone();
+            assert!(text.contains("no answer from the host"), "{text}");
+            let sub = dir.path().join(want.subdir());
+            let files: Vec<_> = std::fs::read_dir(&sub)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            assert_eq!(files.len(), 1, "{}", want.kind());
+            let parsed = protocol::parse(&std::fs::read(&files[0]).unwrap());
+            assert_eq!(parsed.request.unwrap(), want);
+            std::fs::remove_file(&files[0]).unwrap();
+        }
+    }
+
+    #[test]
+    fn arguments_are_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let tools = AgentTools::new(dir.path().to_owned(), None, Tz::UTC);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for (kind, args, needle) in [
+            ("message", json!({"text": "hi"}), "chatJid"),
+            (
+                "message",
+                json!({"chatJid": "1@discord", "text": "x".repeat(16_001)}),
+                "text",
+            ),
+            (
+                "schedule_task",
+                json!({"prompt": "p", "schedule_type": "cron", "schedule_value": "0 25 * * *"}),
+                "schedule_value",
+            ),
+            ("pause_task", json!({"taskId": "../x"}), "taskId"),
+        ] {
+            let args = args.as_object().cloned();
+            let r = rt.block_on(tools.call_request(kind, args)).unwrap();
+            let text = r.content[0].as_text().unwrap().text.clone();
+            assert_eq!(r.is_error, Some(true), "{text}");
+            assert!(
+                text.starts_with("invalid:") && text.contains(needle),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing written"
+        );
+    }
+}

@@ -242,25 +242,6 @@ mod tests {
     }
 
     #[test]
-    fn round_trip_through_json() {
-        let reqs = [
-            ok(r#"{"type":"message","chatJid":"1@discord","text":"hi"}"#),
-            ok(
-                r#"{"type":"update_task","taskId":"t","prompt":"p","schedule_type":"interval","schedule_value":"60000"}"#,
-            ),
-            ok(
-                r#"{"type":"register_group","jid":"x@local","name":"X","folder":"x","requiresTrigger":false}"#,
-            ),
-            ok(r#"{"type":"enable_skill","skillName":"pdf","targetGroupFolder":"ops"}"#),
-            ok(r#"{"type":"refresh_skills"}"#),
-        ];
-        for r in reqs {
-            let bytes = serde_json::to_vec(&r.to_json()).unwrap();
-            assert_eq!(parse(&bytes).request.unwrap(), r);
-        }
-    }
-
-    #[test]
     fn request_ids() {
         assert!(validate_request_id("1700000000000-ab12cd34").is_ok());
         for bad in ["", ".hidden", "a/b", "a b", &"x".repeat(129)] {

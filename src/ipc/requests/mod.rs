@@ -28,6 +28,8 @@ use crate::store::groups::Group;
 use crate::store::tasks::{self, Task};
 
 pub(crate) mod fields;
+#[cfg(test)]
+pub(crate) mod tests;
 pub(crate) use fields::Fields;
 
 /// What each request type provides; see the module docs.
@@ -127,6 +129,12 @@ macro_rules! requests {
                     $(Request::$ty(r) => r.apply(cx).unwrap_or_else(|end| end),)+
                 }
             }
+        }
+
+        /// Every request type and the JSON schema of its struct.
+        #[cfg(test)]
+        pub(crate) fn schemas() -> Vec<(&'static str, schemars::Schema)> {
+            vec![$((<$ty as RequestType>::TYPE, schemars::schema_for!($ty)),)+]
         }
 
         /// Each request type that has an `agent-tools` tool: its type, the tool, and
