@@ -38,7 +38,7 @@ use crate::model::Jid;
 use crate::safe_dir::{Durability, write_atomic_path};
 
 /// How long a tool waits for the host's answer.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type ToolResult = Result<CallToolResult, ErrorData>;
 
@@ -84,7 +84,7 @@ fn tool_schema(schema: schemars::Schema) -> JsonObject {
 }
 
 /// Renders a response for the model: `<status>: <message>` and the result, if any.
-pub fn describe(r: &Response) -> String {
+pub(crate) fn describe(r: &Response) -> String {
     let mut s = format!("{}: {}", r.status.as_str(), r.message);
     if let Some(result) = &r.result {
         s.push_str(&format!("\nresult: {result}"));
@@ -120,7 +120,7 @@ impl AgentTools {
     }
 
     /// Reads the configuration from the environment (see the module docs).
-    pub fn from_env() -> anyhow::Result<AgentTools> {
+    pub(crate) fn from_env() -> anyhow::Result<AgentTools> {
         let dir = std::env::var_os("RUST_CLAW_IPC_DIR")
             .ok_or_else(|| anyhow::anyhow!("RUST_CLAW_IPC_DIR is not set"))?;
         let chat_jid = match std::env::var("RUST_CLAW_CHAT_JID") {
@@ -212,8 +212,12 @@ impl AgentTools {
 }
 
 /// Writes `req` into `ipc_dir` atomically and waits up to `timeout` for the host's
-/// response, which is then removed. Public so other writers (and tests) share it.
-pub async fn submit(ipc_dir: &Path, req: &Request, timeout: Duration) -> anyhow::Result<Response> {
+/// response, which is then removed.
+pub(crate) async fn submit(
+    ipc_dir: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> anyhow::Result<Response> {
     let id = protocol::new_request_id(chrono::Utc::now().timestamp_millis());
     let responses = ipc_dir.join("responses");
     std::fs::create_dir_all(&responses)?;
@@ -263,11 +267,11 @@ impl ServerHandler for AgentTools {
 /// with any incompatible change to `ipc::protocol`: a container image whose
 /// `rust_claw` speaks another version is refused (rebuild it with
 /// scripts/build-image.sh).
-pub const IPC_VERSION: u32 = 1;
+pub(crate) const IPC_VERSION: u32 = 1;
 
 /// Serves the tools on stdin/stdout until the client closes them (`tools` from
 /// [`AgentTools::from_env`], whose errors are the caller's to report: exit 2).
-pub fn serve_stdio(tools: AgentTools) -> anyhow::Result<()> {
+pub(crate) fn serve_stdio(tools: AgentTools) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -44,15 +44,15 @@ pub struct Env {
 /// What a committed request changed: topics for the daemon's bus, and whose
 /// snapshots to re-render.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Changes {
+pub(crate) struct Changes {
     /// Committed changes, published on the bus.
-    pub topics: Vec<Topic>,
+    pub(crate) topics: Vec<Topic>,
     /// Groups whose task snapshot changed (the main group's always does too).
-    pub task_folders: Vec<FolderName>,
+    pub(crate) task_folders: Vec<FolderName>,
     /// Groups whose skills snapshot must be re-rendered.
-    pub skill_folders: Vec<FolderName>,
+    pub(crate) skill_folders: Vec<FolderName>,
     /// The main group asked for its groups snapshot to be re-rendered.
-    pub refresh_groups: bool,
+    pub(crate) refresh_groups: bool,
 }
 
 impl Changes {
@@ -61,7 +61,7 @@ impl Changes {
         self
     }
 
-    pub fn merge(&mut self, other: Changes) {
+    pub(crate) fn merge(&mut self, other: Changes) {
         for t in other.topics {
             if !self.topics.contains(&t) {
                 self.topics.push(t);
@@ -79,22 +79,18 @@ impl Changes {
         }
         self.refresh_groups |= other.refresh_groups;
     }
-
-    pub fn is_empty(&self) -> bool {
-        *self == Changes::default()
-    }
 }
 
 /// What happens to the request file once its response is written.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Disposition {
+pub(crate) enum Disposition {
     Remove,
     Quarantine(String),
 }
 
 /// What became of one request file in [`commit_batch`].
 #[derive(Debug)]
-pub enum Committed {
+pub(crate) enum Committed {
     /// The file was already gone.
     Gone,
     /// Refused without an answer (unusable id, or the folder is not registered); the
@@ -109,21 +105,19 @@ pub enum Committed {
 }
 
 #[derive(Debug)]
-pub struct Answer {
-    pub folder: FolderName,
-    pub sub: &'static str,
-    pub name: OsString,
-    pub response: Response,
-    pub changes: Changes,
-    pub disposition: Disposition,
-    /// The ledger already had this id: the effect was applied before a restart.
-    pub replay: bool,
+pub(crate) struct Answer {
+    pub(crate) folder: FolderName,
+    pub(crate) sub: &'static str,
+    pub(crate) name: OsString,
+    pub(crate) response: Response,
+    pub(crate) changes: Changes,
+    pub(crate) disposition: Disposition,
 }
 
 /// A host-side failure that leaves the request file in place to be retried.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct Retry(pub String);
+pub(crate) struct Retry(pub(crate) String);
 
 /// A request file read and ready for its transaction.
 struct Prepared {
@@ -135,14 +129,14 @@ struct Prepared {
 }
 
 /// What the watcher hands over: `(sub, file name)` of one group's request files.
-pub type Files = Vec<(&'static str, OsString)>;
+pub(crate) type Files = Vec<(&'static str, OsString)>;
 
 /// Reads, authorises and applies several request files of one group, in order, in
 /// ONE transaction: each request still gets its own savepoint and its own ledger row,
 /// so a failure affects only that request, but the group pays for one commit. Takes
 /// the store lock only for the transaction; reading files happens before. Runs on a
 /// blocking thread.
-pub fn commit_batch(
+pub(crate) fn commit_batch(
     store: &SharedStore,
     env: &Env,
     dirs: &GroupDirs,
@@ -278,7 +272,6 @@ fn apply_all(
                     response,
                     changes: Changes::default(),
                     disposition: Disposition::Remove,
-                    replay: false,
                 });
             }
         }
@@ -303,7 +296,6 @@ fn committed(
             response,
             changes,
             disposition,
-            replay,
         } => Committed::Answered(Box::new(Answer {
             folder: dirs.folder.clone(),
             sub,
@@ -311,7 +303,6 @@ fn committed(
             response,
             changes,
             disposition,
-            replay,
         })),
     }
 }
@@ -321,7 +312,7 @@ fn committed(
 /// The response is written through the verified `responses/` descriptor; if an agent
 /// has replaced `responses/` since, a fresh real directory is made first (the
 /// impostor quarantined) — never a write through its link.
-pub fn finish(dirs: &GroupDirs, q: &Quarantine, a: &Answer) -> Result<(), Retry> {
+pub(crate) fn finish(dirs: &GroupDirs, q: &Quarantine, a: &Answer) -> Result<(), Retry> {
     let bytes = serde_json::to_vec(&a.response).unwrap_or_default();
     let target = format!("{}.json", a.response.id);
     let write = |d: &SafeDir| d.write_atomic(&target, &bytes, Durability::Atomic);
@@ -377,7 +368,6 @@ enum Applied {
         response: Response,
         changes: Changes,
         disposition: Disposition,
-        replay: bool,
     },
 }
 
@@ -413,7 +403,6 @@ fn apply_in_tx(
             response,
             changes: Changes::default(),
             disposition,
-            replay: true,
         });
     }
     let Some(sender) = groups::get_by_folder(tx, folder)? else {
@@ -463,12 +452,11 @@ fn apply_in_tx(
         message,
         result: outcome.result,
     };
-    let changes = outcome.changes;
+    let changes = *outcome.changes;
     insert_ledger(tx, folder, &response, now)?;
     Ok(Applied::Done {
         response,
         changes,
         disposition,
-        replay: false,
     })
 }

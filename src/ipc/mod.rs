@@ -9,13 +9,13 @@
 //! hostile entries go to [`quarantine`]. The full reference is `docs/ipc.md`.
 
 pub mod apply;
-pub mod authorize;
+pub(crate) mod authorize;
 mod outcome;
 pub mod protocol;
-pub mod quarantine;
+pub(crate) mod quarantine;
 pub mod requests;
 mod service;
-pub mod snapshots;
+pub(crate) mod snapshots;
 pub mod watcher;
 
 pub use quarantine::QuarantineLimits;

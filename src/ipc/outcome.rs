@@ -17,7 +17,8 @@ pub(crate) struct Outcome {
     pub(crate) status: Status,
     pub(crate) message: String,
     pub(crate) result: Option<Value>,
-    pub(crate) changes: Changes,
+    /// Boxed: an outcome travels as the error of every [`Step`], which stays small.
+    pub(crate) changes: Box<Changes>,
     pub(crate) quarantine: bool,
 }
 
@@ -31,7 +32,7 @@ impl Outcome {
             status: Status::Ok,
             message,
             result,
-            changes,
+            changes: Box::new(changes),
             quarantine: false,
         }
     }
@@ -41,7 +42,7 @@ impl Outcome {
             status,
             message,
             result: None,
-            changes: Changes::default(),
+            changes: Box::default(),
             quarantine,
         }
     }

@@ -15,7 +15,7 @@ pub use super::requests::{REQUEST_TYPES, Request};
 use crate::model::ValidationError;
 
 /// Request files larger than this are refused unread.
-pub const MAX_REQUEST_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_REQUEST_BYTES: u64 = 1024 * 1024;
 /// Deepest JSON nesting accepted (requests are flat; this only stops abuse).
 pub const MAX_DEPTH: usize = 32;
 /// The longest request id (the file name without `.json`).
@@ -84,7 +84,7 @@ pub fn parse(bytes: &[u8]) -> Parsed {
 /// True when `json` opens more than `max` arrays/objects at once. A byte scan that
 /// skips strings: cheaper than parsing, and it stops a stack-deep document before the
 /// parser sees it.
-pub fn nesting_depth_exceeds(json: &[u8], max: usize) -> bool {
+pub(crate) fn nesting_depth_exceeds(json: &[u8], max: usize) -> bool {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &b in json {
         if in_string {
@@ -171,7 +171,7 @@ pub fn validate_request_id(id: &str) -> Result<(), ValidationError> {
 }
 
 /// A fresh request id: `<unix ms>-<8 random hex digits>`; sorts in writing order.
-pub fn new_request_id(now_ms: i64) -> String {
+pub(crate) fn new_request_id(now_ms: i64) -> String {
     format!("{now_ms:013}-{:08x}", rand::random::<u32>())
 }
 
