@@ -77,6 +77,8 @@ fn tool_schema(schema: schemars::Schema) -> JsonObject {
     };
     schema.remove("$schema");
     schema.remove("title");
+    // Some clients want `properties` even when there are none.
+    schema.entry("properties").or_insert_with(|| json!({}));
     if let Some(Value::Array(required)) = schema.get_mut("required") {
         required.retain(|r| !FILLED_BY_TOOLS.iter().any(|names| *r == names[0]));
     }
@@ -400,7 +402,8 @@ mod tests {
             let got = Value::Object((*t.input_schema).clone());
             let want = schema.to_value();
             assert_eq!(got["type"], "object", "{kind}");
-            assert_eq!(got["properties"], want["properties"], "{kind}");
+            let props = |v: &Value| v.get("properties").cloned().unwrap_or(json!({}));
+            assert_eq!(props(&got), props(&want), "{kind}");
             let mut want_required = required(&want);
             for names in FILLED_BY_TOOLS {
                 want_required.remove(names[0]);

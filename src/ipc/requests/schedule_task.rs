@@ -20,6 +20,7 @@ pub struct ScheduleTask {
     /// `once` (a local time like 2026-11-25T09:00:00, or RFC 3339).
     #[schemars(with = "ScheduleTypeSchema")]
     pub schedule_type: ScheduleType,
+    /// The crontab line, the interval in milliseconds, or the time.
     pub schedule_value: String,
     /// `group` (continue this group's conversation; default) or `isolated` (a fresh one).
     #[serde(skip_serializing_if = "Option::is_none")]
