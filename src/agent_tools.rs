@@ -44,6 +44,8 @@ type ToolResult = Result<CallToolResult, ErrorData>;
 
 /// Fields the tools fill in when the model leaves them out: a message goes to this
 /// group's own chat (`RUST_CLAW_CHAT_JID`). They are optional in the tools' schemas.
+/// (Added to the arguments of every tool; a type without the field ignores it, and
+/// only the parsed request is written.)
 const FILLED_BY_TOOLS: &[&[&str]] = &[fields::CHAT_JID];
 
 /// The MCP server.

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::requests::Fields;
-pub use super::requests::message::{MAX_TEXT_CHARS, message_text};
 pub use super::requests::{REQUEST_TYPES, Request};
 use crate::model::ValidationError;
 

@@ -81,7 +81,7 @@ fn type_name(v: &Value) -> &'static str {
 
 // Each field's names: the NanoClaw spelling first (what errors name, and what the
 // request structs' `#[serde(rename)]` writes), then the accepted alias. The round-trip
-// test in `requests/mod.rs` fails if a struct writes a name its parser does not read.
+// test in `requests/tests.rs` fails if a struct writes a name its parser does not read.
 pub(crate) const CHAT_JID: &[&str] = &["chatJid", "chat_jid"];
 pub(crate) const TEXT: &[&str] = &["text"];
 pub(crate) const PROMPT: &[&str] = &["prompt"];

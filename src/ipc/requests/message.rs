@@ -27,7 +27,7 @@ pub struct Message {
 }
 
 /// A `message` request's text: 1 to [`MAX_TEXT_CHARS`] characters, not blank.
-pub fn message_text(text: &str) -> Result<String, ValidationError> {
+fn message_text(text: &str) -> Result<String, ValidationError> {
     if text.trim().is_empty() {
         return Err(ValidationError::new("text", "must not be empty"));
     }
