@@ -197,6 +197,7 @@ async fn a_silent_host_times_out_with_a_clear_message() {
 #[test]
 fn a_line_that_is_not_json_gets_a_parse_error() {
     use std::io::{BufRead, BufReader, Write};
+
     use std::process::{Command, Stdio};
 
     let dir = tempfile::tempdir().unwrap();
@@ -209,10 +210,21 @@ fn a_line_that_is_not_json_gets_a_parse_error() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut answer = || {
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    // Lines arrive through a channel so that a server that never answers fails the
+    // test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let answer = || {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("agent-tools answered within 10 s");
         serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
     };
     for bad in [&b"not json\n"[..], b"{\"jsonrpc\": \n", b"\xff\xfe\n"] {
