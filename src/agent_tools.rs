@@ -9,7 +9,7 @@
 //! checked, so the model hears "invalid schedule_value: ..." at once, before any file
 //! is written; then the request is written (temp file + rename, so the host never sees
 //! a torn file) and the tool waits — on inotify, not a sleep loop — at most
-//! [`RESPONSE_TIMEOUT`] for `responses/<id>.json`, and tells the model the status and
+//! `RESPONSE_TIMEOUT` for `responses/<id>.json`, and tells the model the status and
 //! message. The list tools read the snapshots the host keeps current. The host checks
 //! everything again: this process runs on the agent's side of the trust boundary.
 //!

@@ -3,10 +3,10 @@
 //!
 //! The flow is one way: [`watcher`] (inotify + rescans, fair per-group batches) →
 //! [`protocol`] (read the file) → [`requests`] (one module per request type: its
-//! fields, its row of the permission table in [`authorize`] — the sender is the
+//! fields, its row of the permission table in `authorize` — the sender is the
 //! directory — and its effect) → [`apply`] (effect and ledger row in one transaction,
-//! then the response file) → [`snapshots`]. Every request ends in one [`outcome`];
-//! hostile entries go to [`quarantine`]. The full reference is `docs/ipc.md`.
+//! then the response file) → `snapshots`. Every request ends in one `outcome`;
+//! hostile entries go to `quarantine`. The full reference is `docs/ipc.md`.
 
 pub mod apply;
 pub(crate) mod authorize;

@@ -1,5 +1,5 @@
 //! `enable_skill`: turn an available skill on for a group (`disable_skill` shares
-//! [`set_skill`]).
+//! `set_skill`).
 
 use serde::Serialize;
 

@@ -1,8 +1,8 @@
 //! The request types, one module each (as mini-redis has `cmd/<verb>.rs`): a type's
 //! module holds its fields (parsed from the file, written by `agent-tools`, and the
 //! JSON schema of its MCP tool — all from one struct), its permission rule (which row
-//! of [`super::authorize`]'s table it is, with the facts that row needs) and its
-//! effect. [`requests!`] below lists the types once: a new type is one new file plus
+//! of `super::authorize`'s table it is, with the facts that row needs) and its
+//! effect. The `requests!` list below names the types once: a new type is one new file plus
 //! one line there.
 //!
 //! Field names are NanoClaw v1's, verbatim (`chatJid`, `taskId`, `schedule_type`, ...),
