@@ -284,8 +284,10 @@ fn command(root: &Path) -> tokio::process::Command {
         .env_remove("NOTIFY_SOCKET")
         .env_remove("WATCHDOG_USEC")
         .env_remove("WATCHDOG_PID")
-        // No owner's mount allowlist from this machine.
-        .env("XDG_CONFIG_HOME", root.join("xdg"))
+        // Neither allowlist of this machine's owner (senders: ~/.config/rust-claw/,
+        // mounts: $XDG_CONFIG_HOME/rust-claw/) is read: the test's own, empty home.
+        .env("HOME", root.join("home"))
+        .env("XDG_CONFIG_HOME", root.join("home/.config"))
         .env("RUST_LOG", "warn")
         .arg("--root")
         .arg(root);
@@ -428,6 +430,7 @@ fn write_root(root: &Path, mock: &MockModel, fake: &FakeDiscord) {
     .unwrap();
     let auth = root.join("owner-codex");
     std::fs::create_dir_all(&auth).unwrap();
+    std::fs::create_dir_all(root.join("home")).unwrap();
     let env = root.join(".env");
     std::fs::write(
         &env,
@@ -623,6 +626,12 @@ async fn the_whole_system_end_to_end() {
         "containers outlive a SIGKILLed daemon"
     );
     let daemon = Daemon::start(&root).await;
+    // The new process identifies afresh; messages sent before its READY would be lost
+    // (Discord does not replay them to a new session), as they would be in production.
+    fake.wait_for("the restarted daemon's IDENTIFY", 30, |f| {
+        f.identifies() >= 2 && f.connected()
+    })
+    .await;
     let now = containers_of(&install);
     assert!(
         orphans.iter().all(|o| !now.contains(o)),
