@@ -17,7 +17,8 @@
 //!    there, chatter without the trigger is not answered (but is context), and
 //!    `@Andy …` is answered in that channel.
 //! 3. That channel's agent schedules an interval task through `schedule_task`; it fires
-//!    (twice) and posts in its chat.
+//!    (twice) and posts in its chat; `rust_claw status` sees the daemon, both groups
+//!    and the task.
 //! 4. `rust_claw pause-task` from the CLI takes effect in the running daemon: no run of the
 //!    task is claimed afterwards — checked in its run log once a marker task created by
 //!    the CLI, due two intervals later, has run (the scheduler claims in due order, so a
@@ -537,6 +538,21 @@ async fn the_whole_system_end_to_end() {
             .count()
     };
     fake.wait_for("two ticks", 60, |f| ticks(f) >= 2).await;
+
+    // `status` sees the running daemon, both groups and the task's next run.
+    let status = cli_json(&root, &["status", "--json"]).await;
+    assert_eq!(status["daemon"]["running"], true, "{status}");
+    let folders: Vec<&str> = status["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["folder"].as_str())
+        .collect();
+    assert_eq!(folders, ["main", "ops"], "{status}");
+    assert!(
+        status.to_string().contains(&task),
+        "no next run of {task}: {status}"
+    );
 
     // 4a. pause-task: no run is claimed after it, up to a barrier two intervals later.
     cli_ok(&root, &["pause-task", "--id", &task]).await;
