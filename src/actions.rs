@@ -49,13 +49,6 @@ impl From<rusqlite::Error> for ActionError {
     }
 }
 
-impl ActionError {
-    /// True when the request itself was at fault (as opposed to the machine).
-    pub fn is_user_error(&self) -> bool {
-        !matches!(self, ActionError::Store(_))
-    }
-}
-
 type Result<T> = std::result::Result<T, ActionError>;
 
 /// A group registration request, fields still unvalidated strings where users type them.
