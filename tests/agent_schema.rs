@@ -1,6 +1,6 @@
 //! Our app-server types against the pinned codex's JSON schema.
 //!
-//! 1. The committed schema (`src/agent/schema/`) is exactly what the pinned binary
+//! 1. The committed schema (`tests/fixtures/codex-app-server-<version>/`) is exactly what the pinned binary
 //!    generates: upgrading codex without looking fails here.
 //! 2. What we send validates against it (every key known, every required key present,
 //!    enum values allowed), and every field we read exists in it.
@@ -17,7 +17,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 fn schema_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/agent/schema")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("codex-app-server-{CODEX_VERSION}"))
 }
 
 fn load(rel: &str) -> Value {

@@ -1,9 +1,9 @@
 //! The part of the `codex app-server` protocol RustClaw speaks, as typed messages.
 //!
 //! Only the fields we send or read are modelled; everything else codex sends is
-//! ignored by serde. The pinned version's JSON schema lives in `src/agent/schema/`
-//! (generated with `codex app-server generate-json-schema`), and a test checks these
-//! types against it, so an upgrade of codex is a deliberate act, not a surprise.
+//! ignored by serde. The pinned version's JSON schema is test data in
+//! `tests/fixtures/codex-app-server-<version>/` (generated with
+//! `codex app-server generate-json-schema`), and a test checks these types against it, so an upgrade of codex is a deliberate act, not a surprise.
 
 use serde::{Deserialize, Serialize};
 
