@@ -29,7 +29,7 @@ use crate::control::Topic;
 use crate::delivery::Delivery;
 use crate::model::{ContextMode, FolderName, Jid};
 use crate::queue::{AfterMessages, GroupHandler};
-use crate::router::{self, Decision};
+use crate::prompt::{self, Decision};
 use crate::scheduler::{DueRun, RunOutcome, runs};
 use crate::shutdown::Shutdown;
 use crate::store::groups::{self, Group};
@@ -318,7 +318,7 @@ impl Orchestrator {
                 .store
                 .call(move |s| {
                     let cursor = messages::cursor(s.conn(), &c)?;
-                    messages::since(s.conn(), &c, cursor, router::PAGE)
+                    messages::since(s.conn(), &c, cursor, prompt::PAGE)
                 })
                 .await;
             let page = match page {
@@ -329,7 +329,7 @@ impl Orchestrator {
                     return Ok(true);
                 }
             };
-            match router::decide(group, &page) {
+            match prompt::decide(group, &page) {
                 Decision::Wait { advance_to: None } => return Ok(true),
                 Decision::Wait {
                     advance_to: Some(id),
@@ -344,7 +344,7 @@ impl Orchestrator {
                     messages: batch,
                     through,
                 } => {
-                    let prompt = router::format_messages(&batch, self.config.timezone);
+                    let prompt = prompt::format_messages(&batch, self.config.timezone);
                     let span = tracing::info_span!("turn", group = %group.folder, chat, through);
                     async {
                         tracing::info!(messages = batch.len(), "starting a turn");
@@ -494,7 +494,7 @@ impl GroupHandler for Orchestrator {
                     return;
                 }
             };
-            let prompt = router::format_task(&task, run.due_at, task.timezone);
+            let prompt = prompt::format_task(&task, run.due_at, task.timezone);
             let chat = task.chat_jid.to_string();
             tracing::info!(mode = %task.context_mode, "running a scheduled task");
             self.typing(&chat, true).await;

@@ -1,4 +1,4 @@
-//! Chat messages and the router's per-chat cursors.
+//! Chat messages and the per-chat cursors of what was answered.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -72,7 +72,7 @@ pub fn since(conn: &Connection, chat_jid: &str, after: i64, limit: usize) -> Res
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The router's cursor for a chat: the last message id answered (0 if none).
+/// The answered-up-to cursor for a chat: the last message id answered (0 if none).
 pub fn cursor(conn: &Connection, chat_jid: &str) -> Result<i64> {
     Ok(conn
         .query_row(

@@ -1,5 +1,6 @@
-//! Pure routing rules: which stored messages make the agent answer, and the prompt it
-//! gets. No I/O here; the orchestrator feeds in rows and acts on the result.
+//! Prompts from stored messages: which messages make the agent answer (trigger rules),
+//! which of them go along as context, and the text the agent gets. No I/O here; the
+//! orchestrator feeds in rows and acts on the result.
 //!
 //! * The main group, groups registered with `requires_trigger = false`, and direct
 //!   (terminal) messages answer every message.
