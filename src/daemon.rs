@@ -25,9 +25,9 @@ use tokio::task::JoinSet;
 use crate::actions::{self, RegisterGroup};
 use crate::agent::runner::Runner;
 use crate::agent::{AgentSettings, Agents};
+use crate::bus::{self, NoteWatcher, Topic};
 use crate::channels::{Channel, Inbound};
 use crate::config::Config;
-use crate::control::{self, ControlWatcher, Topic};
 use crate::delivery::Delivery;
 use crate::ipc::{IpcHandle, IpcService};
 use crate::model::Jid;
@@ -119,7 +119,7 @@ pub struct Daemon {
     delivery: Arc<Delivery>,
     scheduler: SchedulerHandle,
     ipc: IpcHandle,
-    _control: ControlWatcher,
+    _control: NoteWatcher,
     channels: Vec<Arc<dyn Channel>>,
     /// Fired once by [`Daemon::shutdown`]; every long-lived part watches it.
     stop: Shutdown,
@@ -186,7 +186,7 @@ impl Daemon {
         );
 
         // Watch before reading state, so no change note falls between the two.
-        let control = control::watch(paths, bus.clone())?;
+        let control = bus::watch(paths, bus.clone())?;
         let scheduler = Scheduler::new(
             store.clone(),
             Arc::new(SystemClock),

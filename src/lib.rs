@@ -8,10 +8,10 @@
 pub mod actions;
 pub mod agent;
 pub mod agent_tools;
+pub mod bus;
 pub mod channels;
 pub mod cli;
 pub mod config;
-pub mod control;
 pub mod daemon;
 pub mod delivery;
 pub mod doctor;

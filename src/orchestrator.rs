@@ -23,13 +23,13 @@ use tokio::sync::broadcast;
 use tracing::Instrument as _;
 
 use crate::agent::{AgentError, Agents, Failure, Session, TurnEnd, TurnOutcome};
+use crate::bus::Topic;
 use crate::channels::{BoxFuture, Inbound};
 use crate::config::Config;
-use crate::control::Topic;
 use crate::delivery::Delivery;
 use crate::model::{ContextMode, FolderName, Jid};
-use crate::queue::{AfterMessages, GroupHandler};
 use crate::prompt::{self, Decision};
+use crate::queue::{AfterMessages, GroupHandler};
 use crate::scheduler::{DueRun, RunOutcome, runs};
 use crate::shutdown::Shutdown;
 use crate::store::groups::{self, Group};

@@ -5,7 +5,7 @@ use clap::Args;
 use super::output::{print_listing, when};
 use super::{CliError, Context, ListArgs};
 use crate::actions::{self, RegisterGroup};
-use crate::control::{self, Topic};
+use crate::bus::{self, Topic};
 use crate::model::{FolderName, Jid};
 use crate::store::groups;
 
@@ -82,7 +82,7 @@ pub fn bootstrap_main(ctx: &Context, a: BootstrapMainArgs) -> Result<(), CliErro
     })?;
     ensure_group_dir(ctx, &group.0.folder, &group.0.name)?;
     if group.1 {
-        control::notify(&ctx.paths, Topic::Groups);
+        bus::notify(&ctx.paths, Topic::Groups);
         println!(
             "registered main group {} (folder {})",
             group.0.jid, group.0.folder
@@ -110,7 +110,7 @@ pub fn register(ctx: &Context, a: RegisterGroupArgs) -> Result<(), CliError> {
     let trigger = ctx.config.default_trigger();
     let group = store.write(|tx| actions::register_group(tx, req, &trigger, chrono::Utc::now()))?;
     ensure_group_dir(ctx, &group.folder, &group.name)?;
-    control::notify(&ctx.paths, Topic::Groups);
+    bus::notify(&ctx.paths, Topic::Groups);
     println!(
         "registered group {} (folder {}, trigger {}{})",
         group.jid,
@@ -158,9 +158,9 @@ pub fn list(ctx: &Context, a: ListArgs) -> Result<(), CliError> {
 pub fn unregister(ctx: &Context, a: UnregisterGroupArgs) -> Result<(), CliError> {
     let mut store = ctx.open_store()?;
     let (group, paused) = store.write(|tx| actions::unregister_group(tx, &a.jid))?;
-    control::notify(&ctx.paths, Topic::Groups);
+    bus::notify(&ctx.paths, Topic::Groups);
     if paused > 0 {
-        control::notify(&ctx.paths, Topic::Tasks);
+        bus::notify(&ctx.paths, Topic::Tasks);
     }
     println!(
         "unregistered {} (folder {} and its data are kept); paused its {paused} active task(s) — `resume-task` them after registering it again",

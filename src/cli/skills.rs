@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::output::print_listing;
 use super::{CliError, Context};
 use crate::actions;
-use crate::control::{self, Topic};
+use crate::bus::{self, Topic};
 use crate::model::FolderName;
 use crate::store::{groups, skills as skill_store};
 
@@ -98,7 +98,7 @@ fn set(ctx: &Context, folder: &FolderName, name: &str, on: bool) -> Result<(), C
     require_group(&store, folder)?;
     let available = crate::skills::available(&ctx.paths, folder);
     store.write(|tx| actions::set_skill(tx, folder, name, on, &available, chrono::Utc::now()))?;
-    control::notify(&ctx.paths, Topic::Skills);
+    bus::notify(&ctx.paths, Topic::Skills);
     println!(
         "{} skill {name} for group {folder} (takes effect at its next agent session)",
         if on { "enabled" } else { "disabled" }

@@ -8,7 +8,7 @@ use clap::Args;
 use super::output::{JsonArray, clip, finished, print_listing, when, when_secs};
 use super::{CliError, Context};
 use crate::actions::{self, NewTask};
-use crate::control::{self, Topic};
+use crate::bus::{self, Topic};
 use crate::model::{ContextMode, FolderName, Jid, ScheduleType, TaskId, TaskStatus};
 use crate::store::tasks::{self, Task};
 
@@ -90,7 +90,7 @@ pub fn create(ctx: &Context, a: CreateTaskArgs) -> Result<(), CliError> {
     };
     let tz = ctx.config.timezone;
     let task = store.write(|tx| actions::create_task(tx, req, "cli", tz, chrono::Utc::now()))?;
-    control::notify(&ctx.paths, Topic::Tasks);
+    bus::notify(&ctx.paths, Topic::Tasks);
     println!(
         "created task {} (next run {})",
         task.id,
@@ -149,7 +149,7 @@ fn change(
 ) -> Result<(), CliError> {
     let mut store = ctx.open_store()?;
     let task = store.write(f)?;
-    control::notify(&ctx.paths, Topic::Tasks);
+    bus::notify(&ctx.paths, Topic::Tasks);
     println!(
         "{verb} task {id} (status {}, next run {})",
         task.status,
@@ -171,7 +171,7 @@ pub fn resume(ctx: &Context, a: TaskIdArgs) -> Result<(), CliError> {
 pub fn cancel(ctx: &Context, a: TaskIdArgs) -> Result<(), CliError> {
     let mut store = ctx.open_store()?;
     store.write(|tx| actions::cancel_task(tx, &a.id))?;
-    control::notify(&ctx.paths, Topic::Tasks);
+    bus::notify(&ctx.paths, Topic::Tasks);
     println!("cancelled task {} (deleted with its run history)", a.id);
     Ok(())
 }

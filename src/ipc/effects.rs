@@ -9,7 +9,7 @@ use super::apply::{Changes, Env};
 use super::authorize::{Act, Denied, Sender, authorize};
 use super::protocol::{Request, Status};
 use crate::actions::{self, ActionError, NewTask, RegisterGroup, TaskUpdate};
-use crate::control::Topic;
+use crate::bus::Topic;
 use crate::model::{ContextMode, FolderName, ScheduleType, TaskStatus};
 use crate::schedule::Schedule;
 use crate::store::groups::Group;

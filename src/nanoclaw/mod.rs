@@ -154,8 +154,8 @@ pub fn run(paths: &Paths, config: &Config, opts: &Options) -> anyhow::Result<Rep
         ),
     );
     if !opts.dry_run && !install.groups.is_empty() {
-        crate::control::notify(paths, crate::control::Topic::Groups);
-        crate::control::notify(paths, crate::control::Topic::Tasks);
+        crate::bus::notify(paths, crate::bus::Topic::Groups);
+        crate::bus::notify(paths, crate::bus::Topic::Tasks);
     }
     Ok(report)
 }

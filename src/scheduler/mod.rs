@@ -7,7 +7,7 @@
 //! index in one lookup however many tasks exist. There are no per-task timers: 10,000
 //! tasks cost one timer and one row lookup per pass. The sleep ends early when a
 //! [`Topic::Tasks`] arrives on the daemon's broadcast channel — published by the IPC
-//! watcher, by in-process callers, and by [`crate::control::watch`] when a CLI process
+//! watcher, by in-process callers, and by [`crate::bus::watch`] when a CLI process
 //! changed tasks — because the earliest time may have moved.
 //!
 //! Wake-ups are never lost: the receiver exists for the scheduler's whole life, so a
@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use runs::{Completion, DueRun, RunOutcome};
 
-use crate::control::Topic;
+use crate::bus::Topic;
 use crate::shutdown::Shutdown;
 use crate::store::{SharedStore, StoreError};
 

@@ -1,4 +1,7 @@
-//! Wake-up notes from CLI processes to a daemon running on the same root.
+//! The daemon-wide change bus: what changed ([`Topic`]), published on one
+//! `tokio::sync::broadcast` by the IPC service, the orchestrator and the scheduler's
+//! callers, and the wake-up notes that carry topics from CLI processes to a daemon
+//! running on the same root.
 //!
 //! The CLI writes straight to SQLite, so a running daemon must hear that something
 //! changed without polling the database. After a successful change the CLI renames a
@@ -58,7 +61,7 @@ fn write_note(paths: &Paths, topic: Topic) -> std::io::Result<()> {
 }
 
 /// The daemon's side: an inotify watch on `data/control/`. Dropping it stops watching.
-pub struct ControlWatcher {
+pub struct NoteWatcher {
     _watcher: notify::RecommendedWatcher,
 }
 
@@ -73,7 +76,7 @@ pub struct ControlWatcher {
 pub fn watch(
     paths: &Paths,
     topics: tokio::sync::broadcast::Sender<Topic>,
-) -> anyhow::Result<ControlWatcher> {
+) -> anyhow::Result<NoteWatcher> {
     use anyhow::Context as _;
     use notify::{EventKind, RecursiveMode, Watcher as _};
 
@@ -106,7 +109,7 @@ pub fn watch(
     watcher
         .watch(&dir, RecursiveMode::NonRecursive)
         .with_context(|| format!("cannot watch {}", dir.display()))?;
-    Ok(ControlWatcher { _watcher: watcher })
+    Ok(NoteWatcher { _watcher: watcher })
 }
 
 #[cfg(test)]
