@@ -13,7 +13,7 @@ use crate::model::{
     ContextMode, FolderName, Jid, ScheduleType, SkillName, TaskId, TaskStatus, ValidationError,
     validate_name, validate_trigger,
 };
-use crate::schedule::Schedule;
+use crate::recurrence::Schedule;
 use crate::store::groups::{self, Group};
 use crate::store::tasks::{self, Task};
 use crate::store::{StoreError, skills};

@@ -31,8 +31,8 @@ use crate::ipc::protocol::{self, Request, Response, Status};
 use crate::ipc::snapshots::{GROUPS_FILE, SKILLS_FILE, TASKS_FILE};
 use crate::model::SkillName;
 use crate::model::{ContextMode, FolderName, Jid, ScheduleType, TaskId, ValidationError};
+use crate::recurrence::Schedule;
 use crate::safe_dir::{Durability, write_atomic_path};
-use crate::schedule::Schedule;
 
 /// How long a tool waits for the host's answer.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);

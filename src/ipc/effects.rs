@@ -11,7 +11,7 @@ use super::protocol::{Request, Status};
 use crate::actions::{self, ActionError, NewTask, RegisterGroup, TaskUpdate};
 use crate::bus::Topic;
 use crate::model::{ContextMode, FolderName, ScheduleType, TaskStatus};
-use crate::schedule::Schedule;
+use crate::recurrence::Schedule;
 use crate::store::groups::Group;
 use crate::store::{StoreError, groups, outbox, tasks};
 

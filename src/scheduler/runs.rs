@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 
 use crate::model::{ScheduleType, TaskStatus};
-use crate::schedule::Schedule;
+use crate::recurrence::Schedule;
 use crate::store::tasks::{self, RunStatus, Task, bounded};
 use crate::store::{Store, StoreError, groups};
 

@@ -1,4 +1,4 @@
-//! Schedules: parsing `cron` / `interval` / `once` values and computing the next run.
+//! Recurrence: parsing `cron` / `interval` / `once` schedules and computing the next run.
 //!
 //! Pure functions with the clock passed in, so the scheduler and the tests decide
 //! what "now" is. The rules, which `docs/scheduling.md` documents for users:
