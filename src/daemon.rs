@@ -314,7 +314,6 @@ impl Daemon {
 
     /// Waits until every message of `chat` is answered and every reply to it sent.
     pub async fn wait_answered(&self, chat: &Jid) {
-        let chat = chat.to_string();
         loop {
             let delivered = self.delivery.delivered();
             let c = chat.clone();

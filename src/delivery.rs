@@ -94,7 +94,7 @@ impl Delivery {
 
     /// Sends everything sendable now; returns when the next retry is due.
     pub async fn pass(&self, retry_at: &mut HashMap<i64, Instant>) -> Option<Instant> {
-        let mut blocked: HashSet<String> = HashSet::new();
+        let mut blocked: HashSet<Jid> = HashSet::new();
         let mut next: Option<Instant> = None;
         loop {
             let pending = match self.store.call(|s| outbox::pending(s.conn(), 200)).await {
@@ -116,22 +116,14 @@ impl Delivery {
                     next = Some(next.map_or(*at, |n| n.min(*at)));
                     continue;
                 }
-                let jid = match Jid::parse(&item.chat_jid) {
-                    Ok(j) => j,
-                    Err(e) => {
-                        self.finish(item.id, Some(format!("invalid chat: {e}")))
-                            .await;
-                        progressed = true;
-                        continue;
-                    }
-                };
-                let Some(channel) = self.channel_for(&jid) else {
+                let jid = &item.chat_jid;
+                let Some(channel) = self.channel_for(jid) else {
                     // No channel for this chat right now (e.g. no Discord token, or the
                     // terminal chat is not open): keep it for when one connects.
                     blocked.insert(item.chat_jid.clone());
                     continue;
                 };
-                match channel.send(&jid, &item.text, &item.nonce).await {
+                match channel.send(jid, &item.text, &item.nonce).await {
                     Ok(()) => {
                         tracing::info!(chat = %jid, outbox = item.id, "reply sent");
                         retry_at.remove(&item.id);

@@ -147,13 +147,22 @@ impl Jid {
     pub fn is_discord(&self) -> bool {
         matches!(self, Jid::Discord(_))
     }
+
+    /// The kind of channel the chat lives on, as the jid spells it after `@`
+    /// (`discord`, `local`): what the `chats` table records.
+    pub fn channel(&self) -> &'static str {
+        match self {
+            Jid::Discord(_) => "discord",
+            Jid::Local(_) => "local",
+        }
+    }
 }
 
 impl fmt::Display for Jid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Jid::Discord(id) => write!(f, "{id}@discord"),
-            Jid::Local(name) => write!(f, "{name}@local"),
+            Jid::Discord(id) => write!(f, "{id}@{}", self.channel()),
+            Jid::Local(name) => write!(f, "{name}@{}", self.channel()),
         }
     }
 }

@@ -102,20 +102,15 @@ impl Orchestrator {
         self.store
             .call(move |s| {
                 s.write(|tx| {
-                    let channel = if m.chat_jid.is_discord() {
-                        "discord"
-                    } else {
-                        "local"
-                    };
-                    let jid = m.chat_jid.to_string();
-                    chats::upsert(tx, &jid, m.chat_name.as_deref(), channel, m.sent_at)?;
+                    let jid = &m.chat_jid;
+                    chats::upsert(tx, jid, m.chat_name.as_deref(), m.sent_at)?;
                     let Some(group) = group_for_chat(tx, &m.chat_jid)? else {
                         return Ok(None);
                     };
                     let id = messages::insert(
                         tx,
                         &messages::NewMessage {
-                            chat_jid: &jid,
+                            chat_jid: jid,
                             external_id: m.external_id.as_deref(),
                             sender_id: &m.sender_id,
                             sender_name: &m.sender_name,
@@ -153,11 +148,9 @@ impl Orchestrator {
             .await
     }
 
-    async fn typing(&self, chat: &str, on: bool) {
-        if let Ok(jid) = Jid::parse(chat)
-            && let Some(channel) = self.delivery.channel_for(&jid)
-        {
-            channel.set_typing(&jid, on).await;
+    async fn typing(&self, chat: &Jid, on: bool) {
+        if let Some(channel) = self.delivery.channel_for(chat) {
+            channel.set_typing(chat, on).await;
         }
     }
 
@@ -246,15 +239,15 @@ impl Orchestrator {
     }
 
     /// Queues `text` for `chat` without moving its cursor (the messages stay unanswered).
-    async fn tell(&self, chat: &str, text: String) {
-        let c = chat.to_owned();
+    async fn tell(&self, chat: &Jid, text: String) {
+        let c = chat.clone();
         let res = self
             .store
             .call(move |s| outbox::enqueue(s.conn(), &c, &text, "notice", Utc::now()))
             .await;
         match res {
             Ok(_) => self.delivery.wake(),
-            Err(e) => tracing::error!(error = %e, chat, "cannot queue a notice for the chat"),
+            Err(e) => tracing::error!(error = %e, %chat, "cannot queue a notice for the chat"),
         }
     }
 
@@ -264,7 +257,7 @@ impl Orchestrator {
     async fn after_transient(
         &self,
         folder: &FolderName,
-        chat: &str,
+        chat: &Jid,
         e: &AgentError,
     ) -> Option<Duration> {
         let (attempt, delay, tell) = {
@@ -309,11 +302,11 @@ impl Orchestrator {
     async fn answer_chat(
         &self,
         group: &Group,
-        chat: &str,
+        chat: &Jid,
         session: &mut Option<Session>,
     ) -> Result<bool, (AgentError, i64)> {
         loop {
-            let c = chat.to_owned();
+            let c = chat.clone();
             let page = self
                 .store
                 .call(move |s| {
@@ -334,7 +327,7 @@ impl Orchestrator {
                 Decision::Wait {
                     advance_to: Some(id),
                 } => {
-                    let c = chat.to_owned();
+                    let c = chat.clone();
                     let _ = self
                         .store
                         .call(move |s| messages::advance_cursor(s.conn(), &c, id, Utc::now()))
@@ -345,7 +338,7 @@ impl Orchestrator {
                     through,
                 } => {
                     let prompt = prompt::format_messages(&batch, self.config.timezone);
-                    let span = tracing::info_span!("turn", group = %group.folder, chat, through);
+                    let span = tracing::info_span!("turn", group = %group.folder, %chat, through);
                     async {
                         tracing::info!(messages = batch.len(), "starting a turn");
                         self.typing(chat, true).await;
@@ -371,8 +364,8 @@ impl Orchestrator {
     }
 
     /// Queues `replies` for `chat` and moves its cursor to `through`, atomically.
-    async fn commit_replies(&self, chat: &str, replies: &[String], origin: &str, through: i64) {
-        let (c, r, o) = (chat.to_owned(), replies.to_vec(), origin.to_owned());
+    async fn commit_replies(&self, chat: &Jid, replies: &[String], origin: &str, through: i64) {
+        let (c, r, o) = (chat.clone(), replies.to_vec(), origin.to_owned());
         let res = self
             .store
             .call(move |s| {
@@ -388,7 +381,7 @@ impl Orchestrator {
         match res {
             Ok(()) => self.delivery.wake(),
             Err(e) => {
-                tracing::error!(error = %e, chat, "cannot queue the reply; the turn will be retried")
+                tracing::error!(error = %e, %chat, "cannot queue the reply; the turn will be retried")
             }
         }
     }
@@ -406,9 +399,9 @@ pub fn group_for_chat(conn: &rusqlite::Connection, jid: &Jid) -> Result<Option<G
 }
 
 /// The chats whose messages a group answers: its registered chat and its terminal chat.
-fn chats_of(g: &Group) -> Vec<String> {
-    let mut chats = vec![g.jid.to_string()];
-    let local = Jid::local_for(&g.folder).to_string();
+fn chats_of(g: &Group) -> Vec<Jid> {
+    let mut chats = vec![g.jid.clone()];
+    let local = Jid::local_for(&g.folder);
     if chats[0] != local {
         chats.push(local);
     }
@@ -495,7 +488,7 @@ impl GroupHandler for Orchestrator {
                 }
             };
             let prompt = prompt::format_task(&task, run.due_at, task.timezone);
-            let chat = task.chat_jid.to_string();
+            let chat = task.chat_jid.clone();
             tracing::info!(mode = %task.context_mode, "running a scheduled task");
             self.typing(&chat, true).await;
             let result = match task.context_mode {
@@ -568,7 +561,7 @@ impl Orchestrator {
         let replies_n = replies.as_ref().map_or(0, Vec::len);
         let (run_id, chat, origin) = (
             run.run_id,
-            run.task.chat_jid.to_string(),
+            run.task.chat_jid.clone(),
             format!("task:{}", run.task.id),
         );
         let res = self

@@ -155,7 +155,7 @@ mod tests {
     fn msg(id: i64, content: &str) -> Message {
         Message {
             id,
-            chat_jid: "1@discord".into(),
+            chat_jid: Jid::Discord(1),
             sender_id: "u1".into(),
             sender_name: "Alice".into(),
             content: content.into(),

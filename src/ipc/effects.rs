@@ -163,7 +163,7 @@ fn effect_inner(
                     target_folder: target.as_ref().map(|g| &g.folder),
                 },
             )?;
-            let id = outbox::enqueue(tx, &chat_jid.to_string(), text, &origin, now)?;
+            let id = outbox::enqueue(tx, chat_jid, text, &origin, now)?;
             Ok(Done {
                 message: format!("message queued for {chat_jid}"),
                 result: Some(json!({ "outboxId": id })),

@@ -5,6 +5,7 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use super::{Result, from_ms, to_ms};
+use crate::model::Jid;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Chat {
@@ -15,19 +16,14 @@ pub struct Chat {
     pub last_message_at: Option<DateTime<Utc>>,
 }
 
-/// Records that a chat exists (and its latest name and activity).
-pub fn upsert(
-    conn: &Connection,
-    jid: &str,
-    name: Option<&str>,
-    channel: &str,
-    at: DateTime<Utc>,
-) -> Result<()> {
+/// Records that a chat exists (and its latest name and activity), under the channel
+/// its jid belongs to.
+pub fn upsert(conn: &Connection, jid: &Jid, name: Option<&str>, at: DateTime<Utc>) -> Result<()> {
     conn.execute(
         "INSERT INTO chats (jid, name, channel, last_message_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(jid) DO UPDATE SET name = COALESCE(excluded.name, chats.name),
              last_message_at = MAX(COALESCE(chats.last_message_at, 0), excluded.last_message_at)",
-        params![jid, name, channel, to_ms(at)],
+        params![jid, name, jid.channel(), to_ms(at)],
     )?;
     Ok(())
 }

@@ -34,6 +34,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::Connection;
 
+use crate::model::Jid;
+
 /// Migrations in order; `user_version` = how many have been applied.
 const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
@@ -263,6 +265,13 @@ pub fn to_ms(t: DateTime<Utc>) -> i64 {
 /// A stored time back as a `DateTime`.
 pub fn from_ms(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// A chat's jid is stored as its text form (`<id>@discord`, `<name>@local`).
+impl rusqlite::ToSql for Jid {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.to_string().into())
+    }
 }
 
 /// Reads a validated value out of a text column, reporting bad data as a conversion

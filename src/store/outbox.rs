@@ -4,12 +4,13 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
-use super::{Result, from_ms, to_ms};
+use super::{Result, from_ms, parse_col, to_ms};
+use crate::model::Jid;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OutboxItem {
     pub id: i64,
-    pub chat_jid: String,
+    pub chat_jid: Jid,
     pub text: String,
     /// Stable across retries, so the channel can de-duplicate a re-sent create.
     pub nonce: String,
@@ -21,7 +22,7 @@ pub struct OutboxItem {
 /// Queues a reply; returns its row id.
 pub fn enqueue(
     conn: &Connection,
-    chat_jid: &str,
+    chat_jid: &Jid,
     text: &str,
     origin: &str,
     now: DateTime<Utc>,
@@ -45,7 +46,7 @@ pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<OutboxItem>> {
     let rows = stmt.query_map([limit as i64], |r| {
         Ok(OutboxItem {
             id: r.get(0)?,
-            chat_jid: r.get(1)?,
+            chat_jid: parse_col(r, 1, Jid::parse)?,
             text: r.get(2)?,
             nonce: r.get(3)?,
             origin: r.get(4)?,
@@ -90,7 +91,7 @@ pub fn give_up(conn: &Connection, id: i64, error: &str, now: DateTime<Utc>) -> R
 }
 
 /// How many items for `chat_jid` are still unsent.
-pub fn pending_for(conn: &Connection, chat_jid: &str) -> Result<i64> {
+pub fn pending_for(conn: &Connection, chat_jid: &Jid) -> Result<i64> {
     Ok(conn.query_row(
         "SELECT COUNT(*) FROM outbox WHERE chat_jid = ?1 AND sent_at IS NULL",
         [chat_jid],

@@ -97,6 +97,7 @@ pub fn recent_errors(conn: &Connection, limit: usize) -> Result<Vec<RecentError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Jid;
     use crate::store::{Store, outbox};
 
     #[test]
@@ -110,9 +111,9 @@ mod tests {
         assert!(recent_errors(c, 5).unwrap().is_empty());
 
         let now = Utc::now();
-        let id = outbox::enqueue(c, "1@discord", "hi", "reply", now).unwrap();
+        let id = outbox::enqueue(c, &Jid::Discord(1), "hi", "reply", now).unwrap();
         outbox::record_failure(c, id, "503 from Discord").unwrap();
-        outbox::enqueue(c, "1@discord", "again", "reply", now).unwrap();
+        outbox::enqueue(c, &Jid::Discord(1), "again", "reply", now).unwrap();
         let b = outbox_backlog(c).unwrap();
         assert_eq!((b.pending, b.failing), (2, 1));
         let errs = recent_errors(c, 5).unwrap();
