@@ -125,10 +125,34 @@ pub struct Daemon {
     stop: Shutdown,
     delivery_task: tokio::task::JoinHandle<()>,
     background: JoinSet<()>,
-    /// Messages taken in from channels (stored or not), and a wake-up for waiters.
-    ingested: Arc<(AtomicU64, Notify)>,
+    ingested: Arc<IntakeCount>,
     /// Removes agent containers still running at shutdown.
     runner: Arc<dyn Runner>,
+}
+
+/// How many messages the intake has taken in from channels (stored, or found to
+/// belong to no group), with a wake-up for those waiting on the count.
+#[derive(Default)]
+struct IntakeCount {
+    taken: AtomicU64,
+    changed: Notify,
+}
+
+impl IntakeCount {
+    fn add_one(&self) {
+        self.taken.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    async fn wait_for(&self, n: u64) {
+        loop {
+            let changed = self.changed.notified();
+            if self.taken.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            changed.await;
+        }
+    }
 }
 
 impl Daemon {
@@ -213,7 +237,7 @@ impl Daemon {
         // Intake: every received message is stored, then its group is woken.
         let (tx, mut rx) = mpsc::channel::<Inbound>(1024);
         let (o, q) = (orchestrator.clone(), queue.clone());
-        let ingested = Arc::new((AtomicU64::new(0), Notify::new()));
+        let ingested = Arc::new(IntakeCount::default());
         let counter = ingested.clone();
         background.spawn(async move {
             while let Some(m) = rx.recv().await {
@@ -222,8 +246,7 @@ impl Daemon {
                     Ok(None) => {}
                     Err(e) => tracing::error!(error = %e, "cannot store an incoming message"),
                 }
-                counter.0.fetch_add(1, Ordering::SeqCst);
-                counter.1.notify_waiters();
+                counter.add_one();
             }
         });
         for channel in &channels {
@@ -303,13 +326,7 @@ impl Daemon {
     /// Waits until `n` messages from channels have been taken in (stored, or found to
     /// belong to no group).
     pub async fn wait_ingested(&self, n: u64) {
-        loop {
-            let notified = self.ingested.1.notified();
-            if self.ingested.0.load(Ordering::SeqCst) >= n {
-                return;
-            }
-            notified.await;
-        }
+        self.ingested.wait_for(n).await
     }
 
     /// Waits until every message of `chat` is answered and every reply to it sent.

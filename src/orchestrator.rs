@@ -297,14 +297,13 @@ impl Orchestrator {
         Duration::from_millis(base.saturating_mul(1 << (attempt.saturating_sub(1)).min(16)))
     }
 
-    /// Answers `chat`'s oldest unanswered batch, if any: `Ok(true)` when nothing (more)
-    /// needs answering, `Ok(false)` after one turn, `Err` with the failed batch's end.
+    /// Answers `chat`'s oldest unanswered batch, if any.
     async fn answer_chat(
         &self,
         group: &Group,
         chat: &Jid,
         session: &mut Option<Session>,
-    ) -> Result<bool, (AgentError, i64)> {
+    ) -> ChatTurn {
         loop {
             let c = chat.clone();
             let page = self
@@ -319,11 +318,11 @@ impl Orchestrator {
                 Err(e) => {
                     // Retried when the next message or restart wakes the group.
                     tracing::error!(error = %e, "cannot read messages");
-                    return Ok(true);
+                    return ChatTurn::Settled;
                 }
             };
             match prompt::decide(group, &page) {
-                Decision::Wait { advance_to: None } => return Ok(true),
+                Decision::Wait { advance_to: None } => return ChatTurn::Settled,
                 Decision::Wait {
                     advance_to: Some(id),
                 } => {
@@ -339,25 +338,28 @@ impl Orchestrator {
                 } => {
                     let prompt = prompt::format_messages(&batch, self.config.timezone);
                     let span = tracing::info_span!("turn", group = %group.folder, %chat, through);
-                    async {
+                    let turn = async {
                         tracing::info!(messages = batch.len(), "starting a turn");
                         self.typing(chat, true).await;
                         let result = self.group_turn(group, session, &prompt).await;
                         self.typing(chat, false).await;
-                        let outcome = result.map_err(|e| (e, through))?;
+                        let outcome = result?;
                         self.commit_replies(chat, &outcome.messages, "reply", through)
                             .await;
                         tracing::info!(replies = outcome.messages.len(), "turn done");
-                        Ok::<_, (AgentError, i64)>(())
+                        Ok::<_, AgentError>(())
                     }
                     .instrument(span)
-                    .await?;
+                    .await;
+                    if let Err(error) = turn {
+                        return ChatTurn::Failed { error, through };
+                    }
                     self.attempts
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&group.folder);
                     // One turn per call: the queue runs due tasks before further messages.
-                    return Ok(false);
+                    return ChatTurn::Answered;
                 }
             }
         }
@@ -385,6 +387,16 @@ impl Orchestrator {
             }
         }
     }
+}
+
+/// What [`Orchestrator::answer_chat`] came to.
+enum ChatTurn {
+    /// Nothing (more) in the chat needs answering.
+    Settled,
+    /// One batch answered; the queue decides what runs next (due tasks first).
+    Answered,
+    /// The turn for the batch ending at message `through` failed.
+    Failed { error: AgentError, through: i64 },
 }
 
 /// The group a chat belongs to: by registered jid, or `<folder>@local` for the terminal.
@@ -432,9 +444,9 @@ impl GroupHandler for Orchestrator {
             };
             for chat in chats_of(&group) {
                 match self.answer_chat(&group, &chat, session).await {
-                    Ok(true) => {}
-                    Ok(false) => return AfterMessages::More,
-                    Err((e, through)) => {
+                    ChatTurn::Settled => {}
+                    ChatTurn::Answered => return AfterMessages::More,
+                    ChatTurn::Failed { error: e, through } => {
                         match e.failure() {
                             // Answered after the next start.
                             Failure::Shutdown => return AfterMessages::Done,
