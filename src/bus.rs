@@ -23,7 +23,7 @@ pub enum Topic {
 }
 
 impl Topic {
-    pub fn file_name(self) -> &'static str {
+    pub(crate) fn file_name(self) -> &'static str {
         match self {
             Topic::Tasks => "tasks",
             Topic::Groups => "groups",
@@ -32,7 +32,7 @@ impl Topic {
         }
     }
 
-    pub fn from_file_name(name: &str) -> Option<Topic> {
+    pub(crate) fn from_file_name(name: &str) -> Option<Topic> {
         match name {
             "tasks" => Some(Topic::Tasks),
             "groups" => Some(Topic::Groups),
@@ -45,7 +45,7 @@ impl Topic {
 
 /// Leaves a note that `topic` changed. Failure is logged, not fatal: the change itself
 /// is committed, and a daemon re-reads everything when it starts.
-pub fn notify(paths: &Paths, topic: Topic) {
+pub(crate) fn notify(paths: &Paths, topic: Topic) {
     if let Err(e) = write_note(paths, topic) {
         tracing::warn!(error = %e, topic = topic.file_name(), "could not notify a running daemon");
     }
@@ -61,7 +61,7 @@ fn write_note(paths: &Paths, topic: Topic) -> std::io::Result<()> {
 }
 
 /// The daemon's side: an inotify watch on `data/control/`. Dropping it stops watching.
-pub struct NoteWatcher {
+pub(crate) struct NoteWatcher {
     _watcher: notify::RecommendedWatcher,
 }
 
@@ -73,7 +73,7 @@ pub struct NoteWatcher {
 ///
 /// Start it before reading the state it guards: a note left between the read and
 /// the watch would otherwise be missed.
-pub fn watch(
+pub(crate) fn watch(
     paths: &Paths,
     topics: tokio::sync::broadcast::Sender<Topic>,
 ) -> anyhow::Result<NoteWatcher> {

@@ -32,10 +32,10 @@ pub enum ConfigError {
 
 /// A secret value: present, but never printed by `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -48,7 +48,7 @@ impl fmt::Debug for Secret {
 
 /// Where agent turns run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunnerKind {
+pub(crate) enum RunnerKind {
     /// `codex app-server` as a child of the daemon, codex's own sandbox as the boundary.
     Host,
     /// `codex app-server` inside a per-group container (podman or docker).
@@ -66,46 +66,47 @@ pub enum ContainerRuntime {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub discord_bot_token: Option<Secret>,
+    pub(crate) discord_bot_token: Option<Secret>,
     /// REST base of Discord's API (`https://discord.com/api`, or a proxy / fake).
-    pub discord_api_base: String,
-    pub auto_register_main_jid: Option<Jid>,
-    pub assistant_name: String,
-    pub main_group_folder: FolderName,
-    pub timezone: Tz,
-    pub max_concurrent_agents: usize,
-    pub agent_runner: RunnerKind,
-    pub container_runtime: ContainerRuntime,
-    pub container_image: String,
+    pub(crate) discord_api_base: String,
+    pub(crate) auto_register_main_jid: Option<Jid>,
+    pub(crate) assistant_name: String,
+    pub(crate) main_group_folder: FolderName,
+    pub(crate) timezone: Tz,
+    pub(crate) max_concurrent_agents: usize,
+    pub(crate) agent_runner: RunnerKind,
+    pub(crate) container_runtime: ContainerRuntime,
+    pub(crate) container_image: String,
     /// `--network` for agent containers; `None`: the runtime's default network.
-    pub container_network: Option<String>,
+    pub(crate) container_network: Option<String>,
     /// `--pids-limit`, `--memory`, `--cpus` of each agent container.
-    pub container_pids_limit: u64,
-    pub container_memory: String,
-    pub container_cpus: String,
+    pub(crate) container_pids_limit: u64,
+    pub(crate) container_memory: String,
+    pub(crate) container_cpus: String,
     /// A turn running longer is interrupted, then its agent (container) is stopped.
-    pub agent_turn_timeout_ms: u64,
-    pub codex_bin: PathBuf,
-    pub codex_auth_dir: PathBuf,
-    pub codex_config: Option<PathBuf>,
-    pub codex_model: Option<String>,
-    pub codex_reasoning_effort: Option<String>,
-    pub idle_timeout_ms: u64,
+    pub(crate) agent_turn_timeout_ms: u64,
+    pub(crate) codex_bin: PathBuf,
+    pub(crate) codex_auth_dir: PathBuf,
+    pub(crate) codex_config: Option<PathBuf>,
+    pub(crate) codex_model: Option<String>,
+    pub(crate) codex_reasoning_effort: Option<String>,
+    pub(crate) idle_timeout_ms: u64,
     /// First retry delay after a failed agent turn; doubles with each attempt.
-    pub agent_retry_base_ms: u64,
+    pub(crate) agent_retry_base_ms: u64,
     /// Retries before the chat is told the agent failed.
-    pub agent_max_retries: u32,
+    pub(crate) agent_max_retries: u32,
     /// How log lines look (`LOG_FORMAT`).
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// What one group's agent may make the host do through IPC.
-    pub ipc_limits: crate::ipc::Limits,
+    pub(crate) ipc_limits: crate::ipc::Limits,
     /// How long the growing tables keep their rows (`RETAIN_*_DAYS`).
-    pub retention: crate::store::retention::Retention,
+    pub(crate) retention: crate::store::retention::Retention,
 }
 
 /// Every variable the daemon reads, its default and what it is for; `.env.example`
 /// and the README table are checked against this list by a test.
-pub const VARIABLES: &[(&str, &str)] = &[
+#[cfg(test)]
+const VARIABLES: &[(&str, &str)] = &[
     (
         "DISCORD_BOT_TOKEN",
         "Discord bot token; without it the daemon runs with no Discord channel",
@@ -446,7 +447,7 @@ impl Config {
     }
 
     /// The default trigger of non-main groups: `@<ASSISTANT_NAME>`.
-    pub fn default_trigger(&self) -> String {
+    pub(crate) fn default_trigger(&self) -> String {
         format!("@{}", self.assistant_name)
     }
 }

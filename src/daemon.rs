@@ -70,7 +70,7 @@ impl InstanceLock {
 }
 
 /// Registers `AUTO_REGISTER_MAIN_JID` as the main group if no main group exists.
-pub fn auto_register_main(store: &mut Store, config: &Config) -> Result<()> {
+pub(crate) fn auto_register_main(store: &mut Store, config: &Config) -> Result<()> {
     let Some(jid) = config.auto_register_main_jid.clone() else {
         return Ok(());
     };
@@ -100,7 +100,7 @@ const SESSIONS_GRACE: Duration = Duration::from_millis(700);
 /// the next start).
 const FLUSH_GRACE: Duration = Duration::from_millis(250);
 /// How long the runtime waits for blocking work when the daemon is done.
-pub const RUNTIME_GRACE: Duration = Duration::from_millis(200);
+pub(crate) const RUNTIME_GRACE: Duration = Duration::from_millis(200);
 
 /// Hands due scheduled runs to the group queue.
 struct QueueSink(Arc<GroupQueue<Orchestrator>>);
@@ -158,7 +158,7 @@ impl IntakeCount {
 impl Daemon {
     /// Starts every part of the daemon on `store` with `channels`, running agents as
     /// the configuration says.
-    pub async fn start(
+    pub(crate) async fn start(
         paths: &Paths,
         config: Arc<Config>,
         store: Store,
@@ -295,7 +295,7 @@ impl Daemon {
     }
 
     /// What the daemon is doing, for `rust_claw status` (see [`crate::status`]).
-    pub fn live_view(
+    pub(crate) fn live_view(
         &self,
         max_agents: usize,
     ) -> impl Fn() -> crate::status::LiveStatus + Send + Sync + 'static {
@@ -377,7 +377,7 @@ impl Daemon {
     }
 }
 
-pub fn run(paths: &Paths, config: &Config) -> Result<()> {
+pub(crate) fn run(paths: &Paths, config: &Config) -> Result<()> {
     let _lock = InstanceLock::acquire(paths)?;
     let mut store = Store::open(&paths.database())
         .with_context(|| format!("cannot open the store {}", paths.database().display()))?;

@@ -50,7 +50,7 @@ struct Retries {
     told: bool,
 }
 
-pub struct Orchestrator {
+pub(crate) struct Orchestrator {
     config: Arc<Config>,
     store: SharedStore,
     agents: Agents,
@@ -68,11 +68,11 @@ pub struct Orchestrator {
 pub struct Stats {
     pub sessions_started: AtomicU64,
     pub sessions_closed: AtomicU64,
-    pub turns: AtomicU64,
+    pub(crate) turns: AtomicU64,
 }
 
 impl Orchestrator {
-    pub fn new(
+    pub(crate) fn new(
         config: Arc<Config>,
         store: SharedStore,
         agents: Agents,
@@ -92,13 +92,13 @@ impl Orchestrator {
         }
     }
 
-    pub fn stats(&self) -> &Stats {
+    pub(crate) fn stats(&self) -> &Stats {
         &self.stats
     }
 
     /// Stores a received message. Returns the group to wake, if the chat is registered
     /// and the message is new.
-    pub async fn ingest(&self, m: Inbound) -> Result<Option<FolderName>, StoreError> {
+    pub(crate) async fn ingest(&self, m: Inbound) -> Result<Option<FolderName>, StoreError> {
         self.store
             .call(move |s| {
                 s.write(|tx| {
@@ -130,7 +130,7 @@ impl Orchestrator {
     }
 
     /// Groups with messages past their cursor (to queue at start-up).
-    pub async fn groups_with_unanswered(&self) -> Result<Vec<FolderName>, StoreError> {
+    pub(crate) async fn groups_with_unanswered(&self) -> Result<Vec<FolderName>, StoreError> {
         self.store
             .call(|s| {
                 let conn = s.conn();
@@ -400,7 +400,10 @@ enum ChatTurn {
 }
 
 /// The group a chat belongs to: by registered jid, or `<folder>@local` for the terminal.
-pub fn group_for_chat(conn: &rusqlite::Connection, jid: &Jid) -> Result<Option<Group>, StoreError> {
+pub(crate) fn group_for_chat(
+    conn: &rusqlite::Connection,
+    jid: &Jid,
+) -> Result<Option<Group>, StoreError> {
     match jid {
         Jid::Local(name) => match FolderName::parse(name) {
             Ok(folder) => groups::get_by_folder(conn, &folder),

@@ -27,7 +27,7 @@ use crate::scheduler::DueRun;
 
 /// What a handler asks the queue to do after processing messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AfterMessages {
+pub(crate) enum AfterMessages {
     /// Done (or nothing to do).
     Done,
     /// One turn done; there may be more. The worker checks for scheduled runs (which
@@ -38,7 +38,7 @@ pub enum AfterMessages {
 }
 
 /// Does one group's work inside the worker the queue gives it.
-pub trait GroupHandler: Send + Sync + 'static {
+pub(crate) trait GroupHandler: Send + Sync + 'static {
     /// A live agent session; opened lazily by the handler, closed by [`close`](Self::close).
     type Session: Send + 'static;
 
@@ -89,17 +89,17 @@ struct State {
 
 /// One group's place in the queue, as `rust_claw status` shows it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct GroupActivity {
-    pub folder: FolderName,
+pub(crate) struct GroupActivity {
+    pub(crate) folder: FolderName,
     /// `working`, `idle` (a live session waiting for input) or `none`.
-    pub agent: String,
+    pub(crate) agent: String,
     /// Waiting for one of the MAX_CONCURRENT_AGENTS slots.
-    pub waiting_for_slot: bool,
-    pub pending_messages: bool,
-    pub pending_runs: usize,
+    pub(crate) waiting_for_slot: bool,
+    pub(crate) pending_messages: bool,
+    pub(crate) pending_runs: usize,
 }
 
-pub struct GroupQueue<H: GroupHandler> {
+pub(crate) struct GroupQueue<H: GroupHandler> {
     handler: Arc<H>,
     state: Mutex<State>,
     max_active: usize,
@@ -110,7 +110,7 @@ pub struct GroupQueue<H: GroupHandler> {
 }
 
 impl<H: GroupHandler> GroupQueue<H> {
-    pub fn new(handler: Arc<H>, max_active: usize, idle_timeout: Duration) -> Arc<Self> {
+    pub(crate) fn new(handler: Arc<H>, max_active: usize, idle_timeout: Duration) -> Arc<Self> {
         Arc::new(GroupQueue {
             handler,
             state: Mutex::new(State::default()),
@@ -126,12 +126,12 @@ impl<H: GroupHandler> GroupQueue<H> {
     }
 
     /// The group has unanswered messages in the store.
-    pub fn enqueue_messages(self: &Arc<Self>, folder: &FolderName) {
+    pub(crate) fn enqueue_messages(self: &Arc<Self>, folder: &FolderName) {
         self.enqueue(folder, |g| g.pending_messages = true);
     }
 
     /// A scheduled run is due for the group.
-    pub fn enqueue_run(self: &Arc<Self>, run: DueRun) {
+    pub(crate) fn enqueue_run(self: &Arc<Self>, run: DueRun) {
         let folder = run.task.group_folder.clone();
         self.enqueue(&folder, |g| g.pending_runs.push_back(run));
     }
@@ -281,7 +281,7 @@ impl<H: GroupHandler> GroupQueue<H> {
     }
 
     /// What every known group is doing right now (for `rust_claw status`).
-    pub fn activity(&self) -> Vec<GroupActivity> {
+    pub(crate) fn activity(&self) -> Vec<GroupActivity> {
         let st = self.lock();
         let mut out: Vec<GroupActivity> = st
             .groups
@@ -307,12 +307,15 @@ impl<H: GroupHandler> GroupQueue<H> {
     }
 
     /// How many workers hold a slot.
-    pub fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         self.lock().active
     }
 
+    /// Stops taking work, lets workers finish what they are doing for up to `grace`,
+    /// then aborts the rest (their sessions are dropped, which kills the agent process).
     /// Waits until no worker is running and nothing is waiting.
-    pub async fn wait_idle(&self) {
+    #[cfg(test)]
+    async fn wait_idle(&self) {
         loop {
             let done = self.worker_done.notified();
             {
@@ -325,9 +328,7 @@ impl<H: GroupHandler> GroupQueue<H> {
         }
     }
 
-    /// Stops taking work, lets workers finish what they are doing for up to `grace`,
-    /// then aborts the rest (their sessions are dropped, which kills the agent process).
-    pub async fn shutdown(&self, grace: Duration) {
+    pub(crate) async fn shutdown(&self, grace: Duration) {
         {
             let mut st = self.lock();
             st.shutting_down = true;

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::auth;
 use super::codex::{CodexClient, CodexEvent};
-pub use super::error::AgentError;
+pub(crate) use super::error::AgentError;
 use super::home::{self, HomeConfig, HomeError};
 use super::protocol::{ApprovalDecision, ThreadParams, UserInput};
 use super::rpc::{Notification, RpcError};
@@ -58,7 +58,7 @@ pub struct AgentSettings {
 }
 
 impl AgentSettings {
-    pub fn from_config(config: &Config) -> std::io::Result<AgentSettings> {
+    pub(crate) fn from_config(config: &Config) -> std::io::Result<AgentSettings> {
         Ok(AgentSettings {
             tools_exe: std::env::current_exe()?,
             auth_dir: config.codex_auth_dir.clone(),
@@ -388,14 +388,6 @@ impl Session {
         self.handle.thread_id()
     }
 
-    pub fn folder(&self) -> &FolderName {
-        &self.folder
-    }
-
-    pub fn mode(&self) -> ContextMode {
-        self.mode
-    }
-
     /// The OS pid of the agent process (host runner) or its container client.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(|c| c.id())
@@ -472,7 +464,7 @@ impl Session {
     }
 
     /// Kills the process at once (failed start, shutdown deadline).
-    pub async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         self.handle.client.close();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;

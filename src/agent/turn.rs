@@ -42,7 +42,7 @@ pub enum TurnEnd {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TurnOutcome {
-    pub turn_id: String,
+    pub(crate) turn_id: String,
     pub end: TurnEnd,
     /// The user-visible text of every non-empty agent message, in order.
     pub messages: Vec<String>,
@@ -59,12 +59,12 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    pub fn thread_id(&self) -> &str {
+    pub(crate) fn thread_id(&self) -> &str {
         &self.thread_id
     }
 
     /// The id of the running turn, if one is running.
-    pub fn active_turn(&self) -> Option<String> {
+    pub(crate) fn active_turn(&self) -> Option<String> {
         self.active
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -112,10 +112,6 @@ pub struct ActiveTurn<'a> {
 }
 
 impl ActiveTurn<'_> {
-    pub fn id(&self) -> &str {
-        &self.turn_id
-    }
-
     /// The next event of this turn; `None` once it has ended.
     pub async fn next_event(&mut self) -> Option<TurnEvent> {
         if self.outcome.is_some() {

@@ -15,13 +15,13 @@ use crate::model::FolderName;
 use crate::store::{groups, skills as skill_store};
 
 #[derive(Debug, Args)]
-pub struct SkillsArgs {
+pub(crate) struct SkillsArgs {
     #[command(subcommand)]
-    pub command: SkillsCommand,
+    pub(crate) command: SkillsCommand,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum SkillsCommand {
+pub(crate) enum SkillsCommand {
     /// List the skills available to a group and whether each is enabled.
     List {
         #[arg(long)]
@@ -52,7 +52,7 @@ struct SkillRow {
     source: &'static str,
 }
 
-pub fn run(ctx: &Context, a: SkillsArgs) -> Result<(), CliError> {
+pub(crate) fn run(ctx: &Context, a: SkillsArgs) -> Result<(), CliError> {
     match a.command {
         SkillsCommand::List { group, json } => list(ctx, &group, json),
         SkillsCommand::Enable { group, name } => set(ctx, &group, &name, true),

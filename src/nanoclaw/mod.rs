@@ -6,8 +6,8 @@
 //! left alone and reported as present. Groups and tasks go in through the same
 //! validation the CLI uses, in one transaction (rolled back under `--dry-run`).
 
-pub mod files;
-pub mod source;
+pub(crate) mod files;
+pub(crate) mod source;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -26,7 +26,7 @@ use source::{NcGroup, NcTask};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Taken as it was.
     Imported,
     /// Taken with a change (a jid, folder or file name translated); `detail` says which.
@@ -38,18 +38,18 @@ pub enum Outcome {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Item {
+pub(crate) struct Item {
     /// `group`, `task`, `file`, `allowlist`, `history`.
-    pub kind: &'static str,
-    pub source: String,
-    pub outcome: Outcome,
-    pub detail: String,
+    pub(crate) kind: &'static str,
+    pub(crate) source: String,
+    pub(crate) outcome: Outcome,
+    pub(crate) detail: String,
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct Report {
-    pub dry_run: bool,
-    pub items: Vec<Item>,
+pub(crate) struct Report {
+    pub(crate) dry_run: bool,
+    pub(crate) items: Vec<Item>,
 }
 
 impl Report {
@@ -69,18 +69,18 @@ impl Report {
     }
 }
 
-pub struct Options {
-    pub from: PathBuf,
+pub(crate) struct Options {
+    pub(crate) from: PathBuf,
     /// NanoClaw's sender allowlist (default `~/.config/nanoclaw/sender-allowlist.json`).
-    pub allowlist: Option<PathBuf>,
+    pub(crate) allowlist: Option<PathBuf>,
     /// Where ours goes (default `~/.config/rust-claw/sender-allowlist.json`).
-    pub allowlist_target: Option<PathBuf>,
-    pub dry_run: bool,
+    pub(crate) allowlist_target: Option<PathBuf>,
+    pub(crate) dry_run: bool,
 }
 
 /// NanoClaw's jid → ours: `dc:<channel id>` → `<channel id>@discord`; other platforms
 /// (WhatsApp `…@g.us`, Telegram `tg:…`) have no channel here.
-pub fn map_jid(jid: &str) -> Result<Jid, String> {
+pub(crate) fn map_jid(jid: &str) -> Result<Jid, String> {
     match jid.strip_prefix("dc:") {
         Some(id) => Jid::parse(&format!("{id}@discord")).map_err(|e| e.reason),
         None if jid.ends_with("@g.us") || jid.ends_with("@s.whatsapp.net") => {
@@ -93,7 +93,7 @@ pub fn map_jid(jid: &str) -> Result<Jid, String> {
     }
 }
 
-pub fn run(paths: &Paths, config: &Config, opts: &Options) -> anyhow::Result<Report> {
+pub(crate) fn run(paths: &Paths, config: &Config, opts: &Options) -> anyhow::Result<Report> {
     let install = source::read(&opts.from)?;
     let mut report = Report {
         dry_run: opts.dry_run,

@@ -18,7 +18,7 @@
 //! Exactly once, and what a crash does, are decided in [`runs`]; the rules for users
 //! are in `docs/scheduling.md`.
 
-pub mod clock;
+pub(crate) mod clock;
 pub mod runs;
 
 use std::sync::Arc;
@@ -49,7 +49,7 @@ pub trait TaskSink: Send + Sync + 'static {
 
 /// How many due tasks one claiming transaction takes; a larger backlog is claimed
 /// in several transactions back to back, so no write lock is held for long.
-pub const CLAIM_BATCH: usize = 500;
+pub(crate) const CLAIM_BATCH: usize = 500;
 
 /// The longest wait before retrying after a store error.
 const MAX_BACKOFF: StdDuration = StdDuration::from_secs(30);
@@ -58,17 +58,17 @@ const MAX_BACKOFF: StdDuration = StdDuration::from_secs(30);
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SchedulerStatus {
     /// Start-up recovery is done (runs left `running` by a dead daemon are marked).
-    pub started: bool,
+    pub(crate) started: bool,
     /// Runs found in flight at start-up and marked `interrupted`.
     pub interrupted_at_start: usize,
     /// Completed passes (claiming transactions).
     pub passes: u64,
     /// Runs handed to the sink since start.
-    pub handed_over: u64,
+    pub(crate) handed_over: u64,
     /// Occurrences skipped because the previous run was still in flight.
     pub skipped: u64,
     /// Store errors since start (each retried after a back-off).
-    pub errors: u64,
+    pub(crate) errors: u64,
     /// Between passes, sleeping.
     pub waiting: bool,
     /// What the sleep is until (`None`: no active task has a next run).
@@ -110,7 +110,7 @@ impl Scheduler {
 
     /// [`spawn`](Self::spawn), stopping between passes when `stop` fires (the daemon's
     /// shutdown) or when [`SchedulerHandle::shutdown`] is called.
-    pub fn spawn_until(self, stop: Shutdown) -> SchedulerHandle {
+    pub(crate) fn spawn_until(self, stop: Shutdown) -> SchedulerHandle {
         let (status_tx, status_rx) = watch::channel(SchedulerStatus::default());
         let task = tokio::spawn(self.run(status_tx, stop.clone()));
         SchedulerHandle {

@@ -11,14 +11,19 @@ use crate::model::Jid;
 pub struct Chat {
     pub jid: String,
     pub name: Option<String>,
-    pub channel: String,
+    pub(crate) channel: String,
     #[serde(serialize_with = "super::rfc3339::option::serialize")]
-    pub last_message_at: Option<DateTime<Utc>>,
+    pub(crate) last_message_at: Option<DateTime<Utc>>,
 }
 
 /// Records that a chat exists (and its latest name and activity), under the channel
 /// its jid belongs to.
-pub fn upsert(conn: &Connection, jid: &Jid, name: Option<&str>, at: DateTime<Utc>) -> Result<()> {
+pub(crate) fn upsert(
+    conn: &Connection,
+    jid: &Jid,
+    name: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<()> {
     conn.execute(
         "INSERT INTO chats (jid, name, channel, last_message_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(jid) DO UPDATE SET name = COALESCE(excluded.name, chats.name),

@@ -9,31 +9,31 @@ use crate::model::Jid;
 
 /// A message to store. `external_id` (the platform's id) de-duplicates redeliveries.
 #[derive(Debug, Clone)]
-pub struct NewMessage<'a> {
-    pub chat_jid: &'a Jid,
-    pub external_id: Option<&'a str>,
-    pub sender_id: &'a str,
-    pub sender_name: &'a str,
-    pub content: &'a str,
-    pub sent_at: DateTime<Utc>,
-    pub is_from_bot: bool,
-    pub mentions_bot: bool,
+pub(crate) struct NewMessage<'a> {
+    pub(crate) chat_jid: &'a Jid,
+    pub(crate) external_id: Option<&'a str>,
+    pub(crate) sender_id: &'a str,
+    pub(crate) sender_name: &'a str,
+    pub(crate) content: &'a str,
+    pub(crate) sent_at: DateTime<Utc>,
+    pub(crate) is_from_bot: bool,
+    pub(crate) mentions_bot: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Message {
-    pub id: i64,
-    pub chat_jid: Jid,
-    pub sender_id: String,
-    pub sender_name: String,
-    pub content: String,
-    pub sent_at: DateTime<Utc>,
-    pub is_from_bot: bool,
-    pub mentions_bot: bool,
+    pub(crate) id: i64,
+    pub(crate) chat_jid: Jid,
+    pub(crate) sender_id: String,
+    pub(crate) sender_name: String,
+    pub(crate) content: String,
+    pub(crate) sent_at: DateTime<Utc>,
+    pub(crate) is_from_bot: bool,
+    pub(crate) mentions_bot: bool,
 }
 
 /// Stores a message; returns its id, or `None` if this external id was already stored.
-pub fn insert(conn: &Connection, m: &NewMessage<'_>) -> Result<Option<i64>> {
+pub(crate) fn insert(conn: &Connection, m: &NewMessage<'_>) -> Result<Option<i64>> {
     let n = conn.execute(
         "INSERT INTO messages (chat_jid, external_id, sender_id, sender_name, content, sent_at, is_from_bot, mentions_bot)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -86,7 +86,7 @@ pub fn cursor(conn: &Connection, chat_jid: &Jid) -> Result<i64> {
 }
 
 /// Moves a chat's cursor forward (never backward).
-pub fn advance_cursor(
+pub(crate) fn advance_cursor(
     conn: &Connection,
     chat_jid: &Jid,
     to: i64,
@@ -103,7 +103,7 @@ pub fn advance_cursor(
 }
 
 /// The newest message id of a chat (0 if none).
-pub fn latest_id(conn: &Connection, chat_jid: &Jid) -> Result<i64> {
+pub(crate) fn latest_id(conn: &Connection, chat_jid: &Jid) -> Result<i64> {
     Ok(conn.query_row(
         "SELECT COALESCE(MAX(id), 0) FROM messages WHERE chat_jid = ?1",
         [chat_jid],

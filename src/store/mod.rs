@@ -17,14 +17,14 @@
 
 pub mod chats;
 pub mod groups;
-pub mod ipc_ledger;
+pub(crate) mod ipc_ledger;
 pub mod messages;
-pub mod outbox;
-pub mod overview;
+pub(crate) mod outbox;
+pub(crate) mod overview;
 pub mod retention;
-pub mod rfc3339;
+pub(crate) mod rfc3339;
 pub mod sessions;
-pub mod skills;
+pub(crate) mod skills;
 pub mod tasks;
 
 use std::path::{Path, PathBuf};
@@ -45,7 +45,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -87,7 +87,7 @@ impl From<rusqlite::Error> for StoreError {
 /// How long a connection waits for another one's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// An open database connection with the schema at [`SCHEMA_VERSION`].
 pub struct Store {
@@ -167,7 +167,7 @@ impl Store {
         &self.conn
     }
 
-    pub fn conn_mut(&mut self) -> &mut Connection {
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
     }
 
