@@ -235,6 +235,137 @@ fn invalid(var: &'static str, value: &str, reason: impl Into<String>) -> ConfigE
     }
 }
 
+// The variables that take more than one line to read, one function each, in the
+// order `Config::from_source` reads them.
+
+fn assistant_name(src: &Source) -> Result<String, ConfigError> {
+    let name = src
+        .get("ASSISTANT_NAME")
+        .unwrap_or_else(|| "Andy".to_owned());
+    if name.chars().any(char::is_whitespace) || name.chars().count() > 64 {
+        return Err(invalid(
+            "ASSISTANT_NAME",
+            &name,
+            "must be 1 to 64 characters without spaces (it becomes the @trigger)",
+        ));
+    }
+    Ok(name)
+}
+
+fn timezone(src: &Source) -> Result<Tz, ConfigError> {
+    match src.get("TIMEZONE") {
+        Some(v) => v.parse::<Tz>().map_err(|_| {
+            invalid(
+                "TIMEZONE",
+                &v,
+                "must be an IANA timezone name such as Asia/Seoul or UTC",
+            )
+        }),
+        None => Ok(system_timezone()),
+    }
+}
+
+/// `MIN_TASK_INTERVAL_MS`, `MAX_TASKS_PER_GROUP`, `IPC_QUARANTINE_MAX_*`.
+fn ipc_limits(src: &Source) -> Result<crate::ipc::Limits, ConfigError> {
+    Ok(crate::ipc::Limits {
+        min_task_interval_ms: parse_number(src, "MIN_TASK_INTERVAL_MS", 60_000, 1_000, 86_400_000)?,
+        max_tasks_per_group: parse_number(src, "MAX_TASKS_PER_GROUP", 200, 1, 100_000)? as usize,
+        quarantine: crate::ipc::QuarantineLimits {
+            max_files: parse_number(src, "IPC_QUARANTINE_MAX_FILES", 1_000, 1, 1_000_000)? as usize,
+            max_bytes: parse_number(
+                src,
+                "IPC_QUARANTINE_MAX_BYTES",
+                64 * 1024 * 1024,
+                1024 * 1024,
+                1 << 40,
+            )?,
+        },
+    })
+}
+
+/// `RETAIN_MESSAGES_DAYS` (messages, task runs) and `RETAIN_RECEIPTS_DAYS` (sent
+/// outbox rows, the IPC ledger).
+fn retention(src: &Source) -> Result<crate::store::retention::Retention, ConfigError> {
+    let day = std::time::Duration::from_secs(86_400);
+    let history = day * parse_number(src, "RETAIN_MESSAGES_DAYS", 90, 1, 36_500)? as u32;
+    let receipts = day * parse_number(src, "RETAIN_RECEIPTS_DAYS", 7, 1, 36_500)? as u32;
+    Ok(crate::store::retention::Retention {
+        messages: history,
+        task_runs: history,
+        outbox: receipts,
+        ipc_ledger: receipts,
+    })
+}
+
+fn container_runtime(src: &Source) -> Result<ContainerRuntime, ConfigError> {
+    match src.get("CONTAINER_RUNTIME").as_deref() {
+        None | Some("auto") => Ok(ContainerRuntime::Auto),
+        Some("podman") => Ok(ContainerRuntime::Podman),
+        Some("docker") => Ok(ContainerRuntime::Docker),
+        Some(v) => Err(invalid(
+            "CONTAINER_RUNTIME",
+            v,
+            "must be auto, podman or docker",
+        )),
+    }
+}
+
+fn container_memory(src: &Source) -> Result<String, ConfigError> {
+    let memory = src
+        .get("CONTAINER_MEMORY")
+        .unwrap_or_else(|| "2g".to_owned());
+    if !is_size(&memory) {
+        return Err(invalid(
+            "CONTAINER_MEMORY",
+            &memory,
+            "must be a number with an optional unit b, k, m or g (e.g. 2g)",
+        ));
+    }
+    Ok(memory)
+}
+
+fn container_cpus(src: &Source) -> Result<String, ConfigError> {
+    let cpus = src.get("CONTAINER_CPUS").unwrap_or_else(|| "2".to_owned());
+    if !cpus.parse::<f64>().is_ok_and(|c| c > 0.0 && c <= 1024.0) {
+        return Err(invalid(
+            "CONTAINER_CPUS",
+            &cpus,
+            "must be a positive number of CPUs (e.g. 1.5)",
+        ));
+    }
+    Ok(cpus)
+}
+
+fn container_network(src: &Source) -> Result<Option<String>, ConfigError> {
+    let network = src.get("CONTAINER_NETWORK");
+    if let Some(n) = &network
+        && !n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        return Err(invalid(
+            "CONTAINER_NETWORK",
+            n,
+            "must be none, host or a network name (letters, digits, _ . -)",
+        ));
+    }
+    Ok(network)
+}
+
+fn reasoning_effort(src: &Source) -> Result<Option<String>, ConfigError> {
+    let effort = src.get("CODEX_REASONING_EFFORT");
+    if let Some(v) = &effort
+        && !["minimal", "low", "medium", "high", "xhigh"].contains(&v.as_str())
+    {
+        return Err(invalid(
+            "CODEX_REASONING_EFFORT",
+            v,
+            "must be minimal, low, medium, high or xhigh",
+        ));
+    }
+    Ok(effort)
+}
+
 impl Config {
     /// Loads the configuration for `root` (environment first, then `root/.env`).
     pub fn load(root: &Path) -> Result<Config, ConfigError> {
@@ -266,118 +397,30 @@ impl Config {
                 Some(Jid::parse(&v).map_err(|e| invalid("AUTO_REGISTER_MAIN_JID", &v, e.reason))?)
             }
         };
-        let assistant_name = src
-            .get("ASSISTANT_NAME")
-            .unwrap_or_else(|| "Andy".to_owned());
-        if assistant_name.chars().any(char::is_whitespace) || assistant_name.chars().count() > 64 {
-            return Err(invalid(
-                "ASSISTANT_NAME",
-                &assistant_name,
-                "must be 1 to 64 characters without spaces (it becomes the @trigger)",
-            ));
-        }
+        let assistant_name = assistant_name(src)?;
         let main_group_folder = {
             let v = src
                 .get("MAIN_GROUP_FOLDER")
                 .unwrap_or_else(|| "main".to_owned());
             FolderName::parse(&v).map_err(|e| invalid("MAIN_GROUP_FOLDER", &v, e.reason))?
         };
-        let timezone = match src.get("TIMEZONE") {
-            Some(v) => v.parse::<Tz>().map_err(|_| {
-                invalid(
-                    "TIMEZONE",
-                    &v,
-                    "must be an IANA timezone name such as Asia/Seoul or UTC",
-                )
-            })?,
-            None => system_timezone(),
-        };
+        let timezone = timezone(src)?;
         let max_concurrent_agents = parse_number(src, "MAX_CONCURRENT_AGENTS", 5, 1, 64)? as usize;
         let idle_timeout_ms = parse_number(src, "IDLE_TIMEOUT_MS", 300_000, 1_000, 86_400_000)?;
         let agent_retry_base_ms = parse_number(src, "AGENT_RETRY_BASE_MS", 5_000, 1, 600_000)?;
         let agent_max_retries = parse_number(src, "AGENT_MAX_RETRIES", 5, 0, 20)? as u32;
-        let ipc_limits = crate::ipc::Limits {
-            min_task_interval_ms: parse_number(
-                src,
-                "MIN_TASK_INTERVAL_MS",
-                60_000,
-                1_000,
-                86_400_000,
-            )?,
-            max_tasks_per_group: parse_number(src, "MAX_TASKS_PER_GROUP", 200, 1, 100_000)?
-                as usize,
-            quarantine: crate::ipc::QuarantineLimits {
-                max_files: parse_number(src, "IPC_QUARANTINE_MAX_FILES", 1_000, 1, 1_000_000)?
-                    as usize,
-                max_bytes: parse_number(
-                    src,
-                    "IPC_QUARANTINE_MAX_BYTES",
-                    64 * 1024 * 1024,
-                    1024 * 1024,
-                    1 << 40,
-                )?,
-            },
-        };
-        let day = std::time::Duration::from_secs(86_400);
-        let history = day * parse_number(src, "RETAIN_MESSAGES_DAYS", 90, 1, 36_500)? as u32;
-        let receipts = day * parse_number(src, "RETAIN_RECEIPTS_DAYS", 7, 1, 36_500)? as u32;
-        let retention = crate::store::retention::Retention {
-            messages: history,
-            task_runs: history,
-            outbox: receipts,
-            ipc_ledger: receipts,
-        };
+        let ipc_limits = ipc_limits(src)?;
+        let retention = retention(src)?;
         let agent_runner = match src.get("AGENT_RUNNER").as_deref() {
             None | Some("container") => RunnerKind::Container,
             Some("host") => RunnerKind::Host,
             Some(v) => return Err(invalid("AGENT_RUNNER", v, "must be container or host")),
         };
-        let container_runtime = match src.get("CONTAINER_RUNTIME").as_deref() {
-            None | Some("auto") => ContainerRuntime::Auto,
-            Some("podman") => ContainerRuntime::Podman,
-            Some("docker") => ContainerRuntime::Docker,
-            Some(v) => {
-                return Err(invalid(
-                    "CONTAINER_RUNTIME",
-                    v,
-                    "must be auto, podman or docker",
-                ));
-            }
-        };
+        let container_runtime = container_runtime(src)?;
         let container_pids_limit = parse_number(src, "CONTAINER_PIDS_LIMIT", 512, 16, 65_536)?;
-        let container_memory = src
-            .get("CONTAINER_MEMORY")
-            .unwrap_or_else(|| "2g".to_owned());
-        if !is_size(&container_memory) {
-            return Err(invalid(
-                "CONTAINER_MEMORY",
-                &container_memory,
-                "must be a number with an optional unit b, k, m or g (e.g. 2g)",
-            ));
-        }
-        let container_cpus = src.get("CONTAINER_CPUS").unwrap_or_else(|| "2".to_owned());
-        if !container_cpus
-            .parse::<f64>()
-            .is_ok_and(|c| c > 0.0 && c <= 1024.0)
-        {
-            return Err(invalid(
-                "CONTAINER_CPUS",
-                &container_cpus,
-                "must be a positive number of CPUs (e.g. 1.5)",
-            ));
-        }
-        let container_network = src.get("CONTAINER_NETWORK");
-        if let Some(n) = &container_network
-            && !n
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        {
-            return Err(invalid(
-                "CONTAINER_NETWORK",
-                n,
-                "must be none, host or a network name (letters, digits, _ . -)",
-            ));
-        }
+        let container_memory = container_memory(src)?;
+        let container_cpus = container_cpus(src)?;
+        let container_network = container_network(src)?;
         let agent_turn_timeout_ms = parse_number(
             src,
             "AGENT_TURN_TIMEOUT_MS",
@@ -388,16 +431,7 @@ impl Config {
         let home = std::env::var_os("HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/root"));
-        let codex_effort = src.get("CODEX_REASONING_EFFORT");
-        if let Some(v) = &codex_effort
-            && !["minimal", "low", "medium", "high", "xhigh"].contains(&v.as_str())
-        {
-            return Err(invalid(
-                "CODEX_REASONING_EFFORT",
-                v,
-                "must be minimal, low, medium, high or xhigh",
-            ));
-        }
+        let codex_effort = reasoning_effort(src)?;
         let log_format = match src.get("LOG_FORMAT") {
             None => LogFormat::Text,
             Some(v) => LogFormat::parse(&v)
