@@ -130,6 +130,57 @@ pub struct Daemon {
     runner: Arc<dyn Runner>,
 }
 
+/// The outbox is sent when anything queues a reply (directly or through the bus).
+async fn wake_delivery_on_outbox(mut topics: broadcast::Receiver<Topic>, delivery: Arc<Delivery>) {
+    loop {
+        match topics.recv().await {
+            Ok(Topic::Outbox) | Err(broadcast::error::RecvError::Lagged(_)) => delivery.wake(),
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// The intake: every message a channel receives is stored, then its group is woken.
+/// Returns the channels' sender and the count of messages taken in.
+fn spawn_intake(
+    background: &mut JoinSet<()>,
+    orchestrator: Arc<Orchestrator>,
+    queue: Arc<GroupQueue<Orchestrator>>,
+) -> (mpsc::Sender<Inbound>, Arc<IntakeCount>) {
+    let (tx, mut rx) = mpsc::channel::<Inbound>(1024);
+    let ingested = Arc::new(IntakeCount::default());
+    let counter = ingested.clone();
+    background.spawn(async move {
+        while let Some(m) = rx.recv().await {
+            match orchestrator.ingest(m).await {
+                Ok(Some(folder)) => queue.enqueue_messages(&folder),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "cannot store an incoming message"),
+            }
+            counter.add_one();
+        }
+    });
+    (tx, ingested)
+}
+
+/// Connects every channel to the intake and lets delivery send through it.
+async fn connect_channels(
+    channels: &[Arc<dyn Channel>],
+    intake: mpsc::Sender<Inbound>,
+    delivery: &Delivery,
+) -> Result<()> {
+    for channel in channels {
+        channel
+            .connect(intake.clone())
+            .await
+            .with_context(|| format!("cannot connect the {} channel", channel.name()))?;
+        delivery.add_channel(channel.clone());
+        tracing::info!(channel = channel.name(), "channel connected");
+    }
+    Ok(())
+}
+
 /// How many messages the intake has taken in from channels (stored, or found to
 /// belong to no group), with a wake-up for those waiting on the count.
 #[derive(Default)]
@@ -220,44 +271,11 @@ impl Daemon {
         .spawn_until(stop.clone());
         let ipc = IpcService::start(paths.clone(), store.clone(), &config, bus.clone()).await?;
 
-        // The outbox: sent when anything queues a reply (directly or through the bus).
-        let mut topics = bus.subscribe();
-        let d = delivery.clone();
-        background.spawn(async move {
-            loop {
-                match topics.recv().await {
-                    Ok(Topic::Outbox) | Err(broadcast::error::RecvError::Lagged(_)) => d.wake(),
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
+        background.spawn(wake_delivery_on_outbox(bus.subscribe(), delivery.clone()));
         let delivery_task = tokio::spawn(delivery.clone().run(stop.clone()));
 
-        // Intake: every received message is stored, then its group is woken.
-        let (tx, mut rx) = mpsc::channel::<Inbound>(1024);
-        let (o, q) = (orchestrator.clone(), queue.clone());
-        let ingested = Arc::new(IntakeCount::default());
-        let counter = ingested.clone();
-        background.spawn(async move {
-            while let Some(m) = rx.recv().await {
-                match o.ingest(m).await {
-                    Ok(Some(folder)) => q.enqueue_messages(&folder),
-                    Ok(None) => {}
-                    Err(e) => tracing::error!(error = %e, "cannot store an incoming message"),
-                }
-                counter.add_one();
-            }
-        });
-        for channel in &channels {
-            channel
-                .connect(tx.clone())
-                .await
-                .with_context(|| format!("cannot connect the {} channel", channel.name()))?;
-            delivery.add_channel(channel.clone());
-            tracing::info!(channel = channel.name(), "channel connected");
-        }
-        drop(tx);
+        let (tx, ingested) = spawn_intake(&mut background, orchestrator.clone(), queue.clone());
+        connect_channels(&channels, tx, &delivery).await?;
 
         background.spawn(crate::pruner::run(
             store.clone(),
