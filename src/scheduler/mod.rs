@@ -130,27 +130,8 @@ impl Scheduler {
         let mut wake = Some(wake);
         let mut backoff = Backoff::default();
 
-        // Start-up recovery, retried until the store answers.
-        loop {
-            let now = clock.now();
-            match store.call(move |s| runs::recover_interrupted(s, now)).await {
-                Ok(interrupted) => {
-                    for i in &interrupted {
-                        tracing::warn!(run = i.run_id, task = %i.task_id, status = ?i.task_status,
-                            "run was in flight when the daemon stopped: marked interrupted, not re-run");
-                    }
-                    status.send_modify(|s| {
-                        s.started = true;
-                        s.interrupted_at_start = interrupted.len();
-                    });
-                    break;
-                }
-                Err(e) => {
-                    if !retry_after_error(&e, &*clock, &mut backoff, &status, &stop).await {
-                        return;
-                    }
-                }
-            }
+        if !recover_at_start(&store, &*clock, &mut backoff, &status, &stop).await {
+            return;
         }
 
         loop {
@@ -170,21 +151,8 @@ impl Scheduler {
                     continue;
                 }
             };
-            // Counted on the blocking run (`task-runs` shows it), not a line each.
-            if !pass.skipped.is_empty() {
-                tracing::debug!(
-                    skipped = pass.skipped.len(),
-                    "occurrences skipped: their task's previous run is still in flight"
-                );
-            }
-            let handed = pass.runs.len() as u64;
-            for run in pass.runs {
-                let late_ms = (run.started_at - run.due_at).num_milliseconds();
-                tracing::info!(task = %run.task.id, run = run.run_id, group = %run.task.group_folder,
-                    due = %run.due_at, late_ms, "task due: handing the run to the queue");
-                sink.submit(run);
-            }
-            let skipped = pass.skipped.len() as u64;
+            let (handed, skipped) = (pass.runs.len() as u64, pass.skipped.len() as u64);
+            hand_over(&*sink, pass.runs, pass.skipped.len());
             if pass.more {
                 status.send_modify(|s| {
                     s.passes += 1;
@@ -212,6 +180,55 @@ impl Scheduler {
                 return;
             }
         }
+    }
+}
+
+/// Start-up recovery ([`runs::recover_interrupted`]), retried until the store
+/// answers; false when asked to stop first.
+async fn recover_at_start(
+    store: &SharedStore,
+    clock: &dyn Clock,
+    backoff: &mut Backoff,
+    status: &watch::Sender<SchedulerStatus>,
+    stop: &Shutdown,
+) -> bool {
+    loop {
+        let now = clock.now();
+        match store.call(move |s| runs::recover_interrupted(s, now)).await {
+            Ok(interrupted) => {
+                for i in &interrupted {
+                    tracing::warn!(run = i.run_id, task = %i.task_id, status = ?i.task_status,
+                        "run was in flight when the daemon stopped: marked interrupted, not re-run");
+                }
+                status.send_modify(|s| {
+                    s.started = true;
+                    s.interrupted_at_start = interrupted.len();
+                });
+                return true;
+            }
+            Err(e) => {
+                if !retry_after_error(&e, clock, backoff, status, stop).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Gives a pass's claimed runs to the sink, in due order.
+fn hand_over(sink: &dyn TaskSink, runs: Vec<DueRun>, skipped: usize) {
+    // Counted on the blocking run (`task-runs` shows it), not a line each.
+    if skipped > 0 {
+        tracing::debug!(
+            skipped,
+            "occurrences skipped: their task's previous run is still in flight"
+        );
+    }
+    for run in runs {
+        let late_ms = (run.started_at - run.due_at).num_milliseconds();
+        tracing::info!(task = %run.task.id, run = run.run_id, group = %run.task.group_folder,
+            due = %run.due_at, late_ms, "task due: handing the run to the queue");
+        sink.submit(run);
     }
 }
 
