@@ -37,6 +37,14 @@ pub(crate) enum AfterMessages {
     RetryAfter(Duration),
 }
 
+/// A worker's next step ([`GroupQueue::next_step`]).
+enum Next {
+    Run(Box<DueRun>),
+    Messages,
+    Idle,
+    Exit,
+}
+
 /// Does one group's work inside the worker the queue gives it.
 pub(crate) trait GroupHandler: Send + Sync + 'static {
     /// A live agent session; opened lazily by the handler, closed by [`close`](Self::close).
@@ -186,32 +194,7 @@ impl<H: GroupHandler> GroupQueue<H> {
     async fn worker(self: Arc<Self>, folder: FolderName, wake: Arc<Notify>) {
         let mut session: Option<H::Session> = None;
         loop {
-            enum Next {
-                Run(Box<DueRun>),
-                Messages,
-                Idle,
-                Exit,
-            }
-            let next = {
-                let mut st = self.lock();
-                let shutting_down = st.shutting_down;
-                let others_waiting = !st.waiting.is_empty();
-                let g = st.groups.get_mut(&folder).expect("worker's group exists");
-                if shutting_down {
-                    Next::Exit
-                } else if let Some(run) = g.pending_runs.pop_front() {
-                    Next::Run(Box::new(run))
-                } else if g.pending_messages {
-                    g.pending_messages = false;
-                    Next::Messages
-                } else if session.is_none() || g.close_requested || others_waiting {
-                    Next::Exit
-                } else {
-                    g.idle = true;
-                    Next::Idle
-                }
-            };
-            match next {
+            match self.next_step(&folder, session.is_some()) {
                 Next::Run(run) => self.handler.task(*run, &mut session).await,
                 Next::Messages => match self.handler.messages(&folder, &mut session).await {
                     AfterMessages::Done => {}
@@ -248,10 +231,38 @@ impl<H: GroupHandler> GroupQueue<H> {
         if let Some(s) = session.take() {
             self.handler.close(&folder, s).await;
         }
+        self.release_slot(&folder);
+    }
+
+    /// What `folder`'s worker does next: due runs before messages; with nothing to
+    /// do it waits idle (keeping its session) unless it should give its slot up.
+    fn next_step(&self, folder: &FolderName, has_session: bool) -> Next {
+        let mut st = self.lock();
+        let shutting_down = st.shutting_down;
+        let others_waiting = !st.waiting.is_empty();
+        let g = st.groups.get_mut(folder).expect("worker's group exists");
+        if shutting_down {
+            Next::Exit
+        } else if let Some(run) = g.pending_runs.pop_front() {
+            Next::Run(Box::new(run))
+        } else if g.pending_messages {
+            g.pending_messages = false;
+            Next::Messages
+        } else if !has_session || g.close_requested || others_waiting {
+            Next::Exit
+        } else {
+            g.idle = true;
+            Next::Idle
+        }
+    }
+
+    /// A worker ended: frees its slot, queues the group again if work arrived while
+    /// it was closing, and starts whoever waits.
+    fn release_slot(self: &Arc<Self>, folder: &FolderName) {
         let mut st = self.lock();
         st.active -= 1;
         let shutting_down = st.shutting_down;
-        let g = st.groups.get_mut(&folder).expect("worker's group exists");
+        let g = st.groups.get_mut(folder).expect("worker's group exists");
         g.running = false;
         g.idle = false;
         g.close_requested = false;
