@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use super::codex::{CodexClient, CodexEvent};
 use super::error::{AgentError, CodexErrorInfo};
-use super::protocol::{TurnStatus, UserInput};
+use super::protocol::{TurnError, TurnStatus, UserInput};
 use super::session::Session;
 use super::text::strip_internal;
 
@@ -99,6 +99,40 @@ impl SessionHandle {
     }
 }
 
+/// How a completed turn ended: a failed one becomes [`AgentError::TurnFailed`] with
+/// codex's message, or that of the last non-retried `error` notification (`earlier`),
+/// which may also be the only one carrying the failure's classification.
+fn how_it_ended(
+    status: TurnStatus,
+    error: Option<TurnError>,
+    earlier: Option<(String, Option<CodexErrorInfo>)>,
+) -> Result<TurnEnd, AgentError> {
+    match status {
+        TurnStatus::Completed => Ok(TurnEnd::Completed),
+        TurnStatus::Interrupted => Ok(TurnEnd::Interrupted),
+        TurnStatus::Failed | TurnStatus::InProgress => {
+            let (message, info) = error
+                .map(|e| {
+                    let info = CodexErrorInfo::from_json(e.codex_error_info.as_ref());
+                    let message = match e.additional_details {
+                        Some(d) if !d.is_empty() => format!("{} ({d})", e.message),
+                        _ => e.message,
+                    };
+                    (message, info)
+                })
+                .or(earlier.clone())
+                .unwrap_or_else(|| {
+                    (
+                        "codex reported a failed turn without a message".into(),
+                        None,
+                    )
+                });
+            let info = info.or(earlier.and_then(|(_, info)| info));
+            Err(AgentError::TurnFailed { message, info })
+        }
+    }
+}
+
 /// A turn in progress. Drive it to its end with [`ActiveTurn::next_event`] until
 /// `None`, then [`ActiveTurn::finish`] (or call `finish` directly to skip events).
 pub struct ActiveTurn<'a> {
@@ -169,35 +203,7 @@ impl ActiveTurn<'_> {
                 CodexEvent::TurnStarted { .. } => {}
                 CodexEvent::TurnCompleted { turn } => {
                     self.session.handle.set_active(None);
-                    let end = match turn.status {
-                        TurnStatus::Completed => Ok(TurnEnd::Completed),
-                        TurnStatus::Interrupted => Ok(TurnEnd::Interrupted),
-                        TurnStatus::Failed | TurnStatus::InProgress => {
-                            let earlier = self.last_error.take();
-
-                            let (message, info) = turn
-                                .error
-                                .map(|e| {
-                                    let info =
-                                        CodexErrorInfo::from_json(e.codex_error_info.as_ref());
-                                    let message = match e.additional_details {
-                                        Some(d) if !d.is_empty() => format!("{} ({d})", e.message),
-                                        _ => e.message,
-                                    };
-                                    (message, info)
-                                })
-                                .or(earlier.clone())
-                                .unwrap_or_else(|| {
-                                    (
-                                        "codex reported a failed turn without a message".into(),
-                                        None,
-                                    )
-                                });
-                            // The `error` notification may have carried the classification.
-                            let info = info.or(earlier.and_then(|(_, info)| info));
-                            Err(AgentError::TurnFailed { message, info })
-                        }
-                    };
+                    let end = how_it_ended(turn.status, turn.error, self.last_error.take());
                     self.outcome = Some(end.map(|end| TurnOutcome {
                         turn_id: turn.id,
                         end,
