@@ -4,7 +4,6 @@
 //! the daemon runs and useful while it is down. Secrets are looked at, never printed.
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -95,7 +94,7 @@ pub(crate) fn run_all(paths: &Paths, config: &Result<Config, ConfigError>) -> Ve
         RunnerKind::Host => checks.push(check_host_codex(config)),
     }
     checks.push(check_login(config));
-    checks.extend(check_discord(paths, config));
+    checks.extend(check_discord(config));
     checks.push(check_disk(paths));
     checks.push(check_daemon(paths));
     checks
@@ -452,24 +451,7 @@ fn base64url(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// `DISCORD_API_BASE` from the environment or `.env` (default Discord's own).
-fn discord_api_base(paths_env: &Path) -> String {
-    std::env::var("DISCORD_API_BASE")
-        .ok()
-        .or_else(|| {
-            dotenvy::from_path_iter(paths_env)
-                .ok()?
-                .flatten()
-                .find(|(k, _)| k == "DISCORD_API_BASE")
-                .map(|(_, v)| v)
-        })
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| "https://discord.com/api".to_owned())
-        .trim_end_matches('/')
-        .to_owned()
-}
-
-fn check_discord(paths: &Paths, c: &Config) -> Vec<Check> {
+fn check_discord(c: &Config) -> Vec<Check> {
     let Some(token) = &c.discord_bot_token else {
         return vec![warn(
             "discord",
@@ -477,8 +459,8 @@ fn check_discord(paths: &Paths, c: &Config) -> Vec<Check> {
             "set DISCORD_BOT_TOKEN in .env (Discord Developer Portal → your app → Bot → Reset Token)",
         )];
     };
-    let base = discord_api_base(&paths.env_file());
-    match probe_discord(&base, token.expose()) {
+    let base = c.discord_api_base.as_str();
+    match probe_discord(base, token.expose()) {
         Err(ProbeError::Unreachable(e)) => vec![warn(
             "discord",
             format!("cannot reach {base}: {e}"),

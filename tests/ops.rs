@@ -571,9 +571,28 @@ fn the_service_unit_is_complete_and_passes_systemd_analyze_verify() {
     );
     assert!(user.contains("WantedBy=default.target"), "{user}");
 
+    // With agents in podman containers: rootful (its state writable) and rootless.
+    let container_unit = |user: bool| {
+        let mut c = root.command();
+        c.env("AGENT_RUNNER", "container")
+            .env("CONTAINER_RUNTIME", "podman")
+            .args(["service", "install", "--dry-run"]);
+        if user {
+            c.arg("--user");
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let (podman, podman_user) = (container_unit(false), container_unit(true));
+    assert!(podman.contains("-/run/runc"), "{podman}");
+    assert!(!podman_user.contains("ProtectSystem"), "{podman_user}");
+
     for (name, text_) in [
         ("rust-claw.service", &unit),
         ("rust-claw-user.service", &user),
+        ("rust-claw-podman.service", &podman),
+        ("rust-claw-podman-user.service", &podman_user),
     ] {
         let path = root.path().join(name);
         std::fs::write(&path, text_).unwrap();

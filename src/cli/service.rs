@@ -4,8 +4,10 @@
 //! READY=1 once it serves and pings the watchdog while its runtime and store answer
 //! (see [`crate::sd_notify`]). The sandbox is what both runners survive: codex's own
 //! bubblewrap sandbox needs user namespaces and an unmasked `/proc` (so no
-//! `ProtectKernelTunables`, `ProtectProc` or `RestrictNamespaces`), and podman needs
-//! its storage and run directories writable.
+//! `ProtectKernelTunables`, `ProtectProc` or `RestrictNamespaces`), rootful podman needs
+//! its storage, run and OCI-runtime state directories writable, and rootless podman (a
+//! `--user` unit with containers) gets no systemd sandbox at all: in a user unit those
+//! options imply `PrivateUsers=`/`NoNewPrivileges=`, which break `newuidmap`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,6 +52,22 @@ pub(crate) struct InstallArgs {
     pub(crate) dry_run: bool,
 }
 
+/// What rootful podman writes besides the root (`-`: absent is fine): its image and
+/// container storage, its run root and lock/exit/socket directories, the OCI runtime's
+/// state (`runc` and `crun` keep it in `/run/<name>`), network namespaces and the
+/// network backend's state (netavark: under `/run/containers`; CNI's IPAM: `/var/lib/cni`).
+/// Its image copy directory `/var/tmp` is the unit's private one (`PrivateTmp=yes`).
+/// Everything else stays read-only (`ProtectSystem=strict`).
+const ROOTFUL_PODMAN_PATHS: &[&str] = &[
+    "-/var/lib/containers",
+    "-/run/containers",
+    "-/run/libpod",
+    "-/run/runc",
+    "-/run/crun",
+    "-/run/netns",
+    "-/var/lib/cni",
+];
+
 /// What the unit is generated from.
 pub(crate) struct UnitSpec<'a> {
     pub(crate) exe: &'a Path,
@@ -75,38 +93,17 @@ pub(crate) fn unit_text(spec: &UnitSpec<'_>) -> String {
         _ => {}
     }
     // Writable: the root, the owner's codex login (refreshed tokens are written back)
-    // and, for containers, the runtime's storage and state.
+    // and, for podman, its storage and state (docker's live in dockerd, not here).
     let mut writable = vec![spec.root.display().to_string()];
     let auth = &spec.config.codex_auth_dir;
     if !auth.starts_with(spec.root) {
         // `-`: a missing directory is not an error (you may log in later).
         writable.push(format!("-{}", auth.display()));
     }
-    if container {
-        if spec.user {
-            writable.extend(
-                [
-                    "-%h/.local/share/containers",
-                    "-%t/containers",
-                    "-%t/libpod",
-                ]
-                .map(String::from),
-            );
-        } else {
-            writable.extend(
-                [
-                    "-/var/lib/containers",
-                    "-/run/containers",
-                    "-/run/libpod",
-                    "-/var/tmp",
-                    "-/run/netns",
-                ]
-                .map(String::from),
-            );
-        }
+    let podman = container && spec.runtime != Some("docker");
+    if podman {
+        writable.extend(ROOTFUL_PODMAN_PATHS.iter().map(|p| p.to_string()));
     }
-    // Rootless podman maps users with the setuid newuidmap: no NoNewPrivileges there.
-    let nnp = !(container && spec.user);
     let mut u = String::new();
     let mut line = |s: &str| {
         u.push_str(s);
@@ -143,26 +140,36 @@ pub(crate) fn unit_text(spec: &UnitSpec<'_>) -> String {
     line("# SIGTERM to the daemon only: it ends its agents itself, then the rest is killed.");
     line("KillMode=mixed");
     line("UMask=0077");
-    line(&format!(
-        "NoNewPrivileges={}",
-        if nnp { "yes" } else { "no" }
-    ));
-    line("ProtectSystem=strict");
-    line(&format!(
-        "ReadWritePaths={}",
-        writable
-            .iter()
-            .map(|w| quote(w))
-            .collect::<Vec<_>>()
-            .join(" ")
-    ));
-    line("PrivateTmp=yes");
-    line("ProtectKernelModules=yes");
-    line("RestrictRealtime=yes");
-    line("LockPersonality=yes");
-    if !container {
-        line("ProtectHome=read-only");
-        line("RestrictSUIDSGID=yes");
+    if container && spec.user {
+        // Rootless podman maps its containers' users with the setuid newuidmap and the
+        // owner's subordinate ids. In a user unit every file-system sandboxing option
+        // turns on PrivateUsers= (a namespace where only the owner's own id exists, so
+        // newuidmap cannot map the subordinate ids) and every seccomp-based one turns on
+        // NoNewPrivileges= (so newuidmap is not setuid): neither may be set here. The
+        // containers are the sandbox.
+        line(
+            "# Rootless podman: no systemd sandbox (it would break newuidmap; see docs/operations.md).",
+        );
+        line("NoNewPrivileges=no");
+    } else {
+        line("NoNewPrivileges=yes");
+        line("ProtectSystem=strict");
+        line(&format!(
+            "ReadWritePaths={}",
+            writable
+                .iter()
+                .map(|w| quote(w))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+        line("PrivateTmp=yes");
+        line("ProtectKernelModules=yes");
+        line("RestrictRealtime=yes");
+        line("LockPersonality=yes");
+        if !container {
+            line("ProtectHome=read-only");
+            line("RestrictSUIDSGID=yes");
+        }
     }
     line("");
     line("[Install]");
@@ -387,15 +394,38 @@ mod tests {
             system.contains("After=network-online.target podman.socket"),
             "{system}"
         );
-        assert!(system.contains("-/var/lib/containers"), "{system}");
+        // Rootful podman: storage, run root, the OCI runtime's state, network state.
+        for path in ROOTFUL_PODMAN_PATHS {
+            assert!(system.contains(&format!(" {path}")), "{path}: {system}");
+        }
+        for want in ["-/run/runc", "-/run/crun", "ProtectSystem=strict"] {
+            assert!(system.contains(want), "{want}: {system}");
+        }
         assert!(system.contains("NoNewPrivileges=yes"), "{system}");
+        // Rootless podman: nothing that implies PrivateUsers= or NoNewPrivileges= in a
+        // user unit (newuidmap needs the subordinate ids and its setuid bit).
         let user = unit_text(&spec(true, Some("podman")));
         assert!(user.contains("NoNewPrivileges=no"), "{user}");
         assert!(user.contains("WantedBy=default.target"), "{user}");
+        for banned in [
+            "ProtectSystem",
+            "ReadWritePaths",
+            "PrivateTmp",
+            "ProtectHome",
+            "ProtectKernelModules",
+            "RestrictRealtime",
+            "LockPersonality",
+            "RestrictSUIDSGID",
+        ] {
+            assert!(!user.contains(&format!("{banned}=")), "{banned}: {user}");
+        }
+        // docker: dockerd does the work; none of podman's directories are opened up.
         let docker = unit_text(&spec(false, Some("docker")));
         assert!(
             docker.contains("Wants=network-online.target docker.service"),
             "{docker}"
         );
+        assert!(!docker.contains("/var/lib/containers"), "{docker}");
+        assert!(docker.contains("ProtectSystem=strict"), "{docker}");
     }
 }

@@ -2,7 +2,8 @@
 //! A fake Discord on 127.0.0.1 for the real serenity client: REST (axum) and the
 //! gateway (websocket, tokio-tungstenite), each on its own port.
 //!
-//! REST answers what RustClaw uses — `/gateway`, `/users/@me`, typing, message
+//! REST answers what RustClaw uses — `/gateway`, `/users/@me`, `/applications/@me`
+//! (the intent `doctor` checks), typing, message
 //! creates (recorded; a repeated nonce with `enforce_nonce` returns the first message,
 //! as Discord does) — and serves attachment bytes. It can be told to answer the next
 //! creates with 429, or refuse them all (Discord unreachable).
@@ -112,6 +113,7 @@ impl FakeDiscord {
             .route("/api/v10/gateway", get(gateway_url))
             .route("/api/v10/gateway/bot", get(gateway_url))
             .route("/api/v10/users/@me", get(me))
+            .route("/api/v10/applications/@me", get(application))
             .route("/api/v10/channels/{id}/typing", post(typing))
             .route("/api/v10/channels/{id}/messages", post(create_message))
             .route("/files/{name}", get(file))
@@ -313,6 +315,12 @@ async fn gateway_url(State(inner): State<Arc<Inner>>) -> Response {
 
 async fn me() -> Response {
     json_response(user(BOT_ID, "andy", true))
+}
+
+/// The bot's application, with the MESSAGE_CONTENT intent enabled (flag 1 << 18), as
+/// `rust_claw doctor` reads it.
+async fn application() -> Response {
+    json_response(json!({"id": BOT_ID.to_string(), "name": "andy", "flags": 1u64 << 18}))
 }
 
 async fn typing(State(inner): State<Arc<Inner>>, Path(id): Path<u64>) -> Response {

@@ -4,6 +4,7 @@
 
 pub mod containers;
 pub mod mock_model;
+pub mod process;
 pub mod rig;
 
 use std::path::{Path, PathBuf};
