@@ -105,8 +105,7 @@ pub struct Config {
 
 /// Every variable the daemon reads, its default and what it is for; `.env.example`
 /// and the README table are checked against this list by a test.
-#[cfg(test)]
-const VARIABLES: &[(&str, &str)] = &[
+pub const VARIABLES: &[(&str, &str)] = &[
     (
         "DISCORD_BOT_TOKEN",
         "Discord bot token; without it the daemon runs with no Discord channel",
