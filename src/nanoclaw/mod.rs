@@ -11,6 +11,7 @@ pub(crate) mod source;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -404,53 +405,65 @@ fn import_folders(
                 continue;
             }
         };
-        let mut copied = Vec::new();
-        let memory = files::copy_file(
-            &src,
-            dst.as_ref(),
-            OsStr::new("CLAUDE.md"),
-            OsStr::new("AGENTS.md"),
-            format!("groups/{nc}/CLAUDE.md"),
-            opts.dry_run,
-        );
-        let memory = replace_starter_memory(dst.as_ref(), &src, memory, opts.dry_run);
-        copied.push(memory);
-        files::copy_tree(
-            &src,
-            dst.as_ref(),
-            &format!("groups/{nc}/"),
-            &["CLAUDE.md", "logs"],
-            opts.dry_run,
-            &mut copied,
-        );
-        for c in copied {
-            match c {
-                Copied::Written(p) if p.ends_with("CLAUDE.md") => report.add(
+        let copied = copy_group_folder(&src, dst.as_ref(), &nc, opts.dry_run);
+        report_copied(report, copied, &ours);
+    }
+}
+
+/// Copies one NanoClaw group folder (`groups/<nc>/`): its CLAUDE.md becomes
+/// AGENTS.md (replacing our starter memory), the rest is copied but `logs/`.
+fn copy_group_folder(src: &OwnedFd, dst: Option<&OwnedFd>, nc: &str, dry_run: bool) -> Vec<Copied> {
+    let mut copied = Vec::new();
+    let memory = files::copy_file(
+        src,
+        dst,
+        OsStr::new("CLAUDE.md"),
+        OsStr::new("AGENTS.md"),
+        format!("groups/{nc}/CLAUDE.md"),
+        dry_run,
+    );
+    let memory = replace_starter_memory(dst, src, memory, dry_run);
+    copied.push(memory);
+    files::copy_tree(
+        src,
+        dst,
+        &format!("groups/{nc}/"),
+        &["CLAUDE.md", "logs"],
+        dry_run,
+        &mut copied,
+    );
+    copied
+}
+
+/// One report line per file copied (or not) into `groups/<ours>/`.
+fn report_copied(report: &mut Report, copied: Vec<Copied>, ours: &str) {
+    for c in copied {
+        match c {
+            Copied::Written(p) if p.ends_with("CLAUDE.md") => report.add(
+                "file",
+                p,
+                Outcome::Mapped,
+                format!("→ groups/{ours}/AGENTS.md"),
+            ),
+            Copied::Written(p) => {
+                let rel = p
+                    .split_once('/')
+                    .and_then(|(_, r)| r.split_once('/'))
+                    .map_or("", |(_, r)| r)
+                    .to_owned();
+                report.add(
                     "file",
                     p,
-                    Outcome::Mapped,
-                    format!("→ groups/{ours}/AGENTS.md"),
-                ),
-                Copied::Written(p) => {
-                    let rel = p
-                        .split_once('/')
-                        .and_then(|(_, r)| r.split_once('/'))
-                        .map_or("", |(_, r)| r)
-                        .to_owned();
-                    report.add(
-                        "file",
-                        p,
-                        Outcome::Imported,
-                        format!("→ groups/{ours}/{rel}"),
-                    )
-                }
-                Copied::Present(p) => {
-                    report.add("file", p, Outcome::Present, "the target exists; left alone")
-                }
-                // A group folder without a CLAUDE.md: nothing to say.
-                Copied::Missing(_) => {}
-                Copied::Skipped(p, why) => report.add("file", p, Outcome::Skipped, why),
+                    Outcome::Imported,
+                    format!("→ groups/{ours}/{rel}"),
+                )
             }
+            Copied::Present(p) => {
+                report.add("file", p, Outcome::Present, "the target exists; left alone")
+            }
+            // A group folder without a CLAUDE.md: nothing to say.
+            Copied::Missing(_) => {}
+            Copied::Skipped(p, why) => report.add("file", p, Outcome::Skipped, why),
         }
     }
 }
@@ -458,8 +471,8 @@ fn import_folders(
 /// `register-group` writes a starter AGENTS.md; NanoClaw's memory replaces that one
 /// (and only that one).
 fn replace_starter_memory(
-    dst: Option<&std::os::fd::OwnedFd>,
-    src: &std::os::fd::OwnedFd,
+    dst: Option<&OwnedFd>,
+    src: &OwnedFd,
     result: Copied,
     dry_run: bool,
 ) -> Copied {
