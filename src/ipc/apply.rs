@@ -23,7 +23,7 @@ use super::protocol::{self, MAX_REQUEST_BYTES, Response, Status};
 use super::quarantine::Quarantine;
 use super::requests::Ctx;
 use super::watcher::{GroupDirs, RESPONSES};
-use crate::control::Topic;
+use crate::bus::Topic;
 use crate::model::FolderName;
 use crate::paths::Paths;
 use crate::safe_dir::{Durability, ReadError, SafeDir};
