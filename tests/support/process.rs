@@ -23,9 +23,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(root: &Path) -> Daemon {
+        Daemon::start_with_env(root, &[]).await
+    }
+
+    /// [`Daemon::start`] with more environment variables (`NOTIFY_SOCKET`, ...).
+    pub async fn start_with_env(root: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut child = command(root)
             .arg("run")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
