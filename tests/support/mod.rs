@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod containers;
+pub mod files;
 pub mod mock_model;
 pub mod process;
 pub mod rig;
