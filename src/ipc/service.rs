@@ -20,8 +20,8 @@ use super::apply::{self, Changes, Committed, Env};
 use super::quarantine::Quarantine;
 use super::snapshots::{self, Kinds, Rendered};
 use super::watcher::{self, GroupDirs, Pending, Signal, Watcher};
+use crate::bus::Topic;
 use crate::config::Config;
-use crate::control::Topic;
 use crate::model::FolderName;
 use crate::paths::Paths;
 use crate::safe_dir::SafeDir;
@@ -493,12 +493,12 @@ fn run_pass(ctx: &PassCtx, batch: watcher::Batch) -> (Changes, usize) {
         let results = apply::commit_batch(&ctx.store, &ctx.env, &dirs, &ctx.quarantine, items);
         for (result, name) in results.into_iter().zip(names) {
             match result {
-                Ok(Committed::Answered(a)) => {
+                Committed::Answered(a) => {
                     changes.merge(a.changes.clone());
                     answers.push((dirs.clone(), a));
                 }
-                Ok(Committed::Gone | Committed::Refused) => {}
-                Err(e) => {
+                Committed::Gone | Committed::Refused => {}
+                Committed::Retry(e) => {
                     tracing::error!(folder = %dirs.folder, request = ?name, error = %e, "IPC request will be retried");
                     retries += 1;
                 }
