@@ -136,11 +136,13 @@ async fn run_serves_while_discord_is_down_and_connects_when_it_is_back() {
     assert!(log.contains("Discord client started"), "{log}");
 }
 
-/// `rust_claw run` on `root` to its end; returns its log.
-async fn run_to_the_end(root: &Path, what: &str) -> String {
+/// `rust_claw run` on `root` (with `env`) to its end, which must be the invalid token's
+/// message; returns its log.
+async fn run_to_the_end(root: &Path, env: &[(&str, &str)], what: &str) -> String {
     let child = process::command(root)
         .arg("run")
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -162,24 +164,20 @@ async fn an_invalid_token_still_ends_run_at_once_or_after_an_outage() {
     fake.reject_token(true);
     let t = TestRoot::new("dc-401").await;
     write_env(&t, &fake);
-    let log = run_to_the_end(&t.root, "on a 401").await;
+    let log = run_to_the_end(&t.root, &[], "on a 401").await;
     assert!(!log.contains("rust_claw daemon started"), "{log}");
 
     // Down at start, then back with a 401: the background attempt ends `run`.
     fake.set_offline(true);
+    let sock_path = t.root.join("notify.sock");
+    let sock = tokio::net::UnixDatagram::bind(&sock_path).unwrap();
     let root = t.root.clone();
-    let run = tokio::spawn(async move { run_to_the_end(&root, "on a 401 after an outage").await });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !process::cli_json(&t.root, &["status", "--json"]).await["daemon"]["running"]
-        .as_bool()
-        .unwrap_or(false)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the daemon never served"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let env = [("NOTIFY_SOCKET", sock_path.to_str().unwrap().to_owned())];
+    let run = tokio::spawn(async move {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_to_the_end(&root, &env, "on a 401 after an outage").await
+    });
+    assert!(notified(&sock).await.contains("READY=1"));
     fake.set_offline(false);
     let log = run.await.unwrap();
     assert!(log.contains("Discord is unreachable"), "{log}");
