@@ -429,7 +429,10 @@ pub(crate) fn run(paths: &Paths, config: &Config) -> Result<()> {
             .inspect_err(
                 |e| tracing::warn!(error = %e, "`rust_claw status` will not see this daemon"),
             );
-        crate::sd_notify::notify("READY=1\nSTATUS=serving");
+        crate::sd_notify::notify(match &discord {
+            Some(d) if d.retrying() => "READY=1\nSTATUS=serving; Discord unreachable, retrying",
+            _ => "READY=1\nSTATUS=serving",
+        });
         let _watchdog = crate::sd_notify::spawn_watchdog(daemon.store().clone());
         tracing::info!(root = %paths.root().display(), "rust_claw daemon started");
         // A Discord connection that ended for good (bad token, intent off) ends `run`.

@@ -4,7 +4,8 @@
 //! unit without `Type=notify`) every call does nothing.
 //!
 //! The daemon sends `READY=1` once it serves (store open, IPC watcher and scheduler
-//! up, channels connected or failed), then `WATCHDOG=1` from [`spawn_watchdog`] while
+//! up, channels connected, failed, or — Discord unreachable — retrying in the background
+//! with a `STATUS=` line saying so), then `WATCHDOG=1` from [`spawn_watchdog`] while
 //! the runtime and the store answer, and `STOPPING=1` when it begins to shut down.
 
 use std::io;

@@ -11,11 +11,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rust_claw::agent::container_runtime::{LABEL_INSTALL, install_id};
+use rust_claw::agent::container_runtime::install_id;
 use rust_claw::agent::{AgentError, Runner, SpawnSpec};
 use rust_claw::model::{ContextMode, FolderName};
 use serde_json::{Value, json};
-use support::containers::{containers_of, image, podman, podman_ok, runner};
+use support::containers::{containers_of, image, podman, podman_ok, runner, stand_in_container};
+use support::files::{files_below, is_real_dir};
 use support::mock_model::{MockModel, Reply};
 use support::rig::DaemonRig;
 use support::{TestRoot, folder};
@@ -461,19 +462,6 @@ fn cmdlines_containing(needle: &str) -> Vec<String> {
     hits
 }
 
-/// A decoy: a container named like ours but of another installation (or of nobody).
-fn decoy(name: &str, install: Option<&str>) {
-    let mut args = vec!["run", "-d", "--rm", "--init", "--name", name];
-    let label;
-    if let Some(i) = install {
-        label = format!("{LABEL_INSTALL}={i}");
-        args.extend(["--label", &label]);
-    }
-    let img = image();
-    args.extend(["--network", "none", &img, "sleep", "600"]);
-    podman_ok(&args);
-}
-
 #[test]
 fn kill_9_then_restart_removes_only_this_installations_orphans_and_no_secret_is_in_argv() {
     let homes = support::homes_dir();
@@ -567,8 +555,8 @@ fn kill_9_then_restart_removes_only_this_installations_orphans_and_no_secret_is_
         format!("rustclaw-main-{pid}1"),
         format!("rustclaw-main-{pid}2"),
     );
-    decoy(&other, Some("00000000000000ff"));
-    decoy(&unlabelled, None);
+    stand_in_container(&other, Some("00000000000000ff"));
+    stand_in_container(&unlabelled, None);
 
     daemon.kill9();
     // Whether the killed daemon's own container outlives it is up to timing: once its
@@ -576,7 +564,7 @@ fn kill_9_then_restart_removes_only_this_installations_orphans_and_no_secret_is_
     // ignores EOF (hung in a tool, say) would stay, so one such orphan is made here
     // deterministically: running, labelled with this installation's id.
     let stand_in = format!("rustclaw-main-{pid}3");
-    decoy(&stand_in, Some(&install));
+    stand_in_container(&stand_in, Some(&install));
     let left = containers_of(&install);
     assert!(left.contains(&stand_in), "{left:?}");
 
@@ -707,32 +695,6 @@ fn run_without_a_runtime_says_so_at_start_up_and_names_both_fixes() {
         "{line}"
     );
     d.stop();
-}
-
-/// Every regular file below `dir` (links not followed) with its content.
-fn files_below(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries {
-            let p = e.unwrap().path();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            if m.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn is_real_dir(p: &Path) -> bool {
-    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
 }
 
 /// Writes a request as an agent does (a temporary name, then a rename) and waits for

@@ -290,17 +290,7 @@ fn require_podman_and_image() {
 
 fn write_root(root: &Path, mock: &MockModel, fake: &FakeDiscord) {
     use std::os::unix::fs::PermissionsExt as _;
-    let fragment = root.join("codex-fragment.toml");
-    std::fs::write(
-        &fragment,
-        format!(
-            "model = \"mock-model\"\nmodel_provider = \"mock\"\n\n[model_providers.mock]\n\
-             name = \"Local mock\"\nbase_url = \"{}\"\nwire_api = \"responses\"\n\
-             request_max_retries = 0\nstream_max_retries = 0\n",
-            mock.base_url()
-        ),
-    )
-    .unwrap();
+    let fragment = support::write_codex_fragment(root, mock);
     let auth = root.join("owner-codex");
     std::fs::create_dir_all(&auth).unwrap();
     let env = root.join(".env");

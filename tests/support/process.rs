@@ -23,9 +23,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(root: &Path) -> Daemon {
+        Daemon::start_with_env(root, &[]).await
+    }
+
+    /// [`Daemon::start`] with more environment variables (`NOTIFY_SOCKET`, ...).
+    pub async fn start_with_env(root: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut child = command(root)
             .arg("run")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -140,4 +146,103 @@ pub async fn cli_ok(root: &Path, args: &[&str]) -> String {
 pub async fn cli_json(root: &Path, args: &[&str]) -> Value {
     let out = cli_ok(root, args).await;
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+/// A child process (`rust_claw run`, `chat`) as a blocking test watches it: its stderr
+/// lines arrive on a channel as they are written; killed when dropped.
+pub struct LoggedChild {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every line read so far.
+    seen: Vec<String>,
+}
+
+impl LoggedChild {
+    /// Spawns `cmd` with its stderr piped and read line by line.
+    pub fn spawn(mut cmd: std::process::Command) -> LoggedChild {
+        use std::io::BufRead as _;
+        let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LoggedChild {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `needle` and returns it; fails with every line seen.
+    pub fn expect(&mut self, needle: &str, within: Duration) -> String {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log line containing {needle:?} within {within:?}; the process said:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Sends `sig` to the process.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    /// Sends `sig` and waits for the exit, failing after `within`.
+    pub fn signal_and_wait(
+        &mut self,
+        sig: nix::sys::signal::Signal,
+        within: Duration,
+    ) -> std::process::ExitStatus {
+        self.signal(sig);
+        wait_timeout(&mut self.child, within)
+    }
+
+    /// Every line read so far and those still arriving (until 2 s pass without one).
+    pub fn take_lines(&mut self) -> Vec<String> {
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(line);
+        }
+        std::mem::take(&mut self.seen)
+    }
+}
+
+impl Drop for LoggedChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for `child` to exit; kills it and fails after `within`.
+pub fn wait_timeout(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit within {within:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
