@@ -356,9 +356,16 @@ impl Channel for DiscordChannel {
             match send::send_reply(http, channel, text, nonce, wait).await {
                 Err(ChannelError::Transient(e)) => {
                     // Discord unreachable: wait for the gateway to be back, then retry
-                    // (the nonces make a partly sent reply safe to send again).
-                    let back = tokio::time::timeout(self.opts.reconnect_wait, sessions.changed());
-                    if !matches!(back.await, Ok(Ok(()))) {
+                    // (the nonces make a partly sent reply safe to send again). Shutdown
+                    // ends the wait: the reply stays in the outbox for the next start.
+                    let mut closed = self.closed.subscribe();
+                    let back = tokio::select! {
+                        r = tokio::time::timeout(self.opts.reconnect_wait, sessions.changed()) => {
+                            matches!(r, Ok(Ok(())))
+                        }
+                        _ = closed.wait_for(|c| *c) => false,
+                    };
+                    if !back {
                         return Err(ChannelError::Transient(e));
                     }
                     tracing::info!(chat = %jid, "Discord is back; sending the waiting reply");
