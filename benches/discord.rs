@@ -91,18 +91,8 @@ async fn round_trips(full: bool) {
         inner: discord.clone(),
         typing: Mutex::new(Vec::new()),
     });
-    let store = rust_claw::store::Store::open(&rig.t.paths.database()).unwrap();
     let channel: Arc<dyn Channel> = timed.clone();
-    let daemon = rust_claw::daemon::Daemon::start_with(
-        &rig.t.paths,
-        rig.config.clone(),
-        store,
-        vec![channel],
-        rig.t.settings.clone(),
-        Arc::new(rust_claw::agent::host::HostRunner::new(support::codex_bin())),
-    )
-    .await
-    .unwrap();
+    let daemon = rig.start_daemon(channel).await;
     assert!(discord.ws_url().unwrap().starts_with("ws://127.0.0.1"));
     discord.set_group_dirs(discord::group_dirs(
         daemon.store().clone(),

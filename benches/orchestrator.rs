@@ -114,18 +114,8 @@ async fn pipeline(full: bool) {
     if let Some(d) = rig.daemon.take() {
         d.shutdown().await;
     }
-    let store = rust_claw::store::Store::open(&rig.t.paths.database()).unwrap();
     let channel: Arc<dyn Channel> = ch.clone();
-    let daemon = rust_claw::daemon::Daemon::start_with(
-        &rig.t.paths,
-        rig.config.clone(),
-        store,
-        vec![channel],
-        rig.t.settings.clone(),
-        Arc::new(rust_claw::agent::host::HostRunner::new(support::codex_bin())),
-    )
-    .await
-    .unwrap();
+    let daemon = rig.start_daemon(channel).await;
 
     let n = if full { 200 } else { 5 };
     let t0 = ch.say(0, "cold start").await;
