@@ -38,6 +38,50 @@ impl ValidationError {
     }
 }
 
+/// `as_str`, `Display`, `FromStr` and `Deserialize` for a validated string newtype
+/// `$name(String)`: parsing and deserializing both go through `$name::parse`, so a
+/// value read from anywhere is checked the same way.
+macro_rules! validated_string {
+    ($name:ident) => {
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ValidationError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::parse(s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $name::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`: one path component, never `.` or `..` — the
+/// rule task ids and skill names share.
+fn is_name_token(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value.as_bytes()[0].is_ascii_alphanumeric()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
 /// Folder names that would collide with the daemon's own directories.
 pub const RESERVED_FOLDERS: &[&str] = &["global", "errors", "control", "shared", "skills", "tmp"];
 
@@ -49,6 +93,8 @@ pub const RESERVED_FOLDERS: &[&str] = &["global", "errors", "control", "shared",
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct FolderName(String);
+
+validated_string!(FolderName);
 
 impl FolderName {
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
@@ -70,30 +116,6 @@ impl FolderName {
             return Err(err("is reserved for the daemon's own use"));
         }
         Ok(FolderName(value.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for FolderName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for FolderName {
-    type Err = ValidationError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        FolderName::parse(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for FolderName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        FolderName::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -204,15 +226,11 @@ impl<'de> Deserialize<'de> for Jid {
 #[serde(transparent)]
 pub struct SkillName(String);
 
+validated_string!(SkillName);
+
 impl SkillName {
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
-        let ok = !value.is_empty()
-            && value.len() <= 64
-            && value.as_bytes()[0].is_ascii_alphanumeric()
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-        if ok {
+        if is_name_token(value) {
             Ok(SkillName(value.to_owned()))
         } else {
             Err(ValidationError::new(
@@ -221,16 +239,6 @@ impl SkillName {
             ))
         }
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for SkillName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// A scheduled task's id: `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`.
@@ -238,15 +246,11 @@ impl fmt::Display for SkillName {
 #[serde(transparent)]
 pub struct TaskId(String);
 
+validated_string!(TaskId);
+
 impl TaskId {
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
-        let ok = !value.is_empty()
-            && value.len() <= 64
-            && value.as_bytes()[0].is_ascii_alphanumeric()
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-        if ok {
+        if is_name_token(value) {
             Ok(TaskId(value.to_owned()))
         } else {
             Err(ValidationError::new(
@@ -262,30 +266,6 @@ impl TaskId {
     pub fn generate(now_ms: i64) -> TaskId {
         let suffix: u32 = rand::random::<u32>() & 0xff_ffff;
         TaskId(format!("task-{now_ms}-{suffix:06x}"))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for TaskId {
-    type Err = ValidationError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TaskId::parse(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for TaskId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        TaskId::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
