@@ -15,7 +15,7 @@ use crate::paths::Paths;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Level {
+pub(crate) enum Level {
     Ok,
     /// Not wrong, or not checkable now (e.g. Discord unreachable); does not fail doctor.
     Warn,
@@ -23,12 +23,12 @@ pub enum Level {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub name: &'static str,
-    pub level: Level,
-    pub detail: String,
+pub(crate) struct Check {
+    pub(crate) name: &'static str,
+    pub(crate) level: Level,
+    pub(crate) detail: String,
     /// What to do about it (absent when all is well).
-    pub fix: Option<String>,
+    pub(crate) fix: Option<String>,
 }
 
 fn ok(name: &'static str, detail: impl Into<String>) -> Check {
@@ -59,7 +59,7 @@ fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -
 }
 
 /// Runs every check for the root at `paths`.
-pub fn run_all(paths: &Paths, config: &Result<Config, ConfigError>) -> Vec<Check> {
+pub(crate) fn run_all(paths: &Paths, config: &Result<Config, ConfigError>) -> Vec<Check> {
     let mut checks = vec![check_root(paths)];
     let config = match config {
         Ok(c) => {
@@ -269,7 +269,7 @@ fn version_matches(text: &str) -> bool {
 }
 
 /// The container CLI `CONTAINER_RUNTIME` resolves to on this machine.
-pub fn resolve_runtime(config: &Config) -> Option<&'static str> {
+pub(crate) fn resolve_runtime(config: &Config) -> Option<&'static str> {
     use crate::config::ContainerRuntime;
     match config.container_runtime {
         ContainerRuntime::Podman => Some("podman"),
@@ -497,18 +497,18 @@ fn check_discord(c: &Config) -> Vec<Check> {
 const MESSAGE_CONTENT: u64 = 1 << 18;
 const MESSAGE_CONTENT_LIMITED: u64 = 1 << 19;
 
-pub struct DiscordProbe {
-    pub bot_name: String,
-    pub app_flags: Option<u64>,
+pub(crate) struct DiscordProbe {
+    pub(crate) bot_name: String,
+    pub(crate) app_flags: Option<u64>,
 }
 
-pub enum ProbeError {
+pub(crate) enum ProbeError {
     Unreachable(String),
     Rejected(u16),
 }
 
 /// `GET users/@me` (is the token accepted?) and `GET applications/@me` (its flags).
-pub fn probe_discord(base: &str, token: &str) -> Result<DiscordProbe, ProbeError> {
+pub(crate) fn probe_discord(base: &str, token: &str) -> Result<DiscordProbe, ProbeError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

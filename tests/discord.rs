@@ -183,7 +183,7 @@ async fn triggers_mentions_and_bots() {
         .as_ref()
         .unwrap()
         .store()
-        .call(|st| messages::since(st.conn(), &jid(OPS), 0, 100))
+        .call(|st| messages::since(st.conn(), &Jid::parse(&jid(OPS)).unwrap(), 0, 100))
         .await
         .unwrap();
     assert!(prompt.contains("just chatting"), "{prompt} {stored:?}");

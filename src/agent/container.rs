@@ -81,7 +81,7 @@ impl ContainerRunner {
         &self.install
     }
 
-    pub fn runtime(&self) -> Result<&Runtime, ContainerError> {
+    pub(crate) fn runtime(&self) -> Result<&Runtime, ContainerError> {
         self.runtime.as_ref().map_err(Clone::clone)
     }
 

@@ -21,7 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::sync::{mpsc, oneshot};
 
 /// JSON-RPC "method not found": the answer to server requests we do not support.
-pub const METHOD_NOT_FOUND: i64 = -32601;
+pub(crate) const METHOD_NOT_FOUND: i64 = -32601;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RpcError {
@@ -40,8 +40,8 @@ pub enum RpcError {
 /// A notification from the server, params undecoded: the caller picks what it knows.
 #[derive(Debug, Clone)]
 pub struct Notification {
-    pub method: String,
-    pub params: Value,
+    pub(crate) method: String,
+    pub(crate) params: Value,
 }
 
 /// The error half of a JSON-RPC answer to a server request.
@@ -52,7 +52,7 @@ pub struct HandlerError {
 }
 
 /// Answers a server→client request synchronously: `Ok(result)` or a JSON-RPC error.
-pub type RequestHandler =
+pub(crate) type RequestHandler =
     Arc<dyn Fn(&str, &Value) -> Result<Value, HandlerError> + Send + Sync + 'static>;
 
 type Pending = HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>;
@@ -134,7 +134,7 @@ impl RpcClient {
     }
 
     /// Sends a notification (no answer expected).
-    pub fn notify(&self, method: &str, params: Option<Value>) -> Result<(), RpcError> {
+    pub(crate) fn notify(&self, method: &str, params: Option<Value>) -> Result<(), RpcError> {
         let msg = match params {
             Some(p) => json!({"method": method, "params": p}),
             None => json!({"method": method}),
@@ -148,7 +148,7 @@ impl RpcClient {
 
     /// Closes our side: the writer task flushes and drops the writer, which for a
     /// child process closes its stdin (codex then exits on its own).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         lock(&self.inner.out).take();
     }
 

@@ -45,12 +45,12 @@ pub struct SpawnSpec {
 
 /// A running app-server: its stdio and a handle to stop it.
 pub struct AgentProcess {
-    pub stdin: Pin<Box<dyn AsyncWrite + Send>>,
-    pub stdout: Pin<Box<dyn AsyncRead + Send>>,
-    pub child: Box<dyn AgentChild>,
+    pub(crate) stdin: Pin<Box<dyn AsyncWrite + Send>>,
+    pub(crate) stdout: Pin<Box<dyn AsyncRead + Send>>,
+    pub(crate) child: Box<dyn AgentChild>,
 }
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Control over the process behind an [`AgentProcess`].
 pub trait AgentChild: Send + Sync {
@@ -156,13 +156,13 @@ const TAIL_LINES: usize = 20;
 /// Keeps the last lines of a child's stderr and logs each line at debug level, so
 /// codex's own diagnostics are one `RUST_LOG=rust_claw=debug` away.
 #[derive(Clone, Default)]
-pub struct StderrTail {
+pub(crate) struct StderrTail {
     lines: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl StderrTail {
     /// Starts a task draining `stderr` (a child blocks if its stderr pipe fills up).
-    pub fn spawn(
+    pub(crate) fn spawn(
         stderr: impl AsyncRead + Send + Unpin + 'static,
         folder: FolderName,
     ) -> StderrTail {
@@ -190,7 +190,7 @@ impl StderrTail {
         tail
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let l = self.lines.lock().unwrap_or_else(|p| p.into_inner());
         l.iter().cloned().collect::<Vec<_>>().join("\n")
     }

@@ -8,14 +8,19 @@
 
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::mpsc;
+
 use super::codex::{CodexClient, CodexEvent};
 use super::error::{AgentError, CodexErrorInfo};
-use super::protocol::{TurnStatus, UserInput};
+use super::protocol::{TurnError, TurnStatus, UserInput};
+use super::rpc::Notification;
 use super::session::Session;
 use super::text::strip_internal;
 
 /// How long a timed-out turn may take to end after `turn/interrupt`.
 const INTERRUPT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long an abandoned turn (nobody reads it any more) may take to end.
+const ABANDON_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the orchestrator sees during a turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +47,7 @@ pub enum TurnEnd {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TurnOutcome {
-    pub turn_id: String,
+    pub(crate) turn_id: String,
     pub end: TurnEnd,
     /// The user-visible text of every non-empty agent message, in order.
     pub messages: Vec<String>,
@@ -55,16 +60,27 @@ pub struct TurnOutcome {
 pub struct SessionHandle {
     pub(super) client: CodexClient,
     pub(super) thread_id: Arc<str>,
-    pub(super) active: Arc<Mutex<Option<String>>>,
+    /// The running turn's id. Only this file writes it: set when a turn begins
+    /// ([`ActiveTurn::begin`]), cleared when it ends, times out or is abandoned.
+    active: Arc<Mutex<Option<String>>>,
 }
 
 impl SessionHandle {
-    pub fn thread_id(&self) -> &str {
+    /// A handle for a session whose thread is not open yet (no turn running).
+    pub(super) fn new(client: CodexClient) -> SessionHandle {
+        SessionHandle {
+            client,
+            thread_id: Arc::from(""),
+            active: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub(crate) fn thread_id(&self) -> &str {
         &self.thread_id
     }
 
     /// The id of the running turn, if one is running.
-    pub fn active_turn(&self) -> Option<String> {
+    pub(crate) fn active_turn(&self) -> Option<String> {
         self.active
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -94,8 +110,42 @@ impl SessionHandle {
         Ok(true)
     }
 
-    pub(super) fn set_active(&self, turn: Option<String>) {
+    fn set_active(&self, turn: Option<String>) {
         *self.active.lock().unwrap_or_else(|p| p.into_inner()) = turn;
+    }
+}
+
+/// How a completed turn ended: a failed one becomes [`AgentError::TurnFailed`] with
+/// codex's message, or that of the last non-retried `error` notification (`earlier`),
+/// which may also be the only one carrying the failure's classification.
+fn how_it_ended(
+    status: TurnStatus,
+    error: Option<TurnError>,
+    earlier: Option<(String, Option<CodexErrorInfo>)>,
+) -> Result<TurnEnd, AgentError> {
+    match status {
+        TurnStatus::Completed => Ok(TurnEnd::Completed),
+        TurnStatus::Interrupted => Ok(TurnEnd::Interrupted),
+        TurnStatus::Failed | TurnStatus::InProgress => {
+            let (message, info) = error
+                .map(|e| {
+                    let info = CodexErrorInfo::from_json(e.codex_error_info.as_ref());
+                    let message = match e.additional_details {
+                        Some(d) if !d.is_empty() => format!("{} ({d})", e.message),
+                        _ => e.message,
+                    };
+                    (message, info)
+                })
+                .or(earlier.clone())
+                .unwrap_or_else(|| {
+                    (
+                        "codex reported a failed turn without a message".into(),
+                        None,
+                    )
+                });
+            let info = info.or(earlier.and_then(|(_, info)| info));
+            Err(AgentError::TurnFailed { message, info })
+        }
     }
 }
 
@@ -103,17 +153,26 @@ impl SessionHandle {
 /// `None`, then [`ActiveTurn::finish`] (or call `finish` directly to skip events).
 pub struct ActiveTurn<'a> {
     /// `AGENT_TURN_TIMEOUT_MS` after the turn started.
-    pub(super) deadline: tokio::time::Instant,
-    pub(super) session: &'a mut Session,
-    pub(super) turn_id: String,
-    pub(super) messages: Vec<String>,
-    pub(super) last_error: Option<(String, Option<CodexErrorInfo>)>,
-    pub(super) outcome: Option<Result<TurnOutcome, AgentError>>,
+    deadline: tokio::time::Instant,
+    session: &'a mut Session,
+    turn_id: String,
+    messages: Vec<String>,
+    last_error: Option<(String, Option<CodexErrorInfo>)>,
+    outcome: Option<Result<TurnOutcome, AgentError>>,
 }
 
-impl ActiveTurn<'_> {
-    pub fn id(&self) -> &str {
-        &self.turn_id
+impl<'a> ActiveTurn<'a> {
+    /// The turn `turn_id` codex just started in `session`: marks it running.
+    pub(super) fn begin(session: &'a mut Session, turn_id: String) -> ActiveTurn<'a> {
+        session.handle.set_active(Some(turn_id.clone()));
+        ActiveTurn {
+            deadline: tokio::time::Instant::now() + session.turn_timeout,
+            session,
+            turn_id,
+            messages: Vec::new(),
+            last_error: None,
+            outcome: None,
+        }
     }
 
     /// The next event of this turn; `None` once it has ended.
@@ -173,35 +232,7 @@ impl ActiveTurn<'_> {
                 CodexEvent::TurnStarted { .. } => {}
                 CodexEvent::TurnCompleted { turn } => {
                     self.session.handle.set_active(None);
-                    let end = match turn.status {
-                        TurnStatus::Completed => Ok(TurnEnd::Completed),
-                        TurnStatus::Interrupted => Ok(TurnEnd::Interrupted),
-                        TurnStatus::Failed | TurnStatus::InProgress => {
-                            let earlier = self.last_error.take();
-
-                            let (message, info) = turn
-                                .error
-                                .map(|e| {
-                                    let info =
-                                        CodexErrorInfo::from_json(e.codex_error_info.as_ref());
-                                    let message = match e.additional_details {
-                                        Some(d) if !d.is_empty() => format!("{} ({d})", e.message),
-                                        _ => e.message,
-                                    };
-                                    (message, info)
-                                })
-                                .or(earlier.clone())
-                                .unwrap_or_else(|| {
-                                    (
-                                        "codex reported a failed turn without a message".into(),
-                                        None,
-                                    )
-                                });
-                            // The `error` notification may have carried the classification.
-                            let info = info.or(earlier.and_then(|(_, info)| info));
-                            Err(AgentError::TurnFailed { message, info })
-                        }
-                    };
+                    let end = how_it_ended(turn.status, turn.error, self.last_error.take());
                     self.outcome = Some(end.map(|end| TurnOutcome {
                         turn_id: turn.id,
                         end,
@@ -224,18 +255,7 @@ impl ActiveTurn<'_> {
             "turn timed out; interrupting it and stopping the agent");
         let handle = self.session.handle.clone();
         let _ = tokio::time::timeout(INTERRUPT_GRACE, handle.interrupt()).await;
-        let thread = handle.thread_id.clone();
-        let turn_id = self.turn_id.clone();
-        let notes = &mut self.session.notes;
-        let ended = async {
-            while let Some(note) = notes.recv().await {
-                if let Some(CodexEvent::TurnCompleted { turn }) = CodexEvent::decode(&note, &thread)
-                    && turn.id == turn_id
-                {
-                    break;
-                }
-            }
-        };
+        let ended = ended(&mut self.session.notes, &handle.thread_id, &self.turn_id);
         let _ = tokio::time::timeout(INTERRUPT_GRACE, ended).await;
         self.session.handle.set_active(None);
         self.session.kill().await;
@@ -247,5 +267,25 @@ impl ActiveTurn<'_> {
     pub async fn finish(mut self) -> Result<TurnOutcome, AgentError> {
         while self.next_event().await.is_some() {}
         self.outcome.take().expect("a finished turn has an outcome")
+    }
+}
+
+/// Interrupts a turn nobody is reading any more and waits (bounded) for its end; the
+/// session then has no running turn.
+pub(super) async fn abandon(session: &mut Session, turn_id: &str) {
+    let _ = session.handle.interrupt().await;
+    let thread = session.handle.thread_id.clone();
+    let _ = tokio::time::timeout(ABANDON_GRACE, ended(&mut session.notes, &thread, turn_id)).await;
+    session.handle.set_active(None);
+}
+
+/// Resolves when codex reports `turn_id` completed (or its output ends).
+async fn ended(notes: &mut mpsc::UnboundedReceiver<Notification>, thread: &str, turn_id: &str) {
+    while let Some(note) = notes.recv().await {
+        if let Some(CodexEvent::TurnCompleted { turn }) = CodexEvent::decode(&note, thread)
+            && turn.id == turn_id
+        {
+            break;
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! or agents; the orchestrator knows nothing about the platform.
 
 pub mod discord;
-pub mod local;
+pub(crate) mod local;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -18,13 +18,13 @@ use super::{CliError, Context};
 use crate::config::{Config, RunnerKind};
 
 #[derive(Debug, Args)]
-pub struct ServiceArgs {
+pub(crate) struct ServiceArgs {
     #[command(subcommand)]
-    pub action: ServiceAction,
+    pub(crate) action: ServiceAction,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ServiceAction {
+pub(crate) enum ServiceAction {
     /// Write the unit, reload systemd, enable and start the service.
     Install(InstallArgs),
     /// Stop and disable the service, remove the unit.
@@ -34,22 +34,22 @@ pub enum ServiceAction {
 }
 
 #[derive(Debug, Args)]
-pub struct UnitArgs {
+pub(crate) struct UnitArgs {
     /// A user unit (~/.config/systemd/user/) instead of a system one.
     #[arg(long)]
-    pub user: bool,
+    pub(crate) user: bool,
     /// The unit's name.
     #[arg(long, default_value = "rust-claw", value_name = "NAME")]
-    pub name: String,
+    pub(crate) name: String,
 }
 
 #[derive(Debug, Args)]
-pub struct InstallArgs {
+pub(crate) struct InstallArgs {
     #[command(flatten)]
-    pub unit: UnitArgs,
+    pub(crate) unit: UnitArgs,
     /// Print the unit instead of installing it (works without systemd).
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 }
 
 /// What rootful podman writes besides the root (`-`: absent is fine): its image and
@@ -69,17 +69,17 @@ const ROOTFUL_PODMAN_PATHS: &[&str] = &[
 ];
 
 /// What the unit is generated from.
-pub struct UnitSpec<'a> {
-    pub exe: &'a Path,
-    pub root: &'a Path,
-    pub user: bool,
-    pub config: &'a Config,
+pub(crate) struct UnitSpec<'a> {
+    pub(crate) exe: &'a Path,
+    pub(crate) root: &'a Path,
+    pub(crate) user: bool,
+    pub(crate) config: &'a Config,
     /// The container runtime CLI the daemon will call (`podman`/`docker`), if any.
-    pub runtime: Option<&'a str>,
+    pub(crate) runtime: Option<&'a str>,
 }
 
 /// The systemd unit's text.
-pub fn unit_text(spec: &UnitSpec<'_>) -> String {
+pub(crate) fn unit_text(spec: &UnitSpec<'_>) -> String {
     let root = spec.root.display();
     let container = spec.config.agent_runner == RunnerKind::Container;
     let mut after = vec!["network-online.target".to_owned()];
@@ -246,7 +246,7 @@ fn checked(user: bool, args: &[&str]) -> Result<(), CliError> {
     }
 }
 
-pub fn run(ctx: &Context, args: ServiceArgs) -> Result<(), CliError> {
+pub(crate) fn run(ctx: &Context, args: ServiceArgs) -> Result<(), CliError> {
     match args.action {
         ServiceAction::Install(a) => install(ctx, a),
         ServiceAction::Uninstall(a) => uninstall(a),

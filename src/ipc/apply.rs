@@ -24,7 +24,7 @@ use super::quarantine::Quarantine;
 use super::reader::{Input, Prepared, read_files};
 use super::requests::Ctx;
 use super::watcher::{GroupDirs, RESPONSES};
-use crate::control::Topic;
+use crate::bus::Topic;
 use crate::model::FolderName;
 use crate::paths::Paths;
 use crate::safe_dir::{Durability, SafeDir};

@@ -56,13 +56,13 @@ impl Names {
 /// State shared by the channel and its event handler.
 pub(super) struct Shared {
     /// Set before the client starts: no event is handled without it.
-    pub bot_id: OnceLock<UserId>,
-    pub inbound: Mutex<Option<mpsc::Sender<Inbound>>>,
+    pub(crate) bot_id: OnceLock<UserId>,
+    pub(crate) inbound: Mutex<Option<mpsc::Sender<Inbound>>>,
     /// Bumped on every READY and RESUMED: a sender that found Discord unreachable
     /// waits for the next one.
-    pub sessions: watch::Sender<u64>,
-    pub allowlist: LiveAllowlist,
-    pub group_dirs: watch::Sender<Option<GroupDirs>>,
+    pub(crate) sessions: watch::Sender<u64>,
+    pub(crate) allowlist: LiveAllowlist,
+    pub(crate) group_dirs: watch::Sender<Option<GroupDirs>>,
     names: Mutex<Names>,
     /// Received messages, to the single consumer that orders and converts them.
     queue: mpsc::UnboundedSender<Message>,
@@ -70,7 +70,7 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub fn new(allowlist: LiveAllowlist) -> Shared {
+    pub(crate) fn new(allowlist: LiveAllowlist) -> Shared {
         let (queue, queue_rx) = mpsc::unbounded_channel();
         Shared {
             bot_id: OnceLock::new(),
@@ -85,7 +85,7 @@ impl Shared {
     }
 
     /// Starts the consumer of received messages (once).
-    pub fn spawn_consumer(self: &Arc<Self>) {
+    pub(crate) fn spawn_consumer(self: &Arc<Self>) {
         let rx = self
             .queue_rx
             .lock()

@@ -19,11 +19,11 @@
 //! a 429 is waited out here (one retry) instead; with the default base serenity's
 //! rate limiter stays on and handles 429s itself.
 
-pub mod allowlist;
+pub(crate) mod allowlist;
 mod attachments;
 mod gateway;
-pub mod send;
-pub mod split;
+pub(crate) mod send;
+pub(crate) mod split;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -40,10 +40,10 @@ use crate::paths::Paths;
 use crate::store::SharedStore;
 
 /// Discord's own API base.
-pub const DEFAULT_API_BASE: &str = "https://discord.com/api";
+pub(crate) const DEFAULT_API_BASE: &str = "https://discord.com/api";
 
 /// Finds the folder of the group a chat is registered to (`None`: not registered).
-pub type GroupDirs = Arc<dyn Fn(Jid) -> BoxFuture<'static, Option<PathBuf>> + Send + Sync>;
+pub(crate) type GroupDirs = Arc<dyn Fn(Jid) -> BoxFuture<'static, Option<PathBuf>> + Send + Sync>;
 
 /// How the channel connects and behaves.
 #[derive(Clone)]
@@ -63,7 +63,7 @@ pub struct DiscordOptions {
 
 impl DiscordOptions {
     /// The options from the configuration; `None` without a token.
-    pub fn from_config(config: &Config) -> Option<DiscordOptions> {
+    pub(crate) fn from_config(config: &Config) -> Option<DiscordOptions> {
         let token = config.discord_bot_token.as_ref()?.expose().to_owned();
         Some(DiscordOptions {
             token,
@@ -77,7 +77,7 @@ impl DiscordOptions {
 }
 
 /// Validates a `DISCORD_API_BASE` value; returns it without a trailing slash.
-pub fn parse_api_base(value: &str) -> Result<String, String> {
+pub(crate) fn parse_api_base(value: &str) -> Result<String, String> {
     let v = value.trim_end_matches('/');
     let scheme_ok = v.starts_with("https://") || v.starts_with("http://");
     if !scheme_ok || !v.ends_with("/api") || v.contains('?') || v.contains('#') {
@@ -117,7 +117,7 @@ impl DiscordChannel {
     }
 
     /// Resolves with a message when the connection ended for good (4004, 4014, ...).
-    pub async fn fatal(&self) -> String {
+    pub(crate) async fn fatal(&self) -> String {
         let mut rx = self.fatal.subscribe();
         match rx.wait_for(|f| f.is_some()).await {
             Ok(f) => f.clone().unwrap_or_default(),
@@ -133,11 +133,6 @@ impl DiscordChannel {
     /// Gateway sessions so far (READY and RESUMED), as a watch.
     pub fn sessions(&self) -> watch::Receiver<u64> {
         self.shared.sessions.subscribe()
-    }
-
-    /// Reloads of the sender allowlist (tests wait on it).
-    pub fn allowlist_reloads(&self) -> watch::Receiver<u64> {
-        self.shared.allowlist.reloads()
     }
 
     fn build_http(&self) -> Http {
@@ -337,7 +332,7 @@ pub fn group_dirs(store: SharedStore, paths: Paths) -> GroupDirs {
 
 /// The Discord channel `run` uses, if a token is configured. A broken sender
 /// allowlist is an error.
-pub fn from_config(config: &Config) -> anyhow::Result<Option<Arc<DiscordChannel>>> {
+pub(crate) fn from_config(config: &Config) -> anyhow::Result<Option<Arc<DiscordChannel>>> {
     let Some(opts) = DiscordOptions::from_config(config) else {
         return Ok(None);
     };

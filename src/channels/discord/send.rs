@@ -29,7 +29,7 @@ fn allowed_mentions() -> CreateAllowedMentions {
 }
 
 /// The nonce of chunk `k` of a reply (Discord allows 25 characters).
-pub fn chunk_nonce(nonce: &str, k: usize) -> String {
+pub(crate) fn chunk_nonce(nonce: &str, k: usize) -> String {
     let head: String = nonce.chars().take(20).collect();
     format!("{head}-{k}")
 }
@@ -57,7 +57,7 @@ fn classify(e: &serenity::Error) -> (ChannelError, bool) {
 /// Sends `text` to `channel` as one or more messages. A 429 (seen only when
 /// serenity's own rate limiter is off, i.e. with a custom `DISCORD_API_BASE`) is
 /// waited out for `rate_limit_wait` and the chunk retried once.
-pub async fn send_reply(
+pub(crate) async fn send_reply(
     http: &Http,
     channel: ChannelId,
     text: &str,
@@ -94,13 +94,13 @@ pub async fn send_reply(
 
 /// The typing indicators being kept alive, per channel.
 #[derive(Default)]
-pub struct Typing {
+pub(crate) struct Typing {
     tasks: Mutex<HashMap<ChannelId, JoinHandle<()>>>,
 }
 
 impl Typing {
     /// Shows typing in `channel` now and every `every` until [`Typing::stop`].
-    pub fn start(&self, http: Arc<Http>, channel: ChannelId, every: Duration) {
+    pub(crate) fn start(&self, http: Arc<Http>, channel: ChannelId, every: Duration) {
         let task = tokio::spawn(async move {
             loop {
                 if let Err(e) = http.broadcast_typing(channel).await {
@@ -119,7 +119,7 @@ impl Typing {
         }
     }
 
-    pub fn stop(&self, channel: ChannelId) {
+    pub(crate) fn stop(&self, channel: ChannelId) {
         let task = self
             .tasks
             .lock()
@@ -130,7 +130,7 @@ impl Typing {
         }
     }
 
-    pub fn stop_all(&self) {
+    pub(crate) fn stop_all(&self) {
         for (_, t) in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain() {
             t.abort();
         }

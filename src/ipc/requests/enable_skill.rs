@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::fields::{SKILL_NAME, TARGET_FOLDER};
 use super::{Ctx, Fields, RequestType, Tool};
 use crate::actions;
-use crate::control::Topic;
+use crate::bus::Topic;
 use crate::ipc::apply::Changes;
 use crate::ipc::authorize::Act;
 use crate::ipc::outcome::{Outcome, Step};

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::fields::{CHAT_JID, TEXT};
 use super::{Ctx, Fields, RequestType, Tool};
-use crate::control::Topic;
+use crate::bus::Topic;
 use crate::ipc::apply::Changes;
 use crate::ipc::authorize::Act;
 use crate::ipc::outcome::{Outcome, Step};
@@ -62,7 +62,7 @@ impl RequestType for Message {
         })?;
         let id = outbox::enqueue(
             cx.tx,
-            &self.chat_jid.to_string(),
+            &self.chat_jid,
             &self.text,
             &cx.origin(),
             cx.now,

@@ -21,9 +21,9 @@ use super::apply::{Changes, Env};
 use super::authorize::{Act, Sender, authorize};
 use super::outcome::{Outcome, Step};
 use crate::actions::ActionError;
-use crate::control::Topic;
+use crate::bus::Topic;
 use crate::model::{FolderName, ScheduleType, TaskId, ValidationError};
-use crate::schedule::Schedule;
+use crate::recurrence::Schedule;
 use crate::store::groups::Group;
 use crate::store::tasks::{self, Task};
 

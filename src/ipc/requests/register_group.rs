@@ -6,7 +6,7 @@ use serde_json::json;
 use super::fields::{FOLDER, JID, NAME, REQUIRES_TRIGGER, TRIGGER};
 use super::{Ctx, Fields, RequestType, Tool};
 use crate::actions;
-use crate::control::Topic;
+use crate::bus::Topic;
 use crate::ipc::apply::Changes;
 use crate::ipc::authorize::Act;
 use crate::ipc::outcome::{Outcome, Step};

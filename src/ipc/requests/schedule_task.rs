@@ -9,7 +9,7 @@ use crate::actions::{self, NewTask};
 use crate::ipc::authorize::Act;
 use crate::ipc::outcome::{Outcome, Step};
 use crate::model::{ContextMode, Jid, ScheduleType, ValidationError};
-use crate::schedule::Schedule;
+use crate::recurrence::Schedule;
 use crate::store::groups;
 
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]

@@ -7,7 +7,7 @@ use super::{ContextModeSchema, Ctx, Fields, RequestType, ScheduleTypeSchema, Too
 use crate::actions::{self, TaskUpdate};
 use crate::ipc::outcome::{Outcome, Step};
 use crate::model::{ContextMode, ScheduleType, TaskId, ValidationError};
-use crate::schedule::Schedule;
+use crate::recurrence::Schedule;
 
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct UpdateTask {
