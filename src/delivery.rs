@@ -9,6 +9,7 @@
 //! queued, an IPC `message` was applied, a channel connected) or a retry is due.
 //! Replies to one chat go out in order: a chat whose head item failed waits for it.
 
+use crate::sync::RwLockExt as _;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,10 +46,7 @@ impl Delivery {
 
     /// Adds a channel (and retries what was waiting for it).
     pub(crate) fn add_channel(&self, channel: Arc<dyn Channel>) {
-        self.channels
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(channel);
+        self.channels.write_ignoring_poison().push(channel);
         self.wake();
     }
 
@@ -65,8 +63,7 @@ impl Delivery {
     /// The channel that owns `jid`, if one is connected.
     pub(crate) fn channel_for(&self, jid: &Jid) -> Option<Arc<dyn Channel>> {
         self.channels
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .read_ignoring_poison()
             .iter()
             .find(|c| c.owns(jid))
             .cloned()

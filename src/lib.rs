@@ -36,4 +36,5 @@ pub mod shutdown;
 pub mod skills;
 mod status;
 pub mod store;
+pub mod sync;
 mod text;

@@ -13,6 +13,7 @@
 //! A chat is routed to a group by its registered jid, or — for the local terminal
 //! channel — by `<folder>@local`, which is the terminal's view of group `<folder>`.
 
+use crate::sync::LockExt as _;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -261,7 +262,7 @@ impl Orchestrator {
         e: &AgentError,
     ) -> Option<Duration> {
         let (attempt, delay, tell) = {
-            let mut a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+            let mut a = self.attempts.lock_ignoring_poison();
             let r = a.entry(folder.clone()).or_insert_with(|| Retries {
                 count: 0,
                 since: tokio::time::Instant::now(),
@@ -354,10 +355,7 @@ impl Orchestrator {
                     if let Err(error) = turn {
                         return ChatTurn::Failed { error, through };
                     }
-                    self.attempts
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&group.folder);
+                    self.attempts.lock_ignoring_poison().remove(&group.folder);
                     // One turn per call: the queue runs due tasks before further messages.
                     return ChatTurn::Answered;
                 }
@@ -463,10 +461,7 @@ impl GroupHandler for Orchestrator {
                             }
                             Failure::Permanent { .. } => {
                                 tracing::error!(group = %folder, error = %e, "agent failed in a way retrying cannot fix; telling the chat");
-                                self.attempts
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .remove(&group.folder);
+                                self.attempts.lock_ignoring_poison().remove(&group.folder);
                             }
                         }
                         self.commit_replies(&chat, &[Self::user_error(&e)], "error", through)

@@ -14,6 +14,7 @@
 //!
 //! The queue knows nothing about agents or chats: a [`GroupHandler`] does the work.
 
+use crate::sync::LockExt as _;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -130,7 +131,7 @@ impl<H: GroupHandler> GroupQueue<H> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_ignoring_poison()
     }
 
     /// The group has unanswered messages in the store.
@@ -185,7 +186,7 @@ impl<H: GroupHandler> GroupQueue<H> {
         g.queued = false;
         let wake = g.wake.clone();
         let me = self.clone();
-        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut workers = self.workers.lock_ignoring_poison();
         // Reap finished workers so the set does not grow over months of uptime.
         while workers.try_join_next().is_some() {}
         workers.spawn(async move { me.worker(folder, wake).await });
@@ -349,8 +350,7 @@ impl<H: GroupHandler> GroupQueue<H> {
                 g.wake.notify_one();
             }
         }
-        let mut workers =
-            std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut workers = std::mem::take(&mut *self.workers.lock_ignoring_poison());
         let drained = tokio::time::timeout(grace, async {
             while workers.join_next().await.is_some() {}
         })

@@ -15,6 +15,7 @@
 //! client), and the daemon removes its own leftovers at start and shutdown
 //! ([`Runner::cleanup`]).
 
+use crate::sync::LockExt as _;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -93,15 +94,12 @@ impl ContainerRunner {
         let res = rt
             .check_image(&self.settings.image, crate::agent_tools::IPC_VERSION)
             .await;
-        *self.image_ok.lock().unwrap_or_else(|p| p.into_inner()) = Some(res.clone());
+        *self.image_ok.lock_ignoring_poison() = Some(res.clone());
         res
     }
 
     fn last_check(&self) -> Option<Result<(), ContainerError>> {
-        self.image_ok
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.image_ok.lock_ignoring_poison().clone()
     }
 
     /// Where a host path appears inside the container.

@@ -10,6 +10,7 @@
 //! Bytes are collected up to each newline and decoded as UTF-8 per *line*: a
 //! multi-byte character split across two reads is never broken.
 
+use crate::sync::LockExt as _;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -161,7 +162,7 @@ impl RpcClient {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock_ignoring_poison()
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedReceiver<String>) {

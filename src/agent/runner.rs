@@ -6,8 +6,8 @@
 //! same trait. The trait is object safe: the orchestrator holds an `Arc<dyn Runner>`
 //! chosen once from `AGENT_RUNNER` (`runners::from_config`).
 
+use crate::sync::LockExt as _;
 use std::collections::VecDeque;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
@@ -50,7 +50,7 @@ pub struct AgentProcess {
     pub(crate) child: Box<dyn AgentChild>,
 }
 
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) use crate::sync::BoxFuture;
 
 /// Control over the process behind an [`AgentProcess`].
 pub trait AgentChild: Send + Sync {
@@ -178,7 +178,7 @@ impl StderrTail {
                     Ok(_) => {
                         let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
                         tracing::debug!(group = %folder, "codex: {line}");
-                        let mut l = lines.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut l = lines.lock_ignoring_poison();
                         if l.len() == TAIL_LINES {
                             l.pop_front();
                         }
@@ -191,7 +191,7 @@ impl StderrTail {
     }
 
     pub(crate) fn text(&self) -> String {
-        let l = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let l = self.lines.lock_ignoring_poison();
         l.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 }

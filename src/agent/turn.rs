@@ -6,6 +6,7 @@
 //! holding a [`SessionHandle`] may `steer` (add input to the running turn) or
 //! `interrupt` it.
 
+use crate::sync::LockExt as _;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -81,10 +82,7 @@ impl SessionHandle {
 
     /// The id of the running turn, if one is running.
     pub(crate) fn active_turn(&self) -> Option<String> {
-        self.active
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.active.lock_ignoring_poison().clone()
     }
 
     /// Adds `text` to the running turn. [`AgentError::NoActiveTurn`] (or codex
@@ -111,7 +109,7 @@ impl SessionHandle {
     }
 
     fn set_active(&self, turn: Option<String>) {
-        *self.active.lock().unwrap_or_else(|p| p.into_inner()) = turn;
+        *self.active.lock_ignoring_poison() = turn;
     }
 }
 

@@ -11,6 +11,7 @@
 //! the oldest are dropped (said once in the log), so refused requests cannot fill the
 //! disk. Reasons quote at most [`crate::text::QUOTE_CHARS`] characters.
 
+use crate::sync::LockExt as _;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::sync::{Arc, Mutex};
@@ -108,7 +109,7 @@ impl Quarantine {
     pub fn put_as(&self, folder: &str, from: &SafeDir, name: &OsStr, stem: &str, reason: &str) {
         let reason = quote(reason);
         tracing::warn!(folder, request = %quote(&name.to_string_lossy()), %reason, "IPC request refused and quarantined");
-        let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tallies = self.tallies.lock_ignoring_poison();
         let tally = match self.tally(&mut tallies, folder) {
             Ok(t) => t,
             Err(e) => {

@@ -6,6 +6,7 @@
 //! daemon's change bus, shutdown) — there is no timer unless a host-side failure asked
 //! for a retry, so an idle daemon with any number of groups costs no CPU.
 
+use crate::sync::LockExt as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -338,10 +339,7 @@ impl Service {
             self.retry_at = Some(Instant::now() + RETRY_AFTER);
         }
         self.dirs = Arc::new(dirs);
-        self.writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .forget(folder);
+        self.writer.lock_ignoring_poison().forget(folder);
         ok
     }
 
@@ -423,10 +421,7 @@ impl Service {
                 }
                 Ok(out)
             })?;
-            writer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .write(&dirs, rendered);
+            writer.lock_ignoring_poison().write(&dirs, rendered);
             Ok::<_, crate::store::StoreError>(())
         })
         .await;
@@ -554,11 +549,7 @@ fn render_changed(ctx: &PassCtx, changes: &Changes) {
             Ok(out)
         });
     match rendered {
-        Ok(r) => ctx
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .write(&ctx.dirs, r),
+        Ok(r) => ctx.writer.lock_ignoring_poison().write(&ctx.dirs, r),
         Err(e) => tracing::error!(error = %e, "cannot render IPC snapshots"),
     }
 }

@@ -27,6 +27,7 @@ pub mod sessions;
 pub(crate) mod skills;
 pub mod tasks;
 
+use crate::sync::LockExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -212,7 +213,7 @@ impl SharedStore {
         let job = tokio::task::spawn_blocking(move || {
             // A panic while holding the lock poisons it; the connection itself is still
             // consistent (SQLite rolled back any open transaction), so keep going.
-            let mut guard = inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = inner.lock_ignoring_poison();
             f(&mut guard)
         });
         match job.await {
@@ -226,7 +227,7 @@ impl SharedStore {
 
     /// Synchronous access, for code already on a blocking thread.
     pub fn blocking<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
-        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.inner.lock_ignoring_poison();
         f(&mut guard)
     }
 }

@@ -18,6 +18,7 @@
 //! so in the log. No file at start-up means no restriction. Changes are picked up
 //! through inotify, not polling.
 
+use crate::sync::RwLockExt as _;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -198,7 +199,7 @@ impl LiveAllowlist {
             };
             match loaded {
                 Ok(list) => {
-                    let mut slot = cur.write().unwrap_or_else(|e| e.into_inner());
+                    let mut slot = cur.write_ignoring_poison();
                     if **slot != list {
                         tracing::info!(path = %p.display(), "sender allowlist reloaded");
                         *slot = Arc::new(list);
@@ -215,7 +216,7 @@ impl LiveAllowlist {
         watcher
             .watch(dir, RecursiveMode::NonRecursive)
             .map_err(|e| err(format!("cannot watch: {e}")))?;
-        *current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Allowlist::load(path)?);
+        *current.write_ignoring_poison() = Arc::new(Allowlist::load(path)?);
         Ok(LiveAllowlist {
             current,
             #[cfg(test)]
@@ -225,10 +226,7 @@ impl LiveAllowlist {
     }
 
     pub(crate) fn get(&self) -> Arc<Allowlist> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.read_ignoring_poison().clone()
     }
 
     /// A receiver bumped after every reload attempt.

@@ -8,6 +8,7 @@
 //! (yielding to the tasks already spawned) and takes them in message-id order —
 //! Discord's ids grow with time — before storing them.
 
+use crate::sync::LockExt as _;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -86,18 +87,14 @@ impl Shared {
 
     /// Starts the consumer of received messages (once).
     pub(crate) fn spawn_consumer(self: &Arc<Self>) {
-        let rx = self
-            .queue_rx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let rx = self.queue_rx.lock_ignoring_poison().take();
         if let Some(rx) = rx {
             tokio::spawn(consume(self.clone(), rx));
         }
     }
 
     fn names(&self) -> std::sync::MutexGuard<'_, Names> {
-        self.names.lock().unwrap_or_else(|p| p.into_inner())
+        self.names.lock_ignoring_poison()
     }
 
     async fn group_dir(&self, jid: &Jid) -> Option<PathBuf> {
@@ -243,11 +240,7 @@ async fn take_in(shared: &Shared, msg: Message) {
         // A DM is addressed to the assistant, like the terminal.
         direct: msg.guild_id.is_none(),
     };
-    let tx = shared
-        .inbound
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let tx = shared.inbound.lock_ignoring_poison().clone();
     if let Some(tx) = tx
         && tx.send(inbound).await.is_err()
     {

@@ -25,6 +25,7 @@ mod gateway;
 pub(crate) mod send;
 pub(crate) mod split;
 
+use crate::sync::LockExt as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -185,14 +186,10 @@ impl DiscordChannel {
             _ => ChannelError::Transient(format!("cannot reach Discord: {e}")),
         })?;
         let _ = self.shared.bot_id.set(me.id);
-        *self
-            .shared
-            .inbound
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(inbound);
+        *self.shared.inbound.lock_ignoring_poison() = Some(inbound);
         let _ = self.http.set(client.http.clone());
         self.shared.spawn_consumer();
-        *self.shards.lock().unwrap_or_else(|p| p.into_inner()) = Some(client.shard_manager.clone());
+        *self.shards.lock_ignoring_poison() = Some(client.shard_manager.clone());
         let fatal = self.fatal.clone();
         tokio::spawn(async move {
             if let Err(e) = client.start().await {
@@ -298,16 +295,8 @@ impl Channel for DiscordChannel {
     fn disconnect(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.typing.stop_all();
-            self.shared
-                .inbound
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            let shards = self
-                .shards
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            self.shared.inbound.lock_ignoring_poison().take();
+            let shards = self.shards.lock_ignoring_poison().clone();
             if let Some(s) = shards {
                 s.shutdown_all().await;
             }

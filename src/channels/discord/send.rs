@@ -7,6 +7,7 @@
 //! message it already created. `allowed_mentions` lets the agent mention users, never
 //! `@everyone`, `@here` or roles.
 
+use crate::sync::LockExt as _;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -109,29 +110,21 @@ impl Typing {
                 tokio::time::sleep(every).await;
             }
         });
-        let old = self
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(channel, task);
+        let old = self.tasks.lock_ignoring_poison().insert(channel, task);
         if let Some(old) = old {
             old.abort();
         }
     }
 
     pub(crate) fn stop(&self, channel: ChannelId) {
-        let task = self
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&channel);
+        let task = self.tasks.lock_ignoring_poison().remove(&channel);
         if let Some(t) = task {
             t.abort();
         }
     }
 
     pub(crate) fn stop_all(&self) {
-        for (_, t) in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+        for (_, t) in self.tasks.lock_ignoring_poison().drain() {
             t.abort();
         }
     }
