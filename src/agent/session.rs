@@ -21,11 +21,12 @@ use super::home::{self, HomeConfig, HomeError};
 use super::protocol::{ApprovalDecision, ThreadParams, UserInput};
 use super::rpc::{Notification, RpcError};
 use super::runner::{AgentChild, AgentProcess, Runner, SpawnSpec};
-use super::turn::{self, ActiveTurn, SessionHandle, TurnOutcome};
+use super::turn::{self, ActiveTurn, SessionHandle, TurnHost, TurnOutcome};
 use crate::config::Config;
 use crate::model::{ContextMode, FolderName};
 use crate::paths::Paths;
 use crate::store::{SharedStore, sessions, skills};
+use crate::sync::BoxFuture;
 
 /// How long codex may take to answer a handshake or thread request (it starts MCP
 /// servers while opening a thread).
@@ -494,4 +495,34 @@ fn reset_codex_state_db(codex_home: &std::path::Path) {
     }
     tracing::warn!(home = %codex_home.display(),
         "codex's state database was left half-built by a killed codex; removed it so the next start rebuilds it");
+}
+
+impl TurnHost for Session {
+    fn handle(&self) -> &SessionHandle {
+        &self.handle
+    }
+
+    fn notes(&mut self) -> &mut mpsc::UnboundedReceiver<Notification> {
+        &mut self.notes
+    }
+
+    fn folder(&self) -> &FolderName {
+        &self.folder
+    }
+
+    fn turn_timeout(&self) -> Duration {
+        self.turn_timeout
+    }
+
+    fn stderr_tail(&self) -> String {
+        Session::stderr_tail(self)
+    }
+
+    fn sync_auth(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Session::sync_auth(self))
+    }
+
+    fn kill(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(Session::kill(self))
+    }
 }

@@ -5,6 +5,9 @@
 //! streaming) — then ends with a [`TurnOutcome`] or an error. Meanwhile any task
 //! holding a [`SessionHandle`] may `steer` (add input to the running turn) or
 //! `interrupt` it.
+//!
+//! A turn reaches its session only through [`TurnHost`], which `session.rs` implements:
+//! the session starts turns, and turns depend on that seam, not on the session.
 
 use crate::sync::LockExt as _;
 use std::sync::{Arc, Mutex};
@@ -15,13 +18,31 @@ use super::codex::{CodexClient, CodexEvent};
 use super::error::{AgentError, CodexErrorInfo};
 use super::protocol::{TurnError, TurnStatus, UserInput};
 use super::rpc::Notification;
-use super::session::Session;
 use super::text::strip_internal;
+use crate::model::FolderName;
+use crate::sync::BoxFuture;
 
 /// How long a timed-out turn may take to end after `turn/interrupt`.
 const INTERRUPT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long an abandoned turn (nobody reads it any more) may take to end.
 const ABANDON_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a running turn needs from the session it runs in.
+pub(super) trait TurnHost: Send {
+    /// The handle of the session (thread id, the running turn's id).
+    fn handle(&self) -> &SessionHandle;
+    /// codex's notifications, in order.
+    fn notes(&mut self) -> &mut mpsc::UnboundedReceiver<Notification>;
+    fn folder(&self) -> &FolderName;
+    /// `AGENT_TURN_TIMEOUT_MS`.
+    fn turn_timeout(&self) -> std::time::Duration;
+    /// The end of codex's stderr (for an agent that exited).
+    fn stderr_tail(&self) -> String;
+    /// Copies a refreshed login back to the owner's codex home.
+    fn sync_auth(&self) -> BoxFuture<'_, ()>;
+    /// Stops the agent (for a container: stops and removes it).
+    fn kill(&mut self) -> BoxFuture<'_, ()>;
+}
 
 /// What the orchestrator sees during a turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,7 +173,7 @@ fn how_it_ended(
 pub struct ActiveTurn<'a> {
     /// `AGENT_TURN_TIMEOUT_MS` after the turn started.
     deadline: tokio::time::Instant,
-    session: &'a mut Session,
+    session: &'a mut dyn TurnHost,
     turn_id: String,
     messages: Vec<String>,
     last_error: Option<(String, Option<CodexErrorInfo>)>,
@@ -161,10 +182,10 @@ pub struct ActiveTurn<'a> {
 
 impl<'a> ActiveTurn<'a> {
     /// The turn `turn_id` codex just started in `session`: marks it running.
-    pub(super) fn begin(session: &'a mut Session, turn_id: String) -> ActiveTurn<'a> {
-        session.handle.set_active(Some(turn_id.clone()));
+    pub(super) fn begin(session: &'a mut dyn TurnHost, turn_id: String) -> ActiveTurn<'a> {
+        session.handle().set_active(Some(turn_id.clone()));
         ActiveTurn {
-            deadline: tokio::time::Instant::now() + session.turn_timeout,
+            deadline: tokio::time::Instant::now() + session.turn_timeout(),
             session,
             turn_id,
             messages: Vec::new(),
@@ -179,19 +200,19 @@ impl<'a> ActiveTurn<'a> {
             return None;
         }
         loop {
-            let next = tokio::time::timeout_at(self.deadline, self.session.notes.recv()).await;
+            let next = tokio::time::timeout_at(self.deadline, self.session.notes().recv()).await;
             let Ok(next) = next else {
                 self.time_out().await;
                 return None;
             };
             let Some(note) = next else {
-                self.session.handle.set_active(None);
+                self.session.handle().set_active(None);
                 self.outcome = Some(Err(AgentError::Exited {
                     stderr: self.session.stderr_tail(),
                 }));
                 return None;
             };
-            let Some(event) = CodexEvent::decode(&note, &self.session.handle.thread_id) else {
+            let Some(event) = CodexEvent::decode(&note, &self.session.handle().thread_id) else {
                 continue;
             };
             if event.turn_id() != self.turn_id {
@@ -213,7 +234,7 @@ impl<'a> ActiveTurn<'a> {
                     });
                 }
                 CodexEvent::ItemCompleted { summary, .. } => {
-                    tracing::debug!(group = %self.session.folder, %summary, "agent activity");
+                    tracing::debug!(group = %self.session.folder(), %summary, "agent activity");
                     return Some(TurnEvent::Activity { summary });
                 }
                 CodexEvent::Error {
@@ -222,14 +243,14 @@ impl<'a> ActiveTurn<'a> {
                     will_retry,
                     ..
                 } => {
-                    tracing::warn!(group = %self.session.folder, %message, ?info, will_retry, "codex reported an error");
+                    tracing::warn!(group = %self.session.folder(), %message, ?info, will_retry, "codex reported an error");
                     if !will_retry {
                         self.last_error = Some((message, info));
                     }
                 }
                 CodexEvent::TurnStarted { .. } => {}
                 CodexEvent::TurnCompleted { turn } => {
-                    self.session.handle.set_active(None);
+                    self.session.handle().set_active(None);
                     let end = how_it_ended(turn.status, turn.error, self.last_error.take());
                     self.outcome = Some(end.map(|end| TurnOutcome {
                         turn_id: turn.id,
@@ -248,14 +269,14 @@ impl<'a> ActiveTurn<'a> {
     /// The turn ran past its deadline: ask codex to stop it, give it a moment to end,
     /// then stop the agent itself (for a container: stop and remove the container).
     async fn time_out(&mut self) {
-        let secs = self.session.turn_timeout.as_secs();
-        tracing::warn!(group = %self.session.folder, turn = %self.turn_id, secs,
+        let secs = self.session.turn_timeout().as_secs();
+        tracing::warn!(group = %self.session.folder(), turn = %self.turn_id, secs,
             "turn timed out; interrupting it and stopping the agent");
-        let handle = self.session.handle.clone();
+        let handle = self.session.handle().clone();
         let _ = tokio::time::timeout(INTERRUPT_GRACE, handle.interrupt()).await;
-        let ended = ended(&mut self.session.notes, &handle.thread_id, &self.turn_id);
+        let ended = ended(self.session.notes(), &handle.thread_id, &self.turn_id);
         let _ = tokio::time::timeout(INTERRUPT_GRACE, ended).await;
-        self.session.handle.set_active(None);
+        self.session.handle().set_active(None);
         self.session.kill().await;
         self.outcome = Some(Err(AgentError::TurnTimeout { secs }));
     }
@@ -270,11 +291,11 @@ impl<'a> ActiveTurn<'a> {
 
 /// Interrupts a turn nobody is reading any more and waits (bounded) for its end; the
 /// session then has no running turn.
-pub(super) async fn abandon(session: &mut Session, turn_id: &str) {
-    let _ = session.handle.interrupt().await;
-    let thread = session.handle.thread_id.clone();
-    let _ = tokio::time::timeout(ABANDON_GRACE, ended(&mut session.notes, &thread, turn_id)).await;
-    session.handle.set_active(None);
+pub(super) async fn abandon(session: &mut dyn TurnHost, turn_id: &str) {
+    let _ = session.handle().interrupt().await;
+    let thread = session.handle().thread_id.clone();
+    let _ = tokio::time::timeout(ABANDON_GRACE, ended(session.notes(), &thread, turn_id)).await;
+    session.handle().set_active(None);
 }
 
 /// Resolves when codex reports `turn_id` completed (or its output ends).
