@@ -384,6 +384,11 @@ mod tests {
         }
     }
 
+    /// A task created from the CLI in UTC at [`now`].
+    fn create(c: &rusqlite::Connection, t: NewTask) -> Result<Task> {
+        create_task(c, t, "cli", Tz::UTC, now())
+    }
+
     #[test]
     fn registration_conflicts() {
         let (_d, store) = setup();
@@ -418,30 +423,21 @@ mod tests {
         let c = store.conn();
         register_group(c, reg("111111@discord", "main", true), "@Andy", now()).unwrap();
         register_group(c, reg("222222@discord", "ops", false), "@Andy", now()).unwrap();
-        let e = create_task(
+        let e = create(
             c,
             task("nope", "111111@discord", ScheduleType::Cron, "0 9 * * *"),
-            "cli",
-            Tz::UTC,
-            now(),
         )
         .unwrap_err();
         assert!(e.to_string().contains("group_folder"), "{e}");
-        let e = create_task(
+        let e = create(
             c,
             task("ops", "111111@discord", ScheduleType::Cron, "0 9 * * *"),
-            "cli",
-            Tz::UTC,
-            now(),
         )
         .unwrap_err();
         assert!(e.to_string().contains("chat_jid"), "{e}");
-        let t = create_task(
+        let t = create(
             c,
             task("ops", "222222@discord", ScheduleType::Cron, "0 9 * * *"),
-            "cli",
-            Tz::UTC,
-            now(),
         )
         .unwrap();
         assert_eq!(
@@ -451,10 +447,7 @@ mod tests {
         assert_eq!(tasks::get(c, &t.id).unwrap().unwrap(), t);
         let mut dup = task("ops", "222222@discord", ScheduleType::Interval, "1000");
         dup.id = Some(t.id.clone());
-        assert!(matches!(
-            create_task(c, dup, "cli", Tz::UTC, now()),
-            Err(ActionError::Conflict(_))
-        ));
+        assert!(matches!(create(c, dup), Err(ActionError::Conflict(_))));
     }
 
     #[test]
@@ -462,12 +455,9 @@ mod tests {
         let (_d, store) = setup();
         let c = store.conn();
         register_group(c, reg("111111@discord", "main", true), "@Andy", now()).unwrap();
-        let t = create_task(
+        let t = create(
             c,
             task("main", "111111@discord", ScheduleType::Interval, "60000"),
-            "cli",
-            Tz::UTC,
-            now(),
         )
         .unwrap();
         assert_eq!(pause_task(c, &t.id).unwrap().status, TaskStatus::Paused);
@@ -492,12 +482,9 @@ mod tests {
         let (_d, store) = setup();
         let c = store.conn();
         register_group(c, reg("111111@discord", "main", true), "@Andy", now()).unwrap();
-        let t = create_task(
+        let t = create(
             c,
             task("main", "111111@discord", ScheduleType::Interval, "60000"),
-            "cli",
-            Tz::UTC,
-            now(),
         )
         .unwrap();
         let changes = TaskUpdate {

@@ -38,6 +38,50 @@ impl ValidationError {
     }
 }
 
+/// `as_str` (with visibility `$vis`), `Display`, `FromStr` and `Deserialize` for a
+/// validated string newtype `$name(String)`: parsing and deserializing both go
+/// through `$name::parse`, so a value read from anywhere is checked the same way.
+macro_rules! validated_string {
+    ($name:ident, $vis:vis) => {
+        impl $name {
+            $vis fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ValidationError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::parse(s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $name::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`: one path component, never `.` or `..` — the
+/// rule task ids and skill names share.
+fn is_name_token(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value.as_bytes()[0].is_ascii_alphanumeric()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
 /// Folder names that would collide with the daemon's own directories.
 pub(crate) const RESERVED_FOLDERS: &[&str] =
     &["global", "errors", "control", "shared", "skills", "tmp"];
@@ -50,6 +94,8 @@ pub(crate) const RESERVED_FOLDERS: &[&str] =
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct FolderName(String);
+
+validated_string!(FolderName, pub(crate));
 
 impl FolderName {
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
@@ -71,30 +117,6 @@ impl FolderName {
             return Err(err("is reserved for the daemon's own use"));
         }
         Ok(FolderName(value.to_owned()))
-    }
-
-    pub(crate) fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for FolderName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for FolderName {
-    type Err = ValidationError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        FolderName::parse(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for FolderName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        FolderName::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -214,15 +236,11 @@ impl<'de> Deserialize<'de> for Jid {
 #[serde(transparent)]
 pub struct SkillName(String);
 
+validated_string!(SkillName, pub(crate));
+
 impl SkillName {
     pub(crate) fn parse(value: &str) -> Result<Self, ValidationError> {
-        let ok = !value.is_empty()
-            && value.len() <= 64
-            && value.as_bytes()[0].is_ascii_alphanumeric()
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-        if ok {
+        if is_name_token(value) {
             Ok(SkillName(value.to_owned()))
         } else {
             Err(ValidationError::new(
@@ -231,16 +249,6 @@ impl SkillName {
             ))
         }
     }
-
-    pub(crate) fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for SkillName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// A scheduled task's id: `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`.
@@ -248,15 +256,11 @@ impl fmt::Display for SkillName {
 #[serde(transparent)]
 pub struct TaskId(String);
 
+validated_string!(TaskId, pub);
+
 impl TaskId {
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
-        let ok = !value.is_empty()
-            && value.len() <= 64
-            && value.as_bytes()[0].is_ascii_alphanumeric()
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-        if ok {
+        if is_name_token(value) {
             Ok(TaskId(value.to_owned()))
         } else {
             Err(ValidationError::new(
@@ -272,30 +276,6 @@ impl TaskId {
     pub(crate) fn generate(now_ms: i64) -> TaskId {
         let suffix: u32 = rand::random::<u32>() & 0xff_ffff;
         TaskId(format!("task-{now_ms}-{suffix:06x}"))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for TaskId {
-    type Err = ValidationError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TaskId::parse(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for TaskId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        TaskId::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 

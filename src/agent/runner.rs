@@ -10,6 +10,7 @@ use crate::sync::LockExt as _;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
@@ -120,6 +121,33 @@ impl From<super::container_runtime::ContainerError> for RunnerError {
             None => RunnerError::Other(e.to_string()),
         }
     }
+}
+
+/// Spawns `cmd` (`program` names it in errors) with its stdio piped: the app-server's
+/// pipe is its stdin and stdout, its stderr is drained into a [`StderrTail`], and
+/// `wrap` makes the process the runner's own [`AgentChild`].
+pub(crate) fn spawn_piped(
+    cmd: &mut tokio::process::Command,
+    program: &Path,
+    folder: &FolderName,
+    wrap: impl FnOnce(tokio::process::Child, StderrTail) -> Box<dyn AgentChild>,
+) -> Result<AgentProcess, RunnerError> {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| RunnerError::Spawn {
+        program: program.display().to_string(),
+        source,
+    })?;
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let tail = StderrTail::spawn(stderr, folder.clone());
+    Ok(AgentProcess {
+        stdin: Box::pin(stdin),
+        stdout: Box::pin(stdout),
+        child: wrap(child, tail),
+    })
 }
 
 /// Lines of stderr kept for error messages.

@@ -19,14 +19,15 @@ use chrono_tz::Tz;
 use rusqlite::Connection;
 
 use super::outcome::Outcome;
-use super::protocol::{self, MAX_REQUEST_BYTES, Response, Status};
+use super::protocol::{Response, Status};
 use super::quarantine::Quarantine;
+use super::reader::{Input, Prepared, read_files};
 use super::requests::Ctx;
 use super::watcher::{GroupDirs, RESPONSES};
 use crate::bus::Topic;
 use crate::model::FolderName;
 use crate::paths::Paths;
-use crate::safe_dir::{Durability, ReadError, SafeDir};
+use crate::safe_dir::{Durability, SafeDir};
 use crate::store::{SharedStore, StoreError, groups, ipc_ledger};
 
 /// What the watcher needs to apply requests.
@@ -119,15 +120,6 @@ pub(crate) struct Answer {
 #[error("{0}")]
 pub(crate) struct Retry(pub(crate) String);
 
-/// A request file read and ready for its transaction.
-struct Prepared {
-    slot: usize,
-    sub: &'static str,
-    name: OsString,
-    id: String,
-    input: Input,
-}
-
 /// What the watcher hands over: `(sub, file name)` of one group's request files.
 pub(crate) type Files = Vec<(&'static str, OsString)>;
 
@@ -164,78 +156,6 @@ pub(crate) fn commit_batch(
         }
     }
     out.into_iter().map(|o| o.expect("filled")).collect()
-}
-
-/// The id a request file name carries, or why it carries none.
-fn request_id(name: &OsStr) -> Result<String, String> {
-    let Some(text) = name.to_str() else {
-        return Err("the file name is not UTF-8; request ids are ASCII".into());
-    };
-    let Some(id) = text.strip_suffix(".json") else {
-        return Err("request files must end in \".json\" (lower case)".into());
-    };
-    protocol::validate_request_id(id).map_err(|e| e.to_string())?;
-    Ok(id.to_owned())
-}
-
-/// Reads each file; fills `out` for files that need no transaction (gone, refused
-/// without an answer, unreadable for now) and returns the others.
-fn read_files(
-    dirs: &GroupDirs,
-    q: &Quarantine,
-    files: Files,
-    out: &mut Vec<Option<Committed>>,
-) -> Vec<Prepared> {
-    let folder = dirs.folder.as_str();
-    let mut prepared: Vec<Prepared> = Vec::new();
-    for (slot, (sub, name)) in files.into_iter().enumerate() {
-        let dir = dirs.sub(sub);
-        let id = request_id(&name).and_then(|id| {
-            // The same id in both request directories at once: one is applied, the
-            // other refused (its answer would overwrite the first's).
-            let twin = if sub == "tasks" { &dirs.messages } else { &dirs.tasks };
-            let dup = prepared.iter().any(|p| p.id == id)
-                || (sub == "tasks" && twin.stat(&name).is_ok());
-            if dup {
-                Err(format!("request id {id} is already in flight in the other request directory; ids must be unique per group"))
-            } else {
-                Ok(id)
-            }
-        });
-        let id = match id {
-            Ok(id) => id,
-            Err(reason) => {
-                if dir.stat(&name).is_ok() {
-                    q.put(folder, dir, &name, &reason);
-                }
-                out.push(Some(Committed::Refused));
-                continue;
-            }
-        };
-        let input = match dir.read_file(&name, MAX_REQUEST_BYTES) {
-            Ok(bytes) => Input::Parsed(protocol::parse(&bytes)),
-            Err(ReadError::Gone) => {
-                out.push(Some(Committed::Gone));
-                continue;
-            }
-            Err(ReadError::Refused(reason)) => Input::Refused(reason),
-            Err(ReadError::Io(e)) => {
-                out.push(Some(Committed::Retry(Retry(format!(
-                    "cannot read {sub}/{id}.json: {e}"
-                )))));
-                continue;
-            }
-        };
-        out.push(None);
-        prepared.push(Prepared {
-            slot,
-            sub,
-            name,
-            id,
-            input,
-        });
-    }
-    prepared
 }
 
 /// The transaction body: each request in its own savepoint, ledger row included.
@@ -344,20 +264,6 @@ pub(crate) fn finish(dirs: &GroupDirs, q: &Quarantine, a: &Answer) -> Result<(),
         Disposition::Quarantine(reason) => q.put(a.folder.as_str(), dir, &a.name, reason),
     }
     Ok(())
-}
-
-enum Input {
-    Parsed(protocol::Parsed),
-    Refused(String),
-}
-
-impl Input {
-    fn kind(&self) -> &str {
-        match self {
-            Input::Parsed(p) => &p.kind,
-            Input::Refused(_) => "unknown",
-        }
-    }
 }
 
 // Built and consumed once per request; boxing would only add an allocation.

@@ -2,7 +2,8 @@
 //! `data/ipc/<folder>/{messages,tasks}/`; the host answers in `responses/`.
 //!
 //! The flow is one way: [`watcher`] (inotify + rescans, fair per-group batches) →
-//! [`protocol`] (read the file) → [`requests`] (one module per request type: its
+//! `reader` (the untrusting read: id from the file name, bounded read through a
+//! verified descriptor) → [`protocol`] (parse the file) → [`requests`] (one module per request type: its
 //! fields, its row of the permission table in `authorize` — the sender is the
 //! directory — and its effect) → [`apply`] (effect and ledger row in one transaction,
 //! then the response file) → `snapshots`. Every request ends in one `outcome`;
@@ -13,6 +14,7 @@ pub(crate) mod authorize;
 mod outcome;
 pub mod protocol;
 pub(crate) mod quarantine;
+mod reader;
 pub mod requests;
 mod service;
 pub(crate) mod snapshots;

@@ -1,8 +1,8 @@
 //! Moving refused request files aside, within bounds.
 //!
 //! A request directory is writable by an agent, so anything can be in it: a symlink
-//! to `/etc/shadow`, a FIFO, a 10 GiB file, a directory named `x.json`. Files are read
-//! with [`SafeDir::read_file`] (never through a link, never blocking, bounded).
+//! to `/etc/shadow`, a FIFO, a 10 GiB file, a directory named `x.json`. The reader
+//! (`reader.rs`) refuses such entries; this module only moves them aside.
 //!
 //! Refused entries are moved (`renameat`, a link is moved, never followed) to
 //! `data/ipc/errors/<folder>/<stem>.json` with a `<stem>.reason` beside it, so the
