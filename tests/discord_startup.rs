@@ -3,7 +3,7 @@
 //! retried, `status` answers, the scheduler runs an agent whose reply waits in the
 //! outbox — and connects once the fake Discord answers again, delivering what waited
 //! and answering a new message. A refusal (401) still ends `run`, at once or on a later
-//! attempt.
+//! attempt. SIGTERM during an outage does not wait for a reply's gateway wait.
 
 #[path = "support/fake_discord.rs"]
 mod fake_discord;
@@ -182,4 +182,84 @@ async fn an_invalid_token_still_ends_run_at_once_or_after_an_outage() {
     let log = run.await.unwrap();
     assert!(log.contains("Discord is unreachable"), "{log}");
     assert!(log.contains("rust_claw daemon started"), "{log}");
+}
+
+/// SIGTERM while a reply waits for the gateway (up to the default 30 s reconnect wait)
+/// ends the wait: the daemon exits at once, the reply stays in the outbox and is posted
+/// once after the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_a_reply_waiting_for_the_gateway() {
+    let fake = FakeDiscord::start().await;
+    let t = TestRoot::new("dc-stop-wait").await;
+    write_env(&t, &fake);
+    t.mock
+        .respond_with(|_| Reply::Text("the report during the outage".to_owned()));
+    let daemon = Daemon::start(&t.root).await;
+    fake.wait_for("IDENTIFY", 60, |f| f.connected()).await;
+
+    // Discord goes away: REST refuses, the socket closes and cannot come back.
+    fake.refuse_rest(true);
+    fake.refuse_gateway(true);
+    fake.set_offline(true);
+    fake.close_gateway(4000);
+    fake.wait_for("the socket to go", 10, |f| !f.connected())
+        .await;
+
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
+    let chat = format!("{MAIN}@discord");
+    process::cli_ok(
+        &t.root,
+        &[
+            "create-task",
+            "--id",
+            "t1",
+            "--group-folder",
+            "main",
+            "--chat-jid",
+            &chat,
+            "--prompt",
+            "report during the outage",
+            "--schedule-type",
+            "once",
+            "--schedule-value",
+            &at,
+        ],
+    )
+    .await;
+    // The run's reply was refused and now waits for the gateway (reconnect_wait is the
+    // default 30 s: `.env` cannot change it).
+    daemon
+        .wait_log("the reply waits for the gateway to come back", 60)
+        .await;
+    assert!(!fake.create_attempts().is_empty());
+    assert_eq!(outbox_pending(&t.root).await, 1);
+
+    let stopping = std::time::Instant::now();
+    let log = daemon.stop().await;
+    let took = stopping.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "SIGTERM took {took:?} with a reply waiting for the gateway:\n{log}"
+    );
+    assert!(fake.posts().is_empty());
+
+    // Discord is back; the next start sends the reply that waited, once.
+    fake.refuse_rest(false);
+    fake.refuse_gateway(false);
+    fake.set_offline(false);
+    let daemon = Daemon::start(&t.root).await;
+    let posts = fake.wait_posts(MAIN, 1).await;
+    assert_eq!(posts[0].content(), "the report during the outage");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while outbox_pending(&t.root).await != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox never emptied:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    daemon.stop().await;
+    assert_eq!(fake.posts_to(MAIN).len(), 1, "{:?}", fake.posts());
+    assert_eq!(t.mock.requests().len(), 1, "the once-task ran again");
 }

@@ -358,6 +358,8 @@ impl Channel for DiscordChannel {
                     // Discord unreachable: wait for the gateway to be back, then retry
                     // (the nonces make a partly sent reply safe to send again). Shutdown
                     // ends the wait: the reply stays in the outbox for the next start.
+                    tracing::warn!(chat = %jid, error = %e, wait = ?self.opts.reconnect_wait,
+                        "Discord is unreachable; the reply waits for the gateway to come back");
                     let mut closed = self.closed.subscribe();
                     let back = tokio::select! {
                         r = tokio::time::timeout(self.opts.reconnect_wait, sessions.changed()) => {
