@@ -13,6 +13,8 @@
 //! - host memory: this process's RSS with N live sessions vs none (codex's own memory
 //!   is in its own processes and not counted).
 
+#[path = "support/mod.rs"]
+mod bench;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -27,35 +29,9 @@ fn rss_kib() -> u64 {
     support::rss_kib("self").expect("this process's VmRSS")
 }
 
-fn stats(name: &str, mut xs: Vec<Duration>) {
-    xs.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let (ms, unit) = if xs[xs.len() / 2] < Duration::from_millis(1) {
-        (
-            Box::new(|d: Duration| d.as_secs_f64() * 1e6) as Box<dyn Fn(Duration) -> f64>,
-            "µs",
-        )
-    } else {
-        (Box::new(ms) as Box<dyn Fn(Duration) -> f64>, "ms")
-    };
-    let p = |q: f64| xs[((xs.len() as f64 - 1.0) * q).round() as usize];
-    println!(
-        "{name:<42} n={:<4} min {:>7.1} {unit}  p50 {:>7.1} {unit}  p90 {:>7.1} {unit}  max {:>7.1} {unit}",
-        xs.len(),
-        ms(xs[0]),
-        ms(p(0.5)),
-        ms(p(0.9)),
-        ms(xs[xs.len() - 1])
-    );
-}
-
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let full = bench::full_run();
+    let rt = bench::runtime();
     rt.block_on(run(full));
 }
 
@@ -96,7 +72,7 @@ async fn rpc_round_trip(n: usize) {
             .unwrap();
         times.push(started.elapsed());
     }
-    stats("our JSON-RPC round trip (no codex)", times);
+    bench::report("our JSON-RPC round trip (no codex)", times);
 }
 
 async fn run(full: bool) {
@@ -141,12 +117,12 @@ async fn run(full: bool) {
         isolated.push(started.elapsed());
         s.close().await;
     }
-    stats("spawn → ready (new thread, first run)", fresh);
+    bench::report("spawn → ready (new thread, first run)", fresh);
     if !resumed.is_empty() {
-        stats("spawn → ready (thread/resume)", resumed);
+        bench::report("spawn → ready (thread/resume)", resumed);
     }
-    stats("spawn → ready (isolated, ephemeral)", isolated);
-    stats("close (stdin closed → codex exited)", closes);
+    bench::report("spawn → ready (isolated, ephemeral)", isolated);
+    bench::report("close (stdin closed → codex exited)", closes);
 
     // Turn overhead on a warm thread: the mock answers immediately.
     let mut s = warm_turns(&t, &agents, &f, turns, "root inside a git checkout").await;
@@ -161,7 +137,7 @@ async fn run(full: bool) {
         s.run_turn("slow ping").await.unwrap();
         slow.push(started.elapsed().saturating_sub(Duration::from_millis(100)));
     }
-    stats("turn overhead beyond a 100 ms mock", slow);
+    bench::report("turn overhead beyond a 100 ms mock", slow);
     s.close().await;
 
     // Host-side memory per live agent.
@@ -195,7 +171,7 @@ async fn run(full: bool) {
     // The same warm turns with the root outside any git checkout (as with
     // `RUST_CLAW_ROOT=/var/lib/rust_claw`): codex finds no `.git` above the group
     // folder and so runs none of its per-turn git probes.
-    let base = outside_checkout_base();
+    let base = bench::outside_checkout_base();
     let t = TestRoot::new_in(&base, "bench").await;
     warm_turns(&t, &t.agents(), &f, turns, "root outside any git checkout")
         .await
@@ -233,30 +209,12 @@ async fn warm_turns(
     // processes it spawns) burns per turn, whichever thread or core it ran on.
     let cpu = support::cpu_time(codex_pid).expect("codex's CPU time") - cpu_before;
     println!("warm turns, {layout}:");
-    stats("turn overhead (warm thread, instant mock)", times);
-    stats("  turn/start → model request", before_model);
-    stats("  model request → turn completed", after_model);
+    bench::report("turn overhead (warm thread, instant mock)", times);
+    bench::report("  turn/start → model request", before_model);
+    bench::report("  model request → turn completed", after_model);
     println!(
         "  codex CPU per turn (its children included): {:.1} ms",
         cpu.as_secs_f64() * 1e3 / turns as f64
     );
     s
-}
-
-/// `~/.cache/rust_claw/bench-homes`: outside the checkout and outside $TMPDIR (codex
-/// refuses a CODEX_HOME under $TMPDIR). Fails loudly if some parent is a git checkout
-/// after all, since the comparison would then measure nothing.
-fn outside_checkout_base() -> std::path::PathBuf {
-    let home = std::env::var_os("HOME").expect("HOME is set");
-    let base = std::path::Path::new(&home).join(".cache/rust_claw/bench-homes");
-    std::fs::create_dir_all(&base).unwrap();
-    if let Some(repo) = base.ancestors().find(|d| d.join(".git").exists()) {
-        panic!(
-            "{} is inside the git checkout {}: set HOME elsewhere to bench the \
-             outside-a-checkout layout",
-            base.display(),
-            repo.display()
-        );
-    }
-    base
 }

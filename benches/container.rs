@@ -13,47 +13,27 @@
 //!   machine load. The root lies outside any git checkout for both (codex runs no git
 //!   probes then: see benches/agent.rs), so only the runner differs.
 
+#[path = "support/mod.rs"]
+mod bench;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rust_claw::agent::{Agents, Runner};
 use rust_claw::model::ContextMode;
 use support::mock_model::Reply;
 use support::{TestRoot, folder};
 
-fn median(mut xs: Vec<Duration>) -> Duration {
-    xs.sort();
-    xs[xs.len() / 2]
-}
-
-fn line(name: &str, xs: &[Duration]) {
-    let mut s = xs.to_vec();
-    s.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!(
-        "{name:<36} n={:<3} min {:>7.1} ms  p50 {:>7.1} ms  max {:>7.1} ms",
-        s.len(),
-        ms(s[0]),
-        ms(s[s.len() / 2]),
-        ms(s[s.len() - 1])
-    );
-}
-
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let full = bench::full_run();
+    let rt = bench::runtime();
     rt.block_on(run(if full { 12 } else { 1 }, if full { 30 } else { 1 }));
 }
 
 async fn run(starts: usize, turns: usize) {
-    let base = bench_base();
+    let base = bench::outside_checkout_base();
     let t = TestRoot::new_in(&base, "ctr-bench").await;
     let container: Arc<dyn Runner> = support::containers::runner(&t, None).await;
     let host = t.agents();
@@ -110,24 +90,20 @@ async fn run(starts: usize, turns: usize) {
         "containers vs host (podman, image {}):",
         support::containers::image()
     );
+    let mut p50 = Vec::new();
     for (k, (name, _)) in both.iter().enumerate() {
-        line(&format!("cold start → thread ready, {name}"), &cold[k]);
-        line(&format!("close, {name}"), &close[k]);
-        line(&format!("warm turn, {name}"), &warm[k]);
+        let c = bench::report(
+            &format!("cold start → thread ready, {name}"),
+            cold[k].clone(),
+        );
+        bench::report(&format!("close, {name}"), close[k].clone());
+        let w = bench::report(&format!("warm turn, {name}"), warm[k].clone());
+        p50.push((c.p50, w.p50));
     }
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "container cold start p50 {:.0} ms (target ≤ 600 ms); warm turn p50 {:+.1} ms vs host \
          (target within 5 ms)",
-        ms(median(cold[1].clone())),
-        ms(median(warm[1].clone())) - ms(median(warm[0].clone())),
+        bench::ms(p50[1].0),
+        bench::ms(p50[1].1) - bench::ms(p50[0].1),
     );
-}
-
-/// Outside the checkout and outside $TMPDIR, as in benches/agent.rs.
-fn bench_base() -> std::path::PathBuf {
-    let home = std::env::var_os("HOME").expect("HOME is set");
-    let base = std::path::Path::new(&home).join(".cache/rust_claw/bench-homes");
-    std::fs::create_dir_all(&base).unwrap();
-    base
 }

@@ -15,6 +15,8 @@
 //!    registered groups, after 100 messages in unregistered chats: VmRSS and private
 //!    memory (Private_Dirty). Target ≤ 15 MB.
 
+#[path = "support/mod.rs"]
+mod bench;
 #[path = "../tests/support/fake_discord.rs"]
 mod fake_discord;
 #[path = "../tests/support/mod.rs"]
@@ -32,22 +34,6 @@ use support::rig::{DaemonRig, last_message};
 use tokio::sync::mpsc;
 
 const MAIN: u64 = 100_000_000_000_000_001;
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
-}
-
-fn report(name: &str, mut v: Vec<Duration>) -> (f64, f64) {
-    v.sort();
-    let (p50, p99) = (pct(&v, 0.5), pct(&v, 0.99));
-    println!(
-        "{name}: p50 {p50:.2} ms, p90 {:.2} ms, p99 {p99:.2} ms, max {:.2} ms ({} samples)",
-        pct(&v, 0.9),
-        v.last().unwrap().as_secs_f64() * 1e3,
-        v.len()
-    );
-    (p50, p99)
-}
 
 /// The Discord channel, with the daemon's typing calls timestamped.
 struct Timed {
@@ -105,18 +91,8 @@ async fn round_trips(full: bool) {
         inner: discord.clone(),
         typing: Mutex::new(Vec::new()),
     });
-    let store = rust_claw::store::Store::open(&rig.t.paths.database()).unwrap();
     let channel: Arc<dyn Channel> = timed.clone();
-    let daemon = rust_claw::daemon::Daemon::start_with(
-        &rig.t.paths,
-        rig.config.clone(),
-        store,
-        vec![channel],
-        rig.t.settings.clone(),
-        Arc::new(rust_claw::agent::host::HostRunner::new(support::codex_bin())),
-    )
-    .await
-    .unwrap();
+    let daemon = rig.start_daemon(channel).await;
     assert!(discord.ws_url().unwrap().starts_with("ws://127.0.0.1"));
     discord.set_group_dirs(discord::group_dirs(
         daemon.store().clone(),
@@ -150,11 +126,11 @@ async fn round_trips(full: bool) {
         codex.push(off - on);
         e2e.push(posted - t);
     }
-    report("in: MESSAGE_CREATE → turn started", inbound);
-    report("out: turn ended → reply POST received", outbound);
-    let (_, p99) = report("our part (in + out)", ours);
-    report("codex + mock model (turn)", codex);
-    report("end to end, warm", e2e);
+    bench::report("in: MESSAGE_CREATE → turn started", inbound);
+    bench::report("out: turn ended → reply POST received", outbound);
+    let p99 = bench::ms(bench::report("our part (in + out)", ours).p99);
+    bench::report("codex + mock model (turn)", codex);
+    bench::report("end to end, warm", e2e);
     if full {
         println!(
             "target: our part p99 ≤ 10 ms → {}",
@@ -164,41 +140,13 @@ async fn round_trips(full: bool) {
     daemon.shutdown().await;
 }
 
-/// Private_Dirty of a process in KiB, from `/proc/<pid>/smaps_rollup`.
-fn private_dirty_kib(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("Private_Dirty:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// `rust_claw run` connected to the fake with 100 groups: RSS and private memory.
 async fn connected_daemon(full: bool) {
     use std::process::Stdio;
     let fake = FakeDiscord::start().await;
     let dir = support::homes_dir().join(format!("bench-discord-rss-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    bench::daemon_root(&dir, 100, "");
     std::fs::create_dir_all(dir.join("home")).unwrap();
-    std::fs::write(dir.join(".env"), "TIMEZONE=UTC\nAGENT_RUNNER=host\n").unwrap();
-    let mut store = rust_claw::store::Store::open(&dir.join("store/messages.db")).unwrap();
-    store
-        .write(|tx| {
-            for i in 0..100u64 {
-                let req = rust_claw::actions::RegisterGroup {
-                    jid: Jid::parse(&format!("{}@discord", 100000000000000000 + i)).unwrap(),
-                    name: format!("G{i}"),
-                    folder: rust_claw::model::FolderName::parse(&format!("g{i}")).unwrap(),
-                    trigger: None,
-                    requires_trigger: i != 0,
-                    is_main: i == 0,
-                    container_config: None,
-                };
-                rust_claw::actions::register_group(tx, req, "@Andy", chrono::Utc::now())?;
-            }
-            Ok::<_, rust_claw::actions::ActionError>(())
-        })
-        .unwrap();
-    drop(store);
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rust_claw"))
         .arg("--root")
         .arg(&dir)
@@ -220,27 +168,21 @@ async fn connected_daemon(full: bool) {
     }
     tokio::time::sleep(Duration::from_secs(if full { 5 } else { 1 })).await;
     let rss = support::rss_kib(pid).expect("VmRSS");
-    let private = private_dirty_kib(pid).expect("Private_Dirty");
+    let private = support::private_dirty_kib(pid).expect("Private_Dirty");
     println!(
         "rust_claw run connected to the fake, 100 groups, {msgs} messages: RSS {:.1} MB, Private_Dirty {:.1} MB",
         rss as f64 / 1024.0,
         private as f64 / 1024.0
     );
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
+    bench::sigterm(pid);
     let status = child.wait().await.unwrap();
     assert!(status.success(), "the daemon did not stop cleanly");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let full = bench::full_run();
+    let rt = bench::runtime();
     rt.block_on(round_trips(full));
     rt.block_on(connected_daemon(full));
 }

@@ -12,6 +12,8 @@
 //! 3. `rust_claw run` (this build's release binary) idle with 100 registered groups and
 //!    no channel: resident memory and CPU over 10 s.
 
+#[path = "support/mod.rs"]
+mod bench;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -25,22 +27,6 @@ use support::rig::{DaemonRig, last_message};
 use tokio::sync::{Notify, mpsc};
 
 const MAIN: &str = "100000000000000001@discord";
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
-}
-
-fn report(name: &str, mut v: Vec<Duration>) -> (f64, f64) {
-    v.sort();
-    let (p50, p99) = (pct(&v, 0.5), pct(&v, 0.99));
-    println!(
-        "{name}: p50 {p50:.2} ms, p90 {:.2} ms, p99 {p99:.2} ms, max {:.2} ms ({} samples)",
-        pct(&v, 0.9),
-        v.last().unwrap().as_secs_f64() * 1e3,
-        v.len()
-    );
-    (p50, p99)
-}
 
 /// Records when the daemon turned typing on and when it sent, per chat.
 #[derive(Default)]
@@ -128,18 +114,8 @@ async fn pipeline(full: bool) {
     if let Some(d) = rig.daemon.take() {
         d.shutdown().await;
     }
-    let store = rust_claw::store::Store::open(&rig.t.paths.database()).unwrap();
     let channel: Arc<dyn Channel> = ch.clone();
-    let daemon = rust_claw::daemon::Daemon::start_with(
-        &rig.t.paths,
-        rig.config.clone(),
-        store,
-        vec![channel],
-        rig.t.settings.clone(),
-        Arc::new(rust_claw::agent::host::HostRunner::new(support::codex_bin())),
-    )
-    .await
-    .unwrap();
+    let daemon = rig.start_daemon(channel).await;
 
     let n = if full { 200 } else { 5 };
     let t0 = ch.say(0, "cold start").await;
@@ -157,8 +133,8 @@ async fn pipeline(full: bool) {
         to_turn.push(turn - t);
         e2e.push(sent - t);
     }
-    let (_, p99) = report("message received → turn started (warm)", to_turn);
-    report("end to end, warm (codex + mock model)", e2e);
+    let p99 = bench::ms(bench::report("message received → turn started (warm)", to_turn).p99);
+    bench::report("end to end, warm (codex + mock model)", e2e);
     if full {
         println!(
             "target: turn started p99 ≤ 20 ms → {}",
@@ -172,30 +148,9 @@ async fn pipeline(full: bool) {
 fn idle_daemon(full: bool) {
     use std::process::{Command, Stdio};
     let dir = support::homes_dir().join(format!("bench-idle-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(".env"), "TIMEZONE=UTC\nAGENT_RUNNER=host\n").unwrap();
+    bench::daemon_root(&dir, 100, "");
     let exe = env!("CARGO_BIN_EXE_rust_claw");
     let root = dir.to_str().unwrap();
-    let mut store = rust_claw::store::Store::open(&dir.join("store/messages.db")).unwrap();
-    store
-        .write(|tx| {
-            for i in 0..100u64 {
-                let req = rust_claw::actions::RegisterGroup {
-                    jid: Jid::parse(&format!("{}@discord", 100000000000000000 + i)).unwrap(),
-                    name: format!("G{i}"),
-                    folder: rust_claw::model::FolderName::parse(&format!("g{i}")).unwrap(),
-                    trigger: None,
-                    requires_trigger: i != 0,
-                    is_main: i == 0,
-                    container_config: None,
-                };
-                rust_claw::actions::register_group(tx, req, "@Andy", chrono::Utc::now())?;
-            }
-            Ok::<_, rust_claw::actions::ActionError>(())
-        })
-        .unwrap();
-    drop(store);
     let mut child = Command::new(exe)
         .args(["--root", root, "run"])
         .env("RUST_LOG", "warn")
@@ -216,9 +171,7 @@ fn idle_daemon(full: bool) {
     let (c1, dt) = (cpu(pid), t0.elapsed());
     let rss = rss_kb();
     let private = support::private_dirty_kib(pid).expect("the daemon's Private_Dirty");
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
+    bench::sigterm(pid);
     let stopped = Instant::now();
     let status = child.wait().unwrap();
     println!(
@@ -237,12 +190,8 @@ fn idle_daemon(full: bool) {
 }
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let full = bench::full_run();
+    let rt = bench::runtime();
     rt.block_on(pipeline(full));
     idle_daemon(full);
 }

@@ -22,7 +22,7 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use rust_claw::actions::{self, NewTask};
-use rust_claw::control::Topic;
+use rust_claw::bus::Topic;
 use rust_claw::model::{ContextMode, FolderName, Jid, ScheduleType, TaskId, TaskStatus};
 use rust_claw::scheduler::{
     DueRun, RunOutcome, Scheduler, SchedulerHandle, SystemClock, TaskSink, complete,

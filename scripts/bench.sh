@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BENCHES=(cli ipc scheduler agent orchestrator)
+BENCHES=(cli ipc scheduler agent orchestrator container discord retention)
 
 # bench | figure | regex (group 1 = value, group 2 = optional µs) | unit | target
 ROWS=(
@@ -37,12 +37,27 @@ ROWS=(
   'scheduler|scheduler: idle CPU, 10,000 active tasks|idle, \d+ active tasks, .*?process CPU ([0-9.]+) ms|ms CPU|-'
   'agent|agent: spawn -> ready, new thread (p50)|spawn → ready \(new thread, first run\)\s+n=\S+\s+min\s+\S+ \S+\s+p50\s+([0-9.]+) (µs)?|ms|-'
   'agent|agent: warm turn overhead beyond the mock (p50)|turn overhead \(warm thread, instant mock\)\s+n=\S+\s+min\s+\S+ \S+\s+p50\s+([0-9.]+) (µs)?|ms|<= 50'
-  'orchestrator|message received -> turn started, warm (p99)|message received → turn started \(warm\): .*?p99 ([0-9.]+) ms|ms|<= 20'
-  'orchestrator|end to end message -> reply, warm (p50, codex + mock model)|end to end, warm \(codex \+ mock model\): p50 ([0-9.]+) ms|ms|-'
+  'orchestrator|message received -> turn started, warm (p99)|message received → turn started \(warm\)\s+n=\S+\s+min.*?p99\s+([0-9.]+) (µs)?|ms|<= 20'
+  'orchestrator|end to end message -> reply, warm (p50, codex + mock model)|end to end, warm \(codex \+ mock model\)\s+n=\S+\s+min\s+\S+ \S+\s+p50\s+([0-9.]+) (µs)?|ms|-'
   'orchestrator|end to end, cold (spawns codex)|end to end, cold \(spawns codex\): ([0-9.]+) ms|ms|-'
-  'orchestrator|rust_claw run idle, 100 groups: RSS|rust_claw run idle, 100 groups, no channel: RSS ([0-9.]+) MB|MB|<= 8'
+  'orchestrator|rust_claw run idle, 100 groups: private memory (Private_Dirty)|rust_claw run idle, 100 groups, no channel: RSS [0-9.]+ MB, private \(Private_Dirty\) ([0-9.]+) MB|MB|<= 4'
+  'orchestrator|rust_claw run idle, 100 groups: RSS (incl. clean executable pages)|rust_claw run idle, 100 groups, no channel: RSS ([0-9.]+) MB|MB|-'
   'orchestrator|rust_claw run idle, 100 groups: CPU|rust_claw run idle.*CPU ([0-9.]+)% of a core|% core|<= 0.1'
   'orchestrator|SIGTERM -> exit, idle daemon|SIGTERM → exit ([0-9.]+) ms|ms|<= 5000'
+  'container|agent cold start -> thread ready, host (p50)|cold start → thread ready, host\s+n=\S+\s+min\s+\S+ \S+\s+p50\s+([0-9.]+) (µs)?|ms|-'
+  'container|agent cold start -> thread ready, container (p50)|cold start → thread ready, container\s+n=\S+\s+min\s+\S+ \S+\s+p50\s+([0-9.]+) (µs)?|ms|<= 600'
+  'container|agent warm turn, host (p50, codex + mock)|warm turn, host\s+n=\S+\s+min\s+\S+ \S+\s+p50\s+([0-9.]+) (µs)?|ms|-'
+  'container|agent warm turn, container (p50, codex + mock)|warm turn, container\s+n=\S+\s+min\s+\S+ \S+\s+p50\s+([0-9.]+) (µs)?|ms|-'
+  'container|agent warm turn: container minus host (p50)|warm turn p50 ([+-]?[0-9.]+) ms vs host|ms|<= 5'
+  'discord|Discord: MESSAGE_CREATE -> reply POST, our part (p99)|our part \(in \+ out\)\s+n=\S+\s+min.*?p99\s+([0-9.]+) (µs)?|ms|<= 10'
+  'discord|Discord: round trip, warm (p50, codex + mock)|end to end, warm\s+n=\S+\s+min\s+\S+ \S+\s+p50\s+([0-9.]+) (µs)?|ms|-'
+  'discord|Discord: round trip, cold (spawns codex)|end to end, cold \(spawns codex\): ([0-9.]+) ms|ms|-'
+  'discord|rust_claw run connected to Discord, 100 groups: RSS|connected to the fake, 100 groups, \d+ messages: RSS ([0-9.]+) MB|MB|<= 15'
+  'discord|rust_claw run connected to Discord, 100 groups: Private_Dirty|connected to the fake, 100 groups, .*Private_Dirty ([0-9.]+) MB|MB|-'
+  'retention|retention: database after a year, pruned every 6 h|days pruned every 6 h \(default retention\): database ([0-9.]+) MB|MB|-'
+  'retention|retention: database after a year, never pruned|days never pruned: database ([0-9.]+) MB|MB|-'
+  'retention|retention: one steady-state pruning pass (median)|one steady-state pruning pass: median ([0-9.]+) ms|ms|-'
+  'retention|retention: first pass over a never-pruned year|first pass over the unpruned \d+ days: \d+ rows deleted in ([0-9.]+) ms|ms|-'
 )
 
 logs=target/bench-logs

@@ -13,16 +13,16 @@ use crate::model::{
     ContextMode, FolderName, Jid, ScheduleType, SkillName, TaskId, TaskStatus, ValidationError,
     validate_name, validate_trigger,
 };
-use crate::schedule::Schedule;
+use crate::recurrence::Schedule;
 use crate::store::groups::{self, Group};
 use crate::store::tasks::{self, Task};
 use crate::store::{StoreError, skills};
 
 /// The longest prompt a task may carry.
-pub const MAX_PROMPT_CHARS: usize = 20_000;
+pub(crate) const MAX_PROMPT_CHARS: usize = 20_000;
 /// The shortest time between runs of any schedule, even one the owner creates from
 /// the CLI. Agents have a higher floor (`MIN_TASK_INTERVAL_MS`, checked by IPC).
-pub const OWNER_MIN_INTERVAL_MS: u64 = 1_000;
+pub(crate) const OWNER_MIN_INTERVAL_MS: u64 = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActionError {
@@ -46,13 +46,6 @@ pub enum ActionError {
 impl From<rusqlite::Error> for ActionError {
     fn from(e: rusqlite::Error) -> Self {
         ActionError::Store(StoreError::from(e))
-    }
-}
-
-impl ActionError {
-    /// True when the request itself was at fault (as opposed to the machine).
-    pub fn is_user_error(&self) -> bool {
-        !matches!(self, ActionError::Store(_))
     }
 }
 
@@ -132,7 +125,7 @@ pub fn register_group(
 /// Unregisters a chat. Its folder, tasks and history stay on disk; its active tasks
 /// are paused (an unregistered group never runs). Returns the group and how many
 /// tasks were paused.
-pub fn unregister_group(conn: &Connection, jid: &Jid) -> Result<(Group, usize)> {
+pub(crate) fn unregister_group(conn: &Connection, jid: &Jid) -> Result<(Group, usize)> {
     let group = groups::get_by_jid(conn, jid)?.ok_or_else(|| ActionError::NotFound {
         what: "group with jid",
         list: "list-groups",
@@ -225,7 +218,7 @@ pub fn create_task(
     Ok(task)
 }
 
-pub fn get_task(conn: &Connection, id: &TaskId) -> Result<Task> {
+pub(crate) fn get_task(conn: &Connection, id: &TaskId) -> Result<Task> {
     tasks::get(conn, id)?.ok_or_else(|| ActionError::NotFound {
         what: "task",
         list: "list-tasks",
@@ -282,15 +275,15 @@ pub fn cancel_task(conn: &Connection, id: &TaskId) -> Result<Task> {
 
 /// Changes to a task; `None` keeps the current value.
 #[derive(Debug, Clone, Default)]
-pub struct TaskUpdate {
-    pub prompt: Option<String>,
-    pub schedule_type: Option<ScheduleType>,
-    pub schedule_value: Option<String>,
-    pub context_mode: Option<ContextMode>,
+pub(crate) struct TaskUpdate {
+    pub(crate) prompt: Option<String>,
+    pub(crate) schedule_type: Option<ScheduleType>,
+    pub(crate) schedule_value: Option<String>,
+    pub(crate) context_mode: Option<ContextMode>,
 }
 
 /// Applies `changes`; a new schedule recomputes the next run from now.
-pub fn update_task(
+pub(crate) fn update_task(
     conn: &Connection,
     id: &TaskId,
     changes: TaskUpdate,
@@ -391,6 +384,11 @@ mod tests {
         }
     }
 
+    /// A task created from the CLI in UTC at [`now`].
+    fn create(c: &rusqlite::Connection, t: NewTask) -> Result<Task> {
+        create_task(c, t, "cli", Tz::UTC, now())
+    }
+
     #[test]
     fn registration_conflicts() {
         let (_d, store) = setup();
@@ -425,30 +423,21 @@ mod tests {
         let c = store.conn();
         register_group(c, reg("111111@discord", "main", true), "@Andy", now()).unwrap();
         register_group(c, reg("222222@discord", "ops", false), "@Andy", now()).unwrap();
-        let e = create_task(
+        let e = create(
             c,
             task("nope", "111111@discord", ScheduleType::Cron, "0 9 * * *"),
-            "cli",
-            Tz::UTC,
-            now(),
         )
         .unwrap_err();
         assert!(e.to_string().contains("group_folder"), "{e}");
-        let e = create_task(
+        let e = create(
             c,
             task("ops", "111111@discord", ScheduleType::Cron, "0 9 * * *"),
-            "cli",
-            Tz::UTC,
-            now(),
         )
         .unwrap_err();
         assert!(e.to_string().contains("chat_jid"), "{e}");
-        let t = create_task(
+        let t = create(
             c,
             task("ops", "222222@discord", ScheduleType::Cron, "0 9 * * *"),
-            "cli",
-            Tz::UTC,
-            now(),
         )
         .unwrap();
         assert_eq!(
@@ -458,10 +447,7 @@ mod tests {
         assert_eq!(tasks::get(c, &t.id).unwrap().unwrap(), t);
         let mut dup = task("ops", "222222@discord", ScheduleType::Interval, "1000");
         dup.id = Some(t.id.clone());
-        assert!(matches!(
-            create_task(c, dup, "cli", Tz::UTC, now()),
-            Err(ActionError::Conflict(_))
-        ));
+        assert!(matches!(create(c, dup), Err(ActionError::Conflict(_))));
     }
 
     #[test]
@@ -469,12 +455,9 @@ mod tests {
         let (_d, store) = setup();
         let c = store.conn();
         register_group(c, reg("111111@discord", "main", true), "@Andy", now()).unwrap();
-        let t = create_task(
+        let t = create(
             c,
             task("main", "111111@discord", ScheduleType::Interval, "60000"),
-            "cli",
-            Tz::UTC,
-            now(),
         )
         .unwrap();
         assert_eq!(pause_task(c, &t.id).unwrap().status, TaskStatus::Paused);
@@ -499,12 +482,9 @@ mod tests {
         let (_d, store) = setup();
         let c = store.conn();
         register_group(c, reg("111111@discord", "main", true), "@Andy", now()).unwrap();
-        let t = create_task(
+        let t = create(
             c,
             task("main", "111111@discord", ScheduleType::Interval, "60000"),
-            "cli",
-            Tz::UTC,
-            now(),
         )
         .unwrap();
         let changes = TaskUpdate {

@@ -32,10 +32,10 @@ pub enum ConfigError {
 
 /// A secret value: present, but never printed by `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -48,7 +48,7 @@ impl fmt::Debug for Secret {
 
 /// Where agent turns run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunnerKind {
+pub(crate) enum RunnerKind {
     /// `codex app-server` as a child of the daemon, codex's own sandbox as the boundary.
     Host,
     /// `codex app-server` inside a per-group container (podman or docker).
@@ -66,41 +66,41 @@ pub enum ContainerRuntime {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub discord_bot_token: Option<Secret>,
+    pub(crate) discord_bot_token: Option<Secret>,
     /// REST base of Discord's API (`https://discord.com/api`, or a proxy / fake).
-    pub discord_api_base: String,
-    pub auto_register_main_jid: Option<Jid>,
-    pub assistant_name: String,
-    pub main_group_folder: FolderName,
-    pub timezone: Tz,
-    pub max_concurrent_agents: usize,
-    pub agent_runner: RunnerKind,
-    pub container_runtime: ContainerRuntime,
-    pub container_image: String,
+    pub(crate) discord_api_base: String,
+    pub(crate) auto_register_main_jid: Option<Jid>,
+    pub(crate) assistant_name: String,
+    pub(crate) main_group_folder: FolderName,
+    pub(crate) timezone: Tz,
+    pub(crate) max_concurrent_agents: usize,
+    pub(crate) agent_runner: RunnerKind,
+    pub(crate) container_runtime: ContainerRuntime,
+    pub(crate) container_image: String,
     /// `--network` for agent containers; `None`: the runtime's default network.
-    pub container_network: Option<String>,
+    pub(crate) container_network: Option<String>,
     /// `--pids-limit`, `--memory`, `--cpus` of each agent container.
-    pub container_pids_limit: u64,
-    pub container_memory: String,
-    pub container_cpus: String,
+    pub(crate) container_pids_limit: u64,
+    pub(crate) container_memory: String,
+    pub(crate) container_cpus: String,
     /// A turn running longer is interrupted, then its agent (container) is stopped.
-    pub agent_turn_timeout_ms: u64,
-    pub codex_bin: PathBuf,
-    pub codex_auth_dir: PathBuf,
-    pub codex_config: Option<PathBuf>,
-    pub codex_model: Option<String>,
-    pub codex_reasoning_effort: Option<String>,
-    pub idle_timeout_ms: u64,
+    pub(crate) agent_turn_timeout_ms: u64,
+    pub(crate) codex_bin: PathBuf,
+    pub(crate) codex_auth_dir: PathBuf,
+    pub(crate) codex_config: Option<PathBuf>,
+    pub(crate) codex_model: Option<String>,
+    pub(crate) codex_reasoning_effort: Option<String>,
+    pub(crate) idle_timeout_ms: u64,
     /// First retry delay after a failed agent turn; doubles with each attempt.
-    pub agent_retry_base_ms: u64,
+    pub(crate) agent_retry_base_ms: u64,
     /// Retries before the chat is told the agent failed.
-    pub agent_max_retries: u32,
+    pub(crate) agent_max_retries: u32,
     /// How log lines look (`LOG_FORMAT`).
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// What one group's agent may make the host do through IPC.
-    pub ipc_limits: crate::ipc::Limits,
+    pub(crate) ipc_limits: crate::ipc::Limits,
     /// How long the growing tables keep their rows (`RETAIN_*_DAYS`).
-    pub retention: crate::store::retention::Retention,
+    pub(crate) retention: crate::store::retention::Retention,
 }
 
 /// Every variable the daemon reads, its default and what it is for; `.env.example`
@@ -234,6 +234,137 @@ fn invalid(var: &'static str, value: &str, reason: impl Into<String>) -> ConfigE
     }
 }
 
+// The variables that take more than one line to read, one function each, in the
+// order `Config::from_source` reads them.
+
+fn assistant_name(src: &Source) -> Result<String, ConfigError> {
+    let name = src
+        .get("ASSISTANT_NAME")
+        .unwrap_or_else(|| "Andy".to_owned());
+    if name.chars().any(char::is_whitespace) || name.chars().count() > 64 {
+        return Err(invalid(
+            "ASSISTANT_NAME",
+            &name,
+            "must be 1 to 64 characters without spaces (it becomes the @trigger)",
+        ));
+    }
+    Ok(name)
+}
+
+fn timezone(src: &Source) -> Result<Tz, ConfigError> {
+    match src.get("TIMEZONE") {
+        Some(v) => v.parse::<Tz>().map_err(|_| {
+            invalid(
+                "TIMEZONE",
+                &v,
+                "must be an IANA timezone name such as Asia/Seoul or UTC",
+            )
+        }),
+        None => Ok(system_timezone()),
+    }
+}
+
+/// `MIN_TASK_INTERVAL_MS`, `MAX_TASKS_PER_GROUP`, `IPC_QUARANTINE_MAX_*`.
+fn ipc_limits(src: &Source) -> Result<crate::ipc::Limits, ConfigError> {
+    Ok(crate::ipc::Limits {
+        min_task_interval_ms: parse_number(src, "MIN_TASK_INTERVAL_MS", 60_000, 1_000, 86_400_000)?,
+        max_tasks_per_group: parse_number(src, "MAX_TASKS_PER_GROUP", 200, 1, 100_000)? as usize,
+        quarantine: crate::ipc::QuarantineLimits {
+            max_files: parse_number(src, "IPC_QUARANTINE_MAX_FILES", 1_000, 1, 1_000_000)? as usize,
+            max_bytes: parse_number(
+                src,
+                "IPC_QUARANTINE_MAX_BYTES",
+                64 * 1024 * 1024,
+                1024 * 1024,
+                1 << 40,
+            )?,
+        },
+    })
+}
+
+/// `RETAIN_MESSAGES_DAYS` (messages, task runs) and `RETAIN_RECEIPTS_DAYS` (sent
+/// outbox rows, the IPC ledger).
+fn retention(src: &Source) -> Result<crate::store::retention::Retention, ConfigError> {
+    let day = std::time::Duration::from_secs(86_400);
+    let history = day * parse_number(src, "RETAIN_MESSAGES_DAYS", 90, 1, 36_500)? as u32;
+    let receipts = day * parse_number(src, "RETAIN_RECEIPTS_DAYS", 7, 1, 36_500)? as u32;
+    Ok(crate::store::retention::Retention {
+        messages: history,
+        task_runs: history,
+        outbox: receipts,
+        ipc_ledger: receipts,
+    })
+}
+
+fn container_runtime(src: &Source) -> Result<ContainerRuntime, ConfigError> {
+    match src.get("CONTAINER_RUNTIME").as_deref() {
+        None | Some("auto") => Ok(ContainerRuntime::Auto),
+        Some("podman") => Ok(ContainerRuntime::Podman),
+        Some("docker") => Ok(ContainerRuntime::Docker),
+        Some(v) => Err(invalid(
+            "CONTAINER_RUNTIME",
+            v,
+            "must be auto, podman or docker",
+        )),
+    }
+}
+
+fn container_memory(src: &Source) -> Result<String, ConfigError> {
+    let memory = src
+        .get("CONTAINER_MEMORY")
+        .unwrap_or_else(|| "2g".to_owned());
+    if !is_size(&memory) {
+        return Err(invalid(
+            "CONTAINER_MEMORY",
+            &memory,
+            "must be a number with an optional unit b, k, m or g (e.g. 2g)",
+        ));
+    }
+    Ok(memory)
+}
+
+fn container_cpus(src: &Source) -> Result<String, ConfigError> {
+    let cpus = src.get("CONTAINER_CPUS").unwrap_or_else(|| "2".to_owned());
+    if !cpus.parse::<f64>().is_ok_and(|c| c > 0.0 && c <= 1024.0) {
+        return Err(invalid(
+            "CONTAINER_CPUS",
+            &cpus,
+            "must be a positive number of CPUs (e.g. 1.5)",
+        ));
+    }
+    Ok(cpus)
+}
+
+fn container_network(src: &Source) -> Result<Option<String>, ConfigError> {
+    let network = src.get("CONTAINER_NETWORK");
+    if let Some(n) = &network
+        && !n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        return Err(invalid(
+            "CONTAINER_NETWORK",
+            n,
+            "must be none, host or a network name (letters, digits, _ . -)",
+        ));
+    }
+    Ok(network)
+}
+
+fn reasoning_effort(src: &Source) -> Result<Option<String>, ConfigError> {
+    let effort = src.get("CODEX_REASONING_EFFORT");
+    if let Some(v) = &effort
+        && !["minimal", "low", "medium", "high", "xhigh"].contains(&v.as_str())
+    {
+        return Err(invalid(
+            "CODEX_REASONING_EFFORT",
+            v,
+            "must be minimal, low, medium, high or xhigh",
+        ));
+    }
+    Ok(effort)
+}
+
 impl Config {
     /// Loads the configuration for `root` (environment first, then `root/.env`).
     pub fn load(root: &Path) -> Result<Config, ConfigError> {
@@ -265,118 +396,30 @@ impl Config {
                 Some(Jid::parse(&v).map_err(|e| invalid("AUTO_REGISTER_MAIN_JID", &v, e.reason))?)
             }
         };
-        let assistant_name = src
-            .get("ASSISTANT_NAME")
-            .unwrap_or_else(|| "Andy".to_owned());
-        if assistant_name.chars().any(char::is_whitespace) || assistant_name.chars().count() > 64 {
-            return Err(invalid(
-                "ASSISTANT_NAME",
-                &assistant_name,
-                "must be 1 to 64 characters without spaces (it becomes the @trigger)",
-            ));
-        }
+        let assistant_name = assistant_name(src)?;
         let main_group_folder = {
             let v = src
                 .get("MAIN_GROUP_FOLDER")
                 .unwrap_or_else(|| "main".to_owned());
             FolderName::parse(&v).map_err(|e| invalid("MAIN_GROUP_FOLDER", &v, e.reason))?
         };
-        let timezone = match src.get("TIMEZONE") {
-            Some(v) => v.parse::<Tz>().map_err(|_| {
-                invalid(
-                    "TIMEZONE",
-                    &v,
-                    "must be an IANA timezone name such as Asia/Seoul or UTC",
-                )
-            })?,
-            None => system_timezone(),
-        };
+        let timezone = timezone(src)?;
         let max_concurrent_agents = parse_number(src, "MAX_CONCURRENT_AGENTS", 5, 1, 64)? as usize;
         let idle_timeout_ms = parse_number(src, "IDLE_TIMEOUT_MS", 300_000, 1_000, 86_400_000)?;
         let agent_retry_base_ms = parse_number(src, "AGENT_RETRY_BASE_MS", 5_000, 1, 600_000)?;
         let agent_max_retries = parse_number(src, "AGENT_MAX_RETRIES", 5, 0, 20)? as u32;
-        let ipc_limits = crate::ipc::Limits {
-            min_task_interval_ms: parse_number(
-                src,
-                "MIN_TASK_INTERVAL_MS",
-                60_000,
-                1_000,
-                86_400_000,
-            )?,
-            max_tasks_per_group: parse_number(src, "MAX_TASKS_PER_GROUP", 200, 1, 100_000)?
-                as usize,
-            quarantine: crate::ipc::QuarantineLimits {
-                max_files: parse_number(src, "IPC_QUARANTINE_MAX_FILES", 1_000, 1, 1_000_000)?
-                    as usize,
-                max_bytes: parse_number(
-                    src,
-                    "IPC_QUARANTINE_MAX_BYTES",
-                    64 * 1024 * 1024,
-                    1024 * 1024,
-                    1 << 40,
-                )?,
-            },
-        };
-        let day = std::time::Duration::from_secs(86_400);
-        let history = day * parse_number(src, "RETAIN_MESSAGES_DAYS", 90, 1, 36_500)? as u32;
-        let receipts = day * parse_number(src, "RETAIN_RECEIPTS_DAYS", 7, 1, 36_500)? as u32;
-        let retention = crate::store::retention::Retention {
-            messages: history,
-            task_runs: history,
-            outbox: receipts,
-            ipc_ledger: receipts,
-        };
+        let ipc_limits = ipc_limits(src)?;
+        let retention = retention(src)?;
         let agent_runner = match src.get("AGENT_RUNNER").as_deref() {
             None | Some("container") => RunnerKind::Container,
             Some("host") => RunnerKind::Host,
             Some(v) => return Err(invalid("AGENT_RUNNER", v, "must be container or host")),
         };
-        let container_runtime = match src.get("CONTAINER_RUNTIME").as_deref() {
-            None | Some("auto") => ContainerRuntime::Auto,
-            Some("podman") => ContainerRuntime::Podman,
-            Some("docker") => ContainerRuntime::Docker,
-            Some(v) => {
-                return Err(invalid(
-                    "CONTAINER_RUNTIME",
-                    v,
-                    "must be auto, podman or docker",
-                ));
-            }
-        };
+        let container_runtime = container_runtime(src)?;
         let container_pids_limit = parse_number(src, "CONTAINER_PIDS_LIMIT", 512, 16, 65_536)?;
-        let container_memory = src
-            .get("CONTAINER_MEMORY")
-            .unwrap_or_else(|| "2g".to_owned());
-        if !is_size(&container_memory) {
-            return Err(invalid(
-                "CONTAINER_MEMORY",
-                &container_memory,
-                "must be a number with an optional unit b, k, m or g (e.g. 2g)",
-            ));
-        }
-        let container_cpus = src.get("CONTAINER_CPUS").unwrap_or_else(|| "2".to_owned());
-        if !container_cpus
-            .parse::<f64>()
-            .is_ok_and(|c| c > 0.0 && c <= 1024.0)
-        {
-            return Err(invalid(
-                "CONTAINER_CPUS",
-                &container_cpus,
-                "must be a positive number of CPUs (e.g. 1.5)",
-            ));
-        }
-        let container_network = src.get("CONTAINER_NETWORK");
-        if let Some(n) = &container_network
-            && !n
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        {
-            return Err(invalid(
-                "CONTAINER_NETWORK",
-                n,
-                "must be none, host or a network name (letters, digits, _ . -)",
-            ));
-        }
+        let container_memory = container_memory(src)?;
+        let container_cpus = container_cpus(src)?;
+        let container_network = container_network(src)?;
         let agent_turn_timeout_ms = parse_number(
             src,
             "AGENT_TURN_TIMEOUT_MS",
@@ -387,16 +430,7 @@ impl Config {
         let home = std::env::var_os("HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/root"));
-        let codex_effort = src.get("CODEX_REASONING_EFFORT");
-        if let Some(v) = &codex_effort
-            && !["minimal", "low", "medium", "high", "xhigh"].contains(&v.as_str())
-        {
-            return Err(invalid(
-                "CODEX_REASONING_EFFORT",
-                v,
-                "must be minimal, low, medium, high or xhigh",
-            ));
-        }
+        let codex_effort = reasoning_effort(src)?;
         let log_format = match src.get("LOG_FORMAT") {
             None => LogFormat::Text,
             Some(v) => LogFormat::parse(&v)
@@ -446,7 +480,7 @@ impl Config {
     }
 
     /// The default trigger of non-main groups: `@<ASSISTANT_NAME>`.
-    pub fn default_trigger(&self) -> String {
+    pub(crate) fn default_trigger(&self) -> String {
         format!("@{}", self.assistant_name)
     }
 }

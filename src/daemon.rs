@@ -25,9 +25,9 @@ use tokio::task::JoinSet;
 use crate::actions::{self, RegisterGroup};
 use crate::agent::runner::Runner;
 use crate::agent::{AgentSettings, Agents};
+use crate::bus::{self, NoteWatcher, Topic};
 use crate::channels::{Channel, Inbound};
 use crate::config::Config;
-use crate::control::{self, ControlWatcher, Topic};
 use crate::delivery::Delivery;
 use crate::ipc::{IpcHandle, IpcService};
 use crate::model::Jid;
@@ -70,7 +70,7 @@ impl InstanceLock {
 }
 
 /// Registers `AUTO_REGISTER_MAIN_JID` as the main group if no main group exists.
-pub fn auto_register_main(store: &mut Store, config: &Config) -> Result<()> {
+pub(crate) fn auto_register_main(store: &mut Store, config: &Config) -> Result<()> {
     let Some(jid) = config.auto_register_main_jid.clone() else {
         return Ok(());
     };
@@ -100,7 +100,7 @@ const SESSIONS_GRACE: Duration = Duration::from_millis(700);
 /// the next start).
 const FLUSH_GRACE: Duration = Duration::from_millis(250);
 /// How long the runtime waits for blocking work when the daemon is done.
-pub const RUNTIME_GRACE: Duration = Duration::from_millis(200);
+pub(crate) const RUNTIME_GRACE: Duration = Duration::from_millis(200);
 
 /// Hands due scheduled runs to the group queue.
 struct QueueSink(Arc<GroupQueue<Orchestrator>>);
@@ -119,22 +119,97 @@ pub struct Daemon {
     delivery: Arc<Delivery>,
     scheduler: SchedulerHandle,
     ipc: IpcHandle,
-    _control: ControlWatcher,
+    _control: NoteWatcher,
     channels: Vec<Arc<dyn Channel>>,
     /// Fired once by [`Daemon::shutdown`]; every long-lived part watches it.
     stop: Shutdown,
     delivery_task: tokio::task::JoinHandle<()>,
     background: JoinSet<()>,
-    /// Messages taken in from channels (stored or not), and a wake-up for waiters.
-    ingested: Arc<(AtomicU64, Notify)>,
+    ingested: Arc<IntakeCount>,
     /// Removes agent containers still running at shutdown.
     runner: Arc<dyn Runner>,
+}
+
+/// The outbox is sent when anything queues a reply (directly or through the bus).
+async fn wake_delivery_on_outbox(mut topics: broadcast::Receiver<Topic>, delivery: Arc<Delivery>) {
+    loop {
+        match topics.recv().await {
+            Ok(Topic::Outbox) | Err(broadcast::error::RecvError::Lagged(_)) => delivery.wake(),
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// The intake: every message a channel receives is stored, then its group is woken.
+/// Returns the channels' sender and the count of messages taken in.
+fn spawn_intake(
+    background: &mut JoinSet<()>,
+    orchestrator: Arc<Orchestrator>,
+    queue: Arc<GroupQueue<Orchestrator>>,
+) -> (mpsc::Sender<Inbound>, Arc<IntakeCount>) {
+    let (tx, mut rx) = mpsc::channel::<Inbound>(1024);
+    let ingested = Arc::new(IntakeCount::default());
+    let counter = ingested.clone();
+    background.spawn(async move {
+        while let Some(m) = rx.recv().await {
+            match orchestrator.ingest(m).await {
+                Ok(Some(folder)) => queue.enqueue_messages(&folder),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "cannot store an incoming message"),
+            }
+            counter.add_one();
+        }
+    });
+    (tx, ingested)
+}
+
+/// Connects every channel to the intake and lets delivery send through it.
+async fn connect_channels(
+    channels: &[Arc<dyn Channel>],
+    intake: mpsc::Sender<Inbound>,
+    delivery: &Delivery,
+) -> Result<()> {
+    for channel in channels {
+        channel
+            .connect(intake.clone())
+            .await
+            .with_context(|| format!("cannot connect the {} channel", channel.name()))?;
+        delivery.add_channel(channel.clone());
+        tracing::info!(channel = channel.name(), "channel connected");
+    }
+    Ok(())
+}
+
+/// How many messages the intake has taken in from channels (stored, or found to
+/// belong to no group), with a wake-up for those waiting on the count.
+#[derive(Default)]
+struct IntakeCount {
+    taken: AtomicU64,
+    changed: Notify,
+}
+
+impl IntakeCount {
+    fn add_one(&self) {
+        self.taken.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    async fn wait_for(&self, n: u64) {
+        loop {
+            let changed = self.changed.notified();
+            if self.taken.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            changed.await;
+        }
+    }
 }
 
 impl Daemon {
     /// Starts every part of the daemon on `store` with `channels`, running agents as
     /// the configuration says.
-    pub async fn start(
+    pub(crate) async fn start(
         paths: &Paths,
         config: Arc<Config>,
         store: Store,
@@ -186,7 +261,7 @@ impl Daemon {
         );
 
         // Watch before reading state, so no change note falls between the two.
-        let control = control::watch(paths, bus.clone())?;
+        let control = bus::watch(paths, bus.clone())?;
         let scheduler = Scheduler::new(
             store.clone(),
             Arc::new(SystemClock),
@@ -196,45 +271,11 @@ impl Daemon {
         .spawn_until(stop.clone());
         let ipc = IpcService::start(paths.clone(), store.clone(), &config, bus.clone()).await?;
 
-        // The outbox: sent when anything queues a reply (directly or through the bus).
-        let mut topics = bus.subscribe();
-        let d = delivery.clone();
-        background.spawn(async move {
-            loop {
-                match topics.recv().await {
-                    Ok(Topic::Outbox) | Err(broadcast::error::RecvError::Lagged(_)) => d.wake(),
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
+        background.spawn(wake_delivery_on_outbox(bus.subscribe(), delivery.clone()));
         let delivery_task = tokio::spawn(delivery.clone().run(stop.clone()));
 
-        // Intake: every received message is stored, then its group is woken.
-        let (tx, mut rx) = mpsc::channel::<Inbound>(1024);
-        let (o, q) = (orchestrator.clone(), queue.clone());
-        let ingested = Arc::new((AtomicU64::new(0), Notify::new()));
-        let counter = ingested.clone();
-        background.spawn(async move {
-            while let Some(m) = rx.recv().await {
-                match o.ingest(m).await {
-                    Ok(Some(folder)) => q.enqueue_messages(&folder),
-                    Ok(None) => {}
-                    Err(e) => tracing::error!(error = %e, "cannot store an incoming message"),
-                }
-                counter.0.fetch_add(1, Ordering::SeqCst);
-                counter.1.notify_waiters();
-            }
-        });
-        for channel in &channels {
-            channel
-                .connect(tx.clone())
-                .await
-                .with_context(|| format!("cannot connect the {} channel", channel.name()))?;
-            delivery.add_channel(channel.clone());
-            tracing::info!(channel = channel.name(), "channel connected");
-        }
-        drop(tx);
+        let (tx, ingested) = spawn_intake(&mut background, orchestrator.clone(), queue.clone());
+        connect_channels(&channels, tx, &delivery).await?;
 
         background.spawn(crate::pruner::run(
             store.clone(),
@@ -272,7 +313,7 @@ impl Daemon {
     }
 
     /// What the daemon is doing, for `rust_claw status` (see [`crate::status`]).
-    pub fn live_view(
+    pub(crate) fn live_view(
         &self,
         max_agents: usize,
     ) -> impl Fn() -> crate::status::LiveStatus + Send + Sync + 'static {
@@ -303,18 +344,11 @@ impl Daemon {
     /// Waits until `n` messages from channels have been taken in (stored, or found to
     /// belong to no group).
     pub async fn wait_ingested(&self, n: u64) {
-        loop {
-            let notified = self.ingested.1.notified();
-            if self.ingested.0.load(Ordering::SeqCst) >= n {
-                return;
-            }
-            notified.await;
-        }
+        self.ingested.wait_for(n).await
     }
 
     /// Waits until every message of `chat` is answered and every reply to it sent.
     pub async fn wait_answered(&self, chat: &Jid) {
-        let chat = chat.to_string();
         loop {
             let delivered = self.delivery.delivered();
             let c = chat.clone();
@@ -361,7 +395,7 @@ impl Daemon {
     }
 }
 
-pub fn run(paths: &Paths, config: &Config) -> Result<()> {
+pub(crate) fn run(paths: &Paths, config: &Config) -> Result<()> {
     let _lock = InstanceLock::acquire(paths)?;
     // At most two glibc malloc arenas: each of the blocking pool's threads would
     // otherwise get one of its own (up to 8 per core), and every arena keeps free
@@ -404,7 +438,10 @@ pub fn run(paths: &Paths, config: &Config) -> Result<()> {
             .inspect_err(
                 |e| tracing::warn!(error = %e, "`rust_claw status` will not see this daemon"),
             );
-        crate::sd_notify::notify("READY=1\nSTATUS=serving");
+        crate::sd_notify::notify(match &discord {
+            Some(d) if d.retrying() => "READY=1\nSTATUS=serving; Discord unreachable, retrying",
+            _ => "READY=1\nSTATUS=serving",
+        });
         let _watchdog = crate::sd_notify::spawn_watchdog(daemon.store().clone());
         tracing::info!(root = %paths.root().display(), "rust_claw daemon started");
         // A Discord connection that ended for good (bad token, intent off) ends `run`.

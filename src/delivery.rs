@@ -9,6 +9,7 @@
 //! queued, an IPC `message` was applied, a channel connected) or a retry is due.
 //! Replies to one chat go out in order: a chat whose head item failed waits for it.
 
+use crate::sync::RwLockExt as _;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,7 @@ use crate::store::{SharedStore, outbox};
 /// The longest wait between two attempts at one item.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-pub struct Delivery {
+pub(crate) struct Delivery {
     store: SharedStore,
     channels: std::sync::RwLock<Vec<Arc<dyn Channel>>>,
     wake: Notify,
@@ -34,7 +35,7 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(store: SharedStore) -> Arc<Delivery> {
+    pub(crate) fn new(store: SharedStore) -> Arc<Delivery> {
         Arc::new(Delivery {
             store,
             channels: std::sync::RwLock::new(Vec::new()),
@@ -44,36 +45,32 @@ impl Delivery {
     }
 
     /// Adds a channel (and retries what was waiting for it).
-    pub fn add_channel(&self, channel: Arc<dyn Channel>) {
-        self.channels
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(channel);
+    pub(crate) fn add_channel(&self, channel: Arc<dyn Channel>) {
+        self.channels.write_ignoring_poison().push(channel);
         self.wake();
     }
 
     /// Something was queued: look at the outbox now.
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.wake.notify_one();
     }
 
     /// Resolves after the next pass over the outbox (create it before checking state).
-    pub fn delivered(&self) -> tokio::sync::futures::Notified<'_> {
+    pub(crate) fn delivered(&self) -> tokio::sync::futures::Notified<'_> {
         self.delivered.notified()
     }
 
     /// The channel that owns `jid`, if one is connected.
-    pub fn channel_for(&self, jid: &Jid) -> Option<Arc<dyn Channel>> {
+    pub(crate) fn channel_for(&self, jid: &Jid) -> Option<Arc<dyn Channel>> {
         self.channels
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .read_ignoring_poison()
             .iter()
             .find(|c| c.owns(jid))
             .cloned()
     }
 
     /// Sends until `stop` fires (between passes: a pass is never cut in half).
-    pub async fn run(self: Arc<Self>, stop: Shutdown) {
+    pub(crate) async fn run(self: Arc<Self>, stop: Shutdown) {
         let mut retry_at: HashMap<i64, Instant> = HashMap::new();
         loop {
             let next_retry = self.pass(&mut retry_at).await;
@@ -93,8 +90,8 @@ impl Delivery {
     }
 
     /// Sends everything sendable now; returns when the next retry is due.
-    pub async fn pass(&self, retry_at: &mut HashMap<i64, Instant>) -> Option<Instant> {
-        let mut blocked: HashSet<String> = HashSet::new();
+    pub(crate) async fn pass(&self, retry_at: &mut HashMap<i64, Instant>) -> Option<Instant> {
+        let mut blocked: HashSet<Jid> = HashSet::new();
         let mut next: Option<Instant> = None;
         loop {
             let pending = match self.store.call(|s| outbox::pending(s.conn(), 200)).await {
@@ -116,22 +113,14 @@ impl Delivery {
                     next = Some(next.map_or(*at, |n| n.min(*at)));
                     continue;
                 }
-                let jid = match Jid::parse(&item.chat_jid) {
-                    Ok(j) => j,
-                    Err(e) => {
-                        self.finish(item.id, Some(format!("invalid chat: {e}")))
-                            .await;
-                        progressed = true;
-                        continue;
-                    }
-                };
-                let Some(channel) = self.channel_for(&jid) else {
+                let jid = &item.chat_jid;
+                let Some(channel) = self.channel_for(jid) else {
                     // No channel for this chat right now (e.g. no Discord token, or the
                     // terminal chat is not open): keep it for when one connects.
                     blocked.insert(item.chat_jid.clone());
                     continue;
                 };
-                match channel.send(&jid, &item.text, &item.nonce).await {
+                match channel.send(jid, &item.text, &item.nonce).await {
                     Ok(()) => {
                         tracing::info!(chat = %jid, outbox = item.id, "reply sent");
                         retry_at.remove(&item.id);

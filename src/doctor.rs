@@ -4,7 +4,6 @@
 //! the daemon runs and useful while it is down. Secrets are looked at, never printed.
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use crate::paths::Paths;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Level {
+pub(crate) enum Level {
     Ok,
     /// Not wrong, or not checkable now (e.g. Discord unreachable); does not fail doctor.
     Warn,
@@ -24,12 +23,12 @@ pub enum Level {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub name: &'static str,
-    pub level: Level,
-    pub detail: String,
+pub(crate) struct Check {
+    pub(crate) name: &'static str,
+    pub(crate) level: Level,
+    pub(crate) detail: String,
     /// What to do about it (absent when all is well).
-    pub fix: Option<String>,
+    pub(crate) fix: Option<String>,
 }
 
 fn ok(name: &'static str, detail: impl Into<String>) -> Check {
@@ -60,7 +59,7 @@ fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -
 }
 
 /// Runs every check for the root at `paths`.
-pub fn run_all(paths: &Paths, config: &Result<Config, ConfigError>) -> Vec<Check> {
+pub(crate) fn run_all(paths: &Paths, config: &Result<Config, ConfigError>) -> Vec<Check> {
     let mut checks = vec![check_root(paths)];
     let config = match config {
         Ok(c) => {
@@ -95,7 +94,7 @@ pub fn run_all(paths: &Paths, config: &Result<Config, ConfigError>) -> Vec<Check
         RunnerKind::Host => checks.push(check_host_codex(config)),
     }
     checks.push(check_login(config));
-    checks.extend(check_discord(paths, config));
+    checks.extend(check_discord(config));
     checks.push(check_disk(paths));
     checks.push(check_daemon(paths));
     checks
@@ -270,7 +269,7 @@ fn version_matches(text: &str) -> bool {
 }
 
 /// The container CLI `CONTAINER_RUNTIME` resolves to on this machine.
-pub fn resolve_runtime(config: &Config) -> Option<&'static str> {
+pub(crate) fn resolve_runtime(config: &Config) -> Option<&'static str> {
     use crate::config::ContainerRuntime;
     match config.container_runtime {
         ContainerRuntime::Podman => Some("podman"),
@@ -452,24 +451,7 @@ fn base64url(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// `DISCORD_API_BASE` from the environment or `.env` (default Discord's own).
-fn discord_api_base(paths_env: &Path) -> String {
-    std::env::var("DISCORD_API_BASE")
-        .ok()
-        .or_else(|| {
-            dotenvy::from_path_iter(paths_env)
-                .ok()?
-                .flatten()
-                .find(|(k, _)| k == "DISCORD_API_BASE")
-                .map(|(_, v)| v)
-        })
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| "https://discord.com/api".to_owned())
-        .trim_end_matches('/')
-        .to_owned()
-}
-
-fn check_discord(paths: &Paths, c: &Config) -> Vec<Check> {
+fn check_discord(c: &Config) -> Vec<Check> {
     let Some(token) = &c.discord_bot_token else {
         return vec![warn(
             "discord",
@@ -477,8 +459,8 @@ fn check_discord(paths: &Paths, c: &Config) -> Vec<Check> {
             "set DISCORD_BOT_TOKEN in .env (Discord Developer Portal → your app → Bot → Reset Token)",
         )];
     };
-    let base = discord_api_base(&paths.env_file());
-    match probe_discord(&base, token.expose()) {
+    let base = c.discord_api_base.as_str();
+    match probe_discord(base, token.expose()) {
         Err(ProbeError::Unreachable(e)) => vec![warn(
             "discord",
             format!("cannot reach {base}: {e}"),
@@ -515,18 +497,18 @@ fn check_discord(paths: &Paths, c: &Config) -> Vec<Check> {
 const MESSAGE_CONTENT: u64 = 1 << 18;
 const MESSAGE_CONTENT_LIMITED: u64 = 1 << 19;
 
-pub struct DiscordProbe {
-    pub bot_name: String,
-    pub app_flags: Option<u64>,
+pub(crate) struct DiscordProbe {
+    pub(crate) bot_name: String,
+    pub(crate) app_flags: Option<u64>,
 }
 
-pub enum ProbeError {
+pub(crate) enum ProbeError {
     Unreachable(String),
     Rejected(u16),
 }
 
 /// `GET users/@me` (is the token accepted?) and `GET applications/@me` (its flags).
-pub fn probe_discord(base: &str, token: &str) -> Result<DiscordProbe, ProbeError> {
+pub(crate) fn probe_discord(base: &str, token: &str) -> Result<DiscordProbe, ProbeError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -4,32 +4,37 @@
 //! channel → [`store`] → group queue → agent → outbox → channel; the IPC watcher
 //! authorises agents' requests and applies them to the store; the scheduler hands due
 //! tasks to the group queue. The CLI ([`cli`]) administers the same store.
+//!
+//! Visibility: items are `pub(crate)` (so the compiler reports dead code) unless the
+//! binary, the integration tests (`tests/`) or the benchmarks (`benches/`) use them;
+//! those stay `pub` on purpose, and modules none of them use are private.
 
 pub mod actions;
 pub mod agent;
 pub mod agent_tools;
+pub mod bus;
 pub mod channels;
 pub mod cli;
 pub mod config;
-pub mod control;
 pub mod daemon;
-pub mod delivery;
-pub mod doctor;
+mod delivery;
+mod doctor;
 pub mod ipc;
-pub mod logging;
+mod logging;
 pub mod model;
-pub mod nanoclaw;
+mod nanoclaw;
 pub mod orchestrator;
 pub mod paths;
-pub mod pruner;
-pub mod queue;
-pub mod router;
+mod prompt;
+mod pruner;
+mod queue;
+mod recurrence;
 pub mod safe_dir;
-pub mod schedule;
 pub mod scheduler;
-pub mod sd_notify;
+mod sd_notify;
 pub mod shutdown;
 pub mod skills;
-pub mod status;
+mod status;
 pub mod store;
-pub mod text;
+pub mod sync;
+mod text;

@@ -13,7 +13,7 @@ use std::io::IsTerminal;
 
 /// The shape of log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// `2026-11-28T09:00:00.000Z  INFO turn{group=main chat=1@discord}: starting a turn`
     #[default]
     Text,
@@ -23,7 +23,7 @@ pub enum LogFormat {
 
 impl LogFormat {
     /// Parses `LOG_FORMAT` (`text` or `json`).
-    pub fn parse(value: &str) -> Option<LogFormat> {
+    pub(crate) fn parse(value: &str) -> Option<LogFormat> {
         match value {
             "text" => Some(LogFormat::Text),
             "json" => Some(LogFormat::Json),
@@ -33,7 +33,7 @@ impl LogFormat {
 }
 
 /// Installs the process's log subscriber (once; later calls do nothing).
-pub fn init(daemon: bool, format: LogFormat) {
+pub(crate) fn init(daemon: bool, format: LogFormat) {
     let default = if daemon { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

@@ -15,15 +15,15 @@ use serde::{Deserialize, Serialize};
 #[error("invalid {field}: {reason}")]
 pub struct ValidationError {
     /// The user-facing name of the field (`--folder`, `schedule_value`, ...).
-    pub field: String,
+    pub(crate) field: String,
     /// What the rule is, phrased so the user can fix the value.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 impl ValidationError {
     /// A reason that quotes a huge value is clipped (≈ [`crate::text::QUOTE_CHARS`]
     /// of the value plus the rule), so messages, logs and ledger rows stay small.
-    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         ValidationError {
             field: field.into(),
             reason: crate::text::clip(&reason.into(), 2 * crate::text::QUOTE_CHARS),
@@ -32,14 +32,59 @@ impl ValidationError {
 
     /// The same error reported under another field name (e.g. the CLI flag
     /// instead of the IPC field).
-    pub fn for_field(mut self, field: impl Into<String>) -> Self {
+    pub(crate) fn for_field(mut self, field: impl Into<String>) -> Self {
         self.field = field.into();
         self
     }
 }
 
+/// `as_str` (with visibility `$vis`), `Display`, `FromStr` and `Deserialize` for a
+/// validated string newtype `$name(String)`: parsing and deserializing both go
+/// through `$name::parse`, so a value read from anywhere is checked the same way.
+macro_rules! validated_string {
+    ($name:ident, $vis:vis) => {
+        impl $name {
+            $vis fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ValidationError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::parse(s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $name::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`: one path component, never `.` or `..` — the
+/// rule task ids and skill names share.
+fn is_name_token(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value.as_bytes()[0].is_ascii_alphanumeric()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
 /// Folder names that would collide with the daemon's own directories.
-pub const RESERVED_FOLDERS: &[&str] = &["global", "errors", "control", "shared", "skills", "tmp"];
+pub(crate) const RESERVED_FOLDERS: &[&str] =
+    &["global", "errors", "control", "shared", "skills", "tmp"];
 
 /// A group's folder name: `^[a-z0-9][a-z0-9_-]{0,63}$`, not reserved.
 ///
@@ -49,6 +94,8 @@ pub const RESERVED_FOLDERS: &[&str] = &["global", "errors", "control", "shared",
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct FolderName(String);
+
+validated_string!(FolderName, pub(crate));
 
 impl FolderName {
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
@@ -70,30 +117,6 @@ impl FolderName {
             return Err(err("is reserved for the daemon's own use"));
         }
         Ok(FolderName(value.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for FolderName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for FolderName {
-    type Err = ValidationError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        FolderName::parse(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for FolderName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        FolderName::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -140,20 +163,29 @@ impl Jid {
     }
 
     /// The local-channel chat that `rust_claw chat --group <folder>` talks through.
-    pub fn local_for(folder: &FolderName) -> Jid {
+    pub(crate) fn local_for(folder: &FolderName) -> Jid {
         Jid::Local(folder.as_str().to_owned())
     }
 
     pub fn is_discord(&self) -> bool {
         matches!(self, Jid::Discord(_))
     }
+
+    /// The kind of channel the chat lives on, as the jid spells it after `@`
+    /// (`discord`, `local`): what the `chats` table records.
+    pub(crate) fn channel(&self) -> &'static str {
+        match self {
+            Jid::Discord(_) => "discord",
+            Jid::Local(_) => "local",
+        }
+    }
 }
 
 impl fmt::Display for Jid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Jid::Discord(id) => write!(f, "{id}@discord"),
-            Jid::Local(name) => write!(f, "{name}@local"),
+            Jid::Discord(id) => write!(f, "{id}@{}", self.channel()),
+            Jid::Local(name) => write!(f, "{name}@{}", self.channel()),
         }
     }
 }
@@ -204,15 +236,11 @@ impl<'de> Deserialize<'de> for Jid {
 #[serde(transparent)]
 pub struct SkillName(String);
 
+validated_string!(SkillName, pub(crate));
+
 impl SkillName {
-    pub fn parse(value: &str) -> Result<Self, ValidationError> {
-        let ok = !value.is_empty()
-            && value.len() <= 64
-            && value.as_bytes()[0].is_ascii_alphanumeric()
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-        if ok {
+    pub(crate) fn parse(value: &str) -> Result<Self, ValidationError> {
+        if is_name_token(value) {
             Ok(SkillName(value.to_owned()))
         } else {
             Err(ValidationError::new(
@@ -221,16 +249,6 @@ impl SkillName {
             ))
         }
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for SkillName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// A scheduled task's id: `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`.
@@ -238,15 +256,11 @@ impl fmt::Display for SkillName {
 #[serde(transparent)]
 pub struct TaskId(String);
 
+validated_string!(TaskId, pub);
+
 impl TaskId {
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
-        let ok = !value.is_empty()
-            && value.len() <= 64
-            && value.as_bytes()[0].is_ascii_alphanumeric()
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-        if ok {
+        if is_name_token(value) {
             Ok(TaskId(value.to_owned()))
         } else {
             Err(ValidationError::new(
@@ -259,38 +273,14 @@ impl TaskId {
     }
 
     /// A fresh id: `task-<unix ms>-<6 random hex digits>`.
-    pub fn generate(now_ms: i64) -> TaskId {
+    pub(crate) fn generate(now_ms: i64) -> TaskId {
         let suffix: u32 = rand::random::<u32>() & 0xff_ffff;
         TaskId(format!("task-{now_ms}-{suffix:06x}"))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for TaskId {
-    type Err = ValidationError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TaskId::parse(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for TaskId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        TaskId::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
 /// A group's trigger word, e.g. `@Andy`: `@` then 1 to 64 non-space characters.
-pub fn validate_trigger(value: &str) -> Result<String, ValidationError> {
+pub(crate) fn validate_trigger(value: &str) -> Result<String, ValidationError> {
     let rest = value.strip_prefix('@').unwrap_or("");
     if rest.is_empty() || rest.chars().count() > 64 || rest.chars().any(char::is_whitespace) {
         return Err(ValidationError::new(
@@ -302,7 +292,7 @@ pub fn validate_trigger(value: &str) -> Result<String, ValidationError> {
 }
 
 /// A group's display name: 1 to 200 characters, no control characters.
-pub fn validate_name(value: &str) -> Result<String, ValidationError> {
+pub(crate) fn validate_name(value: &str) -> Result<String, ValidationError> {
     let trimmed = value.trim();
     if trimmed.is_empty() || trimmed.chars().count() > 200 || trimmed.chars().any(char::is_control)
     {
@@ -323,13 +313,16 @@ macro_rules! word_enum {
         pub enum $name { $($variant),+ }
 
         impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// Every word, in declaration order (the agent-tools schemas list them; not
+            /// every word enum is in a schema).
+            #[allow(dead_code)]
+            pub(crate) const ALL: &'static [$name] = &[$($name::$variant),+];
 
-            pub fn as_str(self) -> &'static str {
+            pub(crate) fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }
             }
 
-            pub fn parse(value: &str) -> Result<Self, ValidationError> {
+            pub(crate) fn parse(value: &str) -> Result<Self, ValidationError> {
                 match value {
                     $($text => Ok($name::$variant),)+
                     _ => Err(ValidationError::new(
@@ -481,8 +474,12 @@ mod tests {
 
     #[test]
     fn word_enums_round_trip() {
-        for s in ScheduleType::ALL {
-            assert_eq!(ScheduleType::parse(s.as_str()).unwrap(), *s);
+        for s in [
+            ScheduleType::Cron,
+            ScheduleType::Interval,
+            ScheduleType::Once,
+        ] {
+            assert_eq!(ScheduleType::parse(s.as_str()).unwrap(), s);
         }
         let e = TaskStatus::parse("done").unwrap_err();
         assert!(e.reason.contains("active, paused, completed, failed"));

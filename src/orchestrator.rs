@@ -13,6 +13,7 @@
 //! A chat is routed to a group by its registered jid, or — for the local terminal
 //! channel — by `<folder>@local`, which is the terminal's view of group `<folder>`.
 
+use crate::sync::LockExt as _;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,13 +24,13 @@ use tokio::sync::broadcast;
 use tracing::Instrument as _;
 
 use crate::agent::{AgentError, Agents, Failure, Session, TurnEnd, TurnOutcome};
+use crate::bus::Topic;
 use crate::channels::{BoxFuture, Inbound};
 use crate::config::Config;
-use crate::control::Topic;
 use crate::delivery::Delivery;
 use crate::model::{ContextMode, FolderName, Jid};
+use crate::prompt::{self, Decision};
 use crate::queue::{AfterMessages, GroupHandler};
-use crate::router::{self, Decision};
 use crate::scheduler::{DueRun, RunOutcome, runs};
 use crate::shutdown::Shutdown;
 use crate::store::groups::{self, Group};
@@ -50,7 +51,7 @@ struct Retries {
     told: bool,
 }
 
-pub struct Orchestrator {
+pub(crate) struct Orchestrator {
     config: Arc<Config>,
     store: SharedStore,
     agents: Agents,
@@ -68,11 +69,11 @@ pub struct Orchestrator {
 pub struct Stats {
     pub sessions_started: AtomicU64,
     pub sessions_closed: AtomicU64,
-    pub turns: AtomicU64,
+    pub(crate) turns: AtomicU64,
 }
 
 impl Orchestrator {
-    pub fn new(
+    pub(crate) fn new(
         config: Arc<Config>,
         store: SharedStore,
         agents: Agents,
@@ -92,30 +93,25 @@ impl Orchestrator {
         }
     }
 
-    pub fn stats(&self) -> &Stats {
+    pub(crate) fn stats(&self) -> &Stats {
         &self.stats
     }
 
     /// Stores a received message. Returns the group to wake, if the chat is registered
     /// and the message is new.
-    pub async fn ingest(&self, m: Inbound) -> Result<Option<FolderName>, StoreError> {
+    pub(crate) async fn ingest(&self, m: Inbound) -> Result<Option<FolderName>, StoreError> {
         self.store
             .call(move |s| {
                 s.write(|tx| {
-                    let channel = if m.chat_jid.is_discord() {
-                        "discord"
-                    } else {
-                        "local"
-                    };
-                    let jid = m.chat_jid.to_string();
-                    chats::upsert(tx, &jid, m.chat_name.as_deref(), channel, m.sent_at)?;
+                    let jid = &m.chat_jid;
+                    chats::upsert(tx, jid, m.chat_name.as_deref(), m.sent_at)?;
                     let Some(group) = group_for_chat(tx, &m.chat_jid)? else {
                         return Ok(None);
                     };
                     let id = messages::insert(
                         tx,
                         &messages::NewMessage {
-                            chat_jid: &jid,
+                            chat_jid: jid,
                             external_id: m.external_id.as_deref(),
                             sender_id: &m.sender_id,
                             sender_name: &m.sender_name,
@@ -135,7 +131,7 @@ impl Orchestrator {
     }
 
     /// Groups with messages past their cursor (to queue at start-up).
-    pub async fn groups_with_unanswered(&self) -> Result<Vec<FolderName>, StoreError> {
+    pub(crate) async fn groups_with_unanswered(&self) -> Result<Vec<FolderName>, StoreError> {
         self.store
             .call(|s| {
                 let conn = s.conn();
@@ -153,11 +149,9 @@ impl Orchestrator {
             .await
     }
 
-    async fn typing(&self, chat: &str, on: bool) {
-        if let Ok(jid) = Jid::parse(chat)
-            && let Some(channel) = self.delivery.channel_for(&jid)
-        {
-            channel.set_typing(&jid, on).await;
+    async fn typing(&self, chat: &Jid, on: bool) {
+        if let Some(channel) = self.delivery.channel_for(chat) {
+            channel.set_typing(chat, on).await;
         }
     }
 
@@ -246,15 +240,15 @@ impl Orchestrator {
     }
 
     /// Queues `text` for `chat` without moving its cursor (the messages stay unanswered).
-    async fn tell(&self, chat: &str, text: String) {
-        let c = chat.to_owned();
+    async fn tell(&self, chat: &Jid, text: String) {
+        let c = chat.clone();
         let res = self
             .store
             .call(move |s| outbox::enqueue(s.conn(), &c, &text, "notice", Utc::now()))
             .await;
         match res {
             Ok(_) => self.delivery.wake(),
-            Err(e) => tracing::error!(error = %e, chat, "cannot queue a notice for the chat"),
+            Err(e) => tracing::error!(error = %e, %chat, "cannot queue a notice for the chat"),
         }
     }
 
@@ -264,11 +258,11 @@ impl Orchestrator {
     async fn after_transient(
         &self,
         folder: &FolderName,
-        chat: &str,
+        chat: &Jid,
         e: &AgentError,
     ) -> Option<Duration> {
         let (attempt, delay, tell) = {
-            let mut a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+            let mut a = self.attempts.lock_ignoring_poison();
             let r = a.entry(folder.clone()).or_insert_with(|| Retries {
                 count: 0,
                 since: tokio::time::Instant::now(),
@@ -304,21 +298,20 @@ impl Orchestrator {
         Duration::from_millis(base.saturating_mul(1 << (attempt.saturating_sub(1)).min(16)))
     }
 
-    /// Answers `chat`'s oldest unanswered batch, if any: `Ok(true)` when nothing (more)
-    /// needs answering, `Ok(false)` after one turn, `Err` with the failed batch's end.
+    /// Answers `chat`'s oldest unanswered batch, if any.
     async fn answer_chat(
         &self,
         group: &Group,
-        chat: &str,
+        chat: &Jid,
         session: &mut Option<Session>,
-    ) -> Result<bool, (AgentError, i64)> {
+    ) -> ChatTurn {
         loop {
-            let c = chat.to_owned();
+            let c = chat.clone();
             let page = self
                 .store
                 .call(move |s| {
                     let cursor = messages::cursor(s.conn(), &c)?;
-                    messages::since(s.conn(), &c, cursor, router::PAGE)
+                    messages::since(s.conn(), &c, cursor, prompt::PAGE)
                 })
                 .await;
             let page = match page {
@@ -326,15 +319,15 @@ impl Orchestrator {
                 Err(e) => {
                     // Retried when the next message or restart wakes the group.
                     tracing::error!(error = %e, "cannot read messages");
-                    return Ok(true);
+                    return ChatTurn::Settled;
                 }
             };
-            match router::decide(group, &page) {
-                Decision::Wait { advance_to: None } => return Ok(true),
+            match prompt::decide(group, &page) {
+                Decision::Wait { advance_to: None } => return ChatTurn::Settled,
                 Decision::Wait {
                     advance_to: Some(id),
                 } => {
-                    let c = chat.to_owned();
+                    let c = chat.clone();
                     let _ = self
                         .store
                         .call(move |s| messages::advance_cursor(s.conn(), &c, id, Utc::now()))
@@ -344,35 +337,35 @@ impl Orchestrator {
                     messages: batch,
                     through,
                 } => {
-                    let prompt = router::format_messages(&batch, self.config.timezone);
-                    let span = tracing::info_span!("turn", group = %group.folder, chat, through);
-                    async {
+                    let prompt = prompt::format_messages(&batch, self.config.timezone);
+                    let span = tracing::info_span!("turn", group = %group.folder, %chat, through);
+                    let turn = async {
                         tracing::info!(messages = batch.len(), "starting a turn");
                         self.typing(chat, true).await;
                         let result = self.group_turn(group, session, &prompt).await;
                         self.typing(chat, false).await;
-                        let outcome = result.map_err(|e| (e, through))?;
+                        let outcome = result?;
                         self.commit_replies(chat, &outcome.messages, "reply", through)
                             .await;
                         tracing::info!(replies = outcome.messages.len(), "turn done");
-                        Ok::<_, (AgentError, i64)>(())
+                        Ok::<_, AgentError>(())
                     }
                     .instrument(span)
-                    .await?;
-                    self.attempts
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&group.folder);
+                    .await;
+                    if let Err(error) = turn {
+                        return ChatTurn::Failed { error, through };
+                    }
+                    self.attempts.lock_ignoring_poison().remove(&group.folder);
                     // One turn per call: the queue runs due tasks before further messages.
-                    return Ok(false);
+                    return ChatTurn::Answered;
                 }
             }
         }
     }
 
     /// Queues `replies` for `chat` and moves its cursor to `through`, atomically.
-    async fn commit_replies(&self, chat: &str, replies: &[String], origin: &str, through: i64) {
-        let (c, r, o) = (chat.to_owned(), replies.to_vec(), origin.to_owned());
+    async fn commit_replies(&self, chat: &Jid, replies: &[String], origin: &str, through: i64) {
+        let (c, r, o) = (chat.clone(), replies.to_vec(), origin.to_owned());
         let res = self
             .store
             .call(move |s| {
@@ -388,14 +381,27 @@ impl Orchestrator {
         match res {
             Ok(()) => self.delivery.wake(),
             Err(e) => {
-                tracing::error!(error = %e, chat, "cannot queue the reply; the turn will be retried")
+                tracing::error!(error = %e, %chat, "cannot queue the reply; the turn will be retried")
             }
         }
     }
 }
 
+/// What [`Orchestrator::answer_chat`] came to.
+enum ChatTurn {
+    /// Nothing (more) in the chat needs answering.
+    Settled,
+    /// One batch answered; the queue decides what runs next (due tasks first).
+    Answered,
+    /// The turn for the batch ending at message `through` failed.
+    Failed { error: AgentError, through: i64 },
+}
+
 /// The group a chat belongs to: by registered jid, or `<folder>@local` for the terminal.
-pub fn group_for_chat(conn: &rusqlite::Connection, jid: &Jid) -> Result<Option<Group>, StoreError> {
+pub(crate) fn group_for_chat(
+    conn: &rusqlite::Connection,
+    jid: &Jid,
+) -> Result<Option<Group>, StoreError> {
     match jid {
         Jid::Local(name) => match FolderName::parse(name) {
             Ok(folder) => groups::get_by_folder(conn, &folder),
@@ -406,9 +412,9 @@ pub fn group_for_chat(conn: &rusqlite::Connection, jid: &Jid) -> Result<Option<G
 }
 
 /// The chats whose messages a group answers: its registered chat and its terminal chat.
-fn chats_of(g: &Group) -> Vec<String> {
-    let mut chats = vec![g.jid.to_string()];
-    let local = Jid::local_for(&g.folder).to_string();
+fn chats_of(g: &Group) -> Vec<Jid> {
+    let mut chats = vec![g.jid.clone()];
+    let local = Jid::local_for(&g.folder);
     if chats[0] != local {
         chats.push(local);
     }
@@ -439,9 +445,9 @@ impl GroupHandler for Orchestrator {
             };
             for chat in chats_of(&group) {
                 match self.answer_chat(&group, &chat, session).await {
-                    Ok(true) => {}
-                    Ok(false) => return AfterMessages::More,
-                    Err((e, through)) => {
+                    ChatTurn::Settled => {}
+                    ChatTurn::Answered => return AfterMessages::More,
+                    ChatTurn::Failed { error: e, through } => {
                         match e.failure() {
                             // Answered after the next start.
                             Failure::Shutdown => return AfterMessages::Done,
@@ -455,10 +461,7 @@ impl GroupHandler for Orchestrator {
                             }
                             Failure::Permanent { .. } => {
                                 tracing::error!(group = %folder, error = %e, "agent failed in a way retrying cannot fix; telling the chat");
-                                self.attempts
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .remove(&group.folder);
+                                self.attempts.lock_ignoring_poison().remove(&group.folder);
                             }
                         }
                         self.commit_replies(&chat, &[Self::user_error(&e)], "error", through)
@@ -494,8 +497,8 @@ impl GroupHandler for Orchestrator {
                     return;
                 }
             };
-            let prompt = router::format_task(&task, run.due_at, task.timezone);
-            let chat = task.chat_jid.to_string();
+            let prompt = prompt::format_task(&task, run.due_at, task.timezone);
+            let chat = task.chat_jid.clone();
             tracing::info!(mode = %task.context_mode, "running a scheduled task");
             self.typing(&chat, true).await;
             let result = match task.context_mode {
@@ -568,7 +571,7 @@ impl Orchestrator {
         let replies_n = replies.as_ref().map_or(0, Vec::len);
         let (run_id, chat, origin) = (
             run.run_id,
-            run.task.chat_jid.to_string(),
+            run.task.chat_jid.clone(),
             format!("task:{}", run.task.id),
         );
         let res = self

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::model::FolderName;
 
 /// The request subdirectories of a group's IPC directory.
-pub const IPC_REQUEST_SUBDIRS: [&str; 2] = ["messages", "tasks"];
+pub(crate) const IPC_REQUEST_SUBDIRS: [&str; 2] = ["messages", "tasks"];
 
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -35,7 +35,7 @@ impl Paths {
         &self.root
     }
 
-    pub fn env_file(&self) -> PathBuf {
+    pub(crate) fn env_file(&self) -> PathBuf {
         self.root.join(".env")
     }
 
@@ -48,7 +48,7 @@ impl Paths {
     }
 
     /// Held (flock) by the running daemon: one daemon per root.
-    pub fn daemon_lock(&self) -> PathBuf {
+    pub(crate) fn daemon_lock(&self) -> PathBuf {
         self.store_dir().join("daemon.lock")
     }
 
@@ -83,19 +83,12 @@ impl Paths {
         self.ipc_root().join("errors").join(folder_component)
     }
 
-    /// Where a group's agent drops requests: `messages/` and `tasks/` (NanoClaw's
-    /// names; the host reads both alike, in file-name order).
-    pub fn ipc_request_dirs(&self, folder: &FolderName) -> [PathBuf; 2] {
-        let dir = self.ipc_dir(folder);
-        IPC_REQUEST_SUBDIRS.map(|sub| dir.join(sub))
-    }
-
     /// Where the host answers each request: `responses/<request id>.json`.
     pub fn ipc_responses_dir(&self, folder: &FolderName) -> PathBuf {
         self.ipc_dir(folder).join("responses")
     }
 
-    pub fn sessions_dir(&self, folder: &FolderName) -> PathBuf {
+    pub(crate) fn sessions_dir(&self, folder: &FolderName) -> PathBuf {
         self.root
             .join("data")
             .join("sessions")
@@ -128,7 +121,7 @@ impl Paths {
     }
 
     /// Where CLI processes leave wake-up notes for a daemon running on the same root.
-    pub fn control_dir(&self) -> PathBuf {
+    pub(crate) fn control_dir(&self) -> PathBuf {
         self.root.join("data").join("control")
     }
 }

@@ -14,12 +14,12 @@ use crate::store::SharedStore;
 use crate::store::retention::{self, Pruned, Retention};
 
 /// The first pass waits this long after start (start-up has better things to do).
-pub const FIRST: Duration = Duration::from_secs(60);
+pub(crate) const FIRST: Duration = Duration::from_secs(60);
 /// Time between passes.
-pub const EVERY: Duration = Duration::from_secs(6 * 3600);
+pub(crate) const EVERY: Duration = Duration::from_secs(6 * 3600);
 
 /// The pruning loop: returns when `stop` fires.
-pub async fn run(store: SharedStore, keep: Retention, stop: Shutdown) {
+pub(crate) async fn run(store: SharedStore, keep: Retention, stop: Shutdown) {
     let mut ticks = tokio::time::interval_at(Instant::now() + FIRST, EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -14,6 +14,7 @@
 //!
 //! The queue knows nothing about agents or chats: a [`GroupHandler`] does the work.
 
+use crate::sync::LockExt as _;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,7 +28,7 @@ use crate::scheduler::DueRun;
 
 /// What a handler asks the queue to do after processing messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AfterMessages {
+pub(crate) enum AfterMessages {
     /// Done (or nothing to do).
     Done,
     /// One turn done; there may be more. The worker checks for scheduled runs (which
@@ -37,8 +38,16 @@ pub enum AfterMessages {
     RetryAfter(Duration),
 }
 
+/// A worker's next step ([`GroupQueue::next_step`]).
+enum Next {
+    Run(Box<DueRun>),
+    Messages,
+    Idle,
+    Exit,
+}
+
 /// Does one group's work inside the worker the queue gives it.
-pub trait GroupHandler: Send + Sync + 'static {
+pub(crate) trait GroupHandler: Send + Sync + 'static {
     /// A live agent session; opened lazily by the handler, closed by [`close`](Self::close).
     type Session: Send + 'static;
 
@@ -89,17 +98,17 @@ struct State {
 
 /// One group's place in the queue, as `rust_claw status` shows it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct GroupActivity {
-    pub folder: FolderName,
+pub(crate) struct GroupActivity {
+    pub(crate) folder: FolderName,
     /// `working`, `idle` (a live session waiting for input) or `none`.
-    pub agent: String,
+    pub(crate) agent: String,
     /// Waiting for one of the MAX_CONCURRENT_AGENTS slots.
-    pub waiting_for_slot: bool,
-    pub pending_messages: bool,
-    pub pending_runs: usize,
+    pub(crate) waiting_for_slot: bool,
+    pub(crate) pending_messages: bool,
+    pub(crate) pending_runs: usize,
 }
 
-pub struct GroupQueue<H: GroupHandler> {
+pub(crate) struct GroupQueue<H: GroupHandler> {
     handler: Arc<H>,
     state: Mutex<State>,
     max_active: usize,
@@ -110,7 +119,7 @@ pub struct GroupQueue<H: GroupHandler> {
 }
 
 impl<H: GroupHandler> GroupQueue<H> {
-    pub fn new(handler: Arc<H>, max_active: usize, idle_timeout: Duration) -> Arc<Self> {
+    pub(crate) fn new(handler: Arc<H>, max_active: usize, idle_timeout: Duration) -> Arc<Self> {
         Arc::new(GroupQueue {
             handler,
             state: Mutex::new(State::default()),
@@ -122,16 +131,16 @@ impl<H: GroupHandler> GroupQueue<H> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_ignoring_poison()
     }
 
     /// The group has unanswered messages in the store.
-    pub fn enqueue_messages(self: &Arc<Self>, folder: &FolderName) {
+    pub(crate) fn enqueue_messages(self: &Arc<Self>, folder: &FolderName) {
         self.enqueue(folder, |g| g.pending_messages = true);
     }
 
     /// A scheduled run is due for the group.
-    pub fn enqueue_run(self: &Arc<Self>, run: DueRun) {
+    pub(crate) fn enqueue_run(self: &Arc<Self>, run: DueRun) {
         let folder = run.task.group_folder.clone();
         self.enqueue(&folder, |g| g.pending_runs.push_back(run));
     }
@@ -177,7 +186,7 @@ impl<H: GroupHandler> GroupQueue<H> {
         g.queued = false;
         let wake = g.wake.clone();
         let me = self.clone();
-        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut workers = self.workers.lock_ignoring_poison();
         // Reap finished workers so the set does not grow over months of uptime.
         while workers.try_join_next().is_some() {}
         workers.spawn(async move { me.worker(folder, wake).await });
@@ -186,32 +195,7 @@ impl<H: GroupHandler> GroupQueue<H> {
     async fn worker(self: Arc<Self>, folder: FolderName, wake: Arc<Notify>) {
         let mut session: Option<H::Session> = None;
         loop {
-            enum Next {
-                Run(Box<DueRun>),
-                Messages,
-                Idle,
-                Exit,
-            }
-            let next = {
-                let mut st = self.lock();
-                let shutting_down = st.shutting_down;
-                let others_waiting = !st.waiting.is_empty();
-                let g = st.groups.get_mut(&folder).expect("worker's group exists");
-                if shutting_down {
-                    Next::Exit
-                } else if let Some(run) = g.pending_runs.pop_front() {
-                    Next::Run(Box::new(run))
-                } else if g.pending_messages {
-                    g.pending_messages = false;
-                    Next::Messages
-                } else if session.is_none() || g.close_requested || others_waiting {
-                    Next::Exit
-                } else {
-                    g.idle = true;
-                    Next::Idle
-                }
-            };
-            match next {
+            match self.next_step(&folder, session.is_some()) {
                 Next::Run(run) => self.handler.task(*run, &mut session).await,
                 Next::Messages => match self.handler.messages(&folder, &mut session).await {
                     AfterMessages::Done => {}
@@ -248,10 +232,38 @@ impl<H: GroupHandler> GroupQueue<H> {
         if let Some(s) = session.take() {
             self.handler.close(&folder, s).await;
         }
+        self.release_slot(&folder);
+    }
+
+    /// What `folder`'s worker does next: due runs before messages; with nothing to
+    /// do it waits idle (keeping its session) unless it should give its slot up.
+    fn next_step(&self, folder: &FolderName, has_session: bool) -> Next {
+        let mut st = self.lock();
+        let shutting_down = st.shutting_down;
+        let others_waiting = !st.waiting.is_empty();
+        let g = st.groups.get_mut(folder).expect("worker's group exists");
+        if shutting_down {
+            Next::Exit
+        } else if let Some(run) = g.pending_runs.pop_front() {
+            Next::Run(Box::new(run))
+        } else if g.pending_messages {
+            g.pending_messages = false;
+            Next::Messages
+        } else if !has_session || g.close_requested || others_waiting {
+            Next::Exit
+        } else {
+            g.idle = true;
+            Next::Idle
+        }
+    }
+
+    /// A worker ended: frees its slot, queues the group again if work arrived while
+    /// it was closing, and starts whoever waits.
+    fn release_slot(self: &Arc<Self>, folder: &FolderName) {
         let mut st = self.lock();
         st.active -= 1;
         let shutting_down = st.shutting_down;
-        let g = st.groups.get_mut(&folder).expect("worker's group exists");
+        let g = st.groups.get_mut(folder).expect("worker's group exists");
         g.running = false;
         g.idle = false;
         g.close_requested = false;
@@ -281,7 +293,7 @@ impl<H: GroupHandler> GroupQueue<H> {
     }
 
     /// What every known group is doing right now (for `rust_claw status`).
-    pub fn activity(&self) -> Vec<GroupActivity> {
+    pub(crate) fn activity(&self) -> Vec<GroupActivity> {
         let st = self.lock();
         let mut out: Vec<GroupActivity> = st
             .groups
@@ -307,12 +319,15 @@ impl<H: GroupHandler> GroupQueue<H> {
     }
 
     /// How many workers hold a slot.
-    pub fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         self.lock().active
     }
 
+    /// Stops taking work, lets workers finish what they are doing for up to `grace`,
+    /// then aborts the rest (their sessions are dropped, which kills the agent process).
     /// Waits until no worker is running and nothing is waiting.
-    pub async fn wait_idle(&self) {
+    #[cfg(test)]
+    async fn wait_idle(&self) {
         loop {
             let done = self.worker_done.notified();
             {
@@ -325,9 +340,7 @@ impl<H: GroupHandler> GroupQueue<H> {
         }
     }
 
-    /// Stops taking work, lets workers finish what they are doing for up to `grace`,
-    /// then aborts the rest (their sessions are dropped, which kills the agent process).
-    pub async fn shutdown(&self, grace: Duration) {
+    pub(crate) async fn shutdown(&self, grace: Duration) {
         {
             let mut st = self.lock();
             st.shutting_down = true;
@@ -337,8 +350,7 @@ impl<H: GroupHandler> GroupQueue<H> {
                 g.wake.notify_one();
             }
         }
-        let mut workers =
-            std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut workers = std::mem::take(&mut *self.workers.lock_ignoring_poison());
         let drained = tokio::time::timeout(grace, async {
             while workers.join_next().await.is_some() {}
         })

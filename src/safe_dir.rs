@@ -14,7 +14,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -25,9 +25,9 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 
 /// Mode of directories the host creates: private to the daemon's uid (containers run
 /// as that uid, so agents need nothing more).
-pub const DIR_MODE: u32 = 0o700;
+pub(crate) const DIR_MODE: u32 = 0o700;
 /// Mode of files the host writes.
-pub const FILE_MODE: u32 = 0o600;
+pub(crate) const FILE_MODE: u32 = 0o600;
 /// How deep [`SafeDir::remove`] and [`SafeDir::copy_tree`] descend.
 const MAX_DEPTH: usize = 16;
 /// How often [`SafeDir::ensure_dir`] retries when the entry keeps being swapped.
@@ -35,7 +35,7 @@ const ENSURE_TRIES: usize = 32;
 
 /// Whether a write must survive a power cut before it is reported done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
+pub(crate) enum Durability {
     /// fsync the file and the directory (credentials, anything not re-derivable).
     Durable,
     /// Atomic only (snapshots, responses: re-derivable from the store).
@@ -54,7 +54,7 @@ pub struct SafeDir {
 
 /// What is at a name that should be a directory.
 #[derive(Debug)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     Dir(SafeDir),
     Missing,
     /// Something else: a link, a file, a FIFO, a directory of another owner.
@@ -62,7 +62,7 @@ pub enum Lookup {
 }
 
 /// Names the kind of an entry for messages ("a symbolic link").
-pub fn kind_of(st: &FileStat) -> &'static str {
+pub(crate) fn kind_of(st: &FileStat) -> &'static str {
     match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
         SFlag::S_IFLNK => "a symbolic link",
         SFlag::S_IFDIR => "a directory",
@@ -96,7 +96,7 @@ fn component(name: &OsStr) -> std::io::Result<&OsStr> {
 
 /// Why a file could not be read.
 #[derive(Debug)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// Nothing there (already handled, or removed by its writer).
     Gone,
     /// Hostile or unusable: a link, FIFO, directory, device, or over the size limit.
@@ -124,7 +124,7 @@ impl SafeDir {
 
     /// Opens a directory the owner controls, by path (links followed: the owner's
     /// choice). Creates it (and its parents) first when `create` is set.
-    pub fn open_trusted(path: &Path, create: bool) -> std::io::Result<SafeDir> {
+    pub(crate) fn open_trusted(path: &Path, create: bool) -> std::io::Result<SafeDir> {
         if create {
             std::fs::create_dir_all(path)?;
         }
@@ -144,22 +144,18 @@ impl SafeDir {
     }
 
     /// Where this directory was when it was opened (for messages).
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// `/proc/self/fd/<n>`: names exactly this directory (e.g. for `inotify_add_watch`),
     /// whatever has been renamed since.
-    pub fn proc_path(&self) -> PathBuf {
+    pub(crate) fn proc_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
     }
 
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-
     /// Opens the subdirectory `name` without following a link.
-    pub fn open_dir(&self, name: impl AsRef<OsStr>) -> std::io::Result<Lookup> {
+    pub(crate) fn open_dir(&self, name: impl AsRef<OsStr>) -> std::io::Result<Lookup> {
         let name = component(name.as_ref())?;
         let path = self.path.join(name);
         match openat(
@@ -180,7 +176,7 @@ impl SafeDir {
     }
 
     /// Opens the chain `a/b/c` below this directory, each step without following links.
-    pub fn open_path(&self, names: &[&str]) -> std::io::Result<Lookup> {
+    pub(crate) fn open_path(&self, names: &[&str]) -> std::io::Result<Lookup> {
         let mut names = names.iter();
         let Some(first) = names.next() else {
             return Err(std::io::Error::new(ErrorKind::InvalidInput, "empty path"));
@@ -209,7 +205,7 @@ impl SafeDir {
     /// it) and a directory is created with `mkdirat`. Racing an agent that keeps
     /// swapping the entry can only fail, never yield a descriptor of anything but a
     /// real directory. Returns the directory and whether it was (re)created.
-    pub fn ensure_dir(
+    pub(crate) fn ensure_dir(
         &self,
         name: &str,
         mut displace: impl FnMut(&SafeDir, &str, &'static str),
@@ -237,26 +233,30 @@ impl SafeDir {
     }
 
     /// Like [`SafeDir::ensure_dir`], removing whatever is in the way.
-    pub fn ensure_dir_removing(&self, name: &str) -> std::io::Result<SafeDir> {
+    pub(crate) fn ensure_dir_removing(&self, name: &str) -> std::io::Result<SafeDir> {
         self.ensure_dir(name, |d, n, _| d.remove(n)).map(|(d, _)| d)
     }
 
     /// True when `name` in `parent` is still this very directory.
-    pub fn is_at(&self, parent: &SafeDir, name: &str) -> bool {
+    pub(crate) fn is_at(&self, parent: &SafeDir, name: &str) -> bool {
         parent.stat(name).is_ok_and(|st| {
             is_type(&st, SFlag::S_IFDIR) && st.st_dev == self.dev && st.st_ino == self.ino
         })
     }
 
     /// `lstat` of `name` (links not followed).
-    pub fn stat(&self, name: impl AsRef<OsStr>) -> std::io::Result<FileStat> {
+    pub(crate) fn stat(&self, name: impl AsRef<OsStr>) -> std::io::Result<FileStat> {
         let name = component(name.as_ref())?;
         fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io)
     }
 
     /// Reads the regular file `name`, at most `max` bytes: never through a link, never
     /// blocking on a FIFO, never opening a device.
-    pub fn read_file(&self, name: impl AsRef<OsStr>, max: u64) -> Result<Vec<u8>, ReadError> {
+    pub(crate) fn read_file(
+        &self,
+        name: impl AsRef<OsStr>,
+        max: u64,
+    ) -> Result<Vec<u8>, ReadError> {
         let name = component(name.as_ref()).map_err(ReadError::Io)?;
         let refuse = |what: &str| {
             ReadError::Refused(format!("the file is {what}; only regular files are read"))
@@ -310,13 +310,18 @@ impl SafeDir {
     /// `O_EXCL | O_NOFOLLOW` in this directory, then `renameat` over `name` (a link
     /// planted at `name` is replaced, never followed). Readers see the old content or
     /// the new, never a torn file.
-    pub fn write_atomic(&self, name: &str, bytes: &[u8], d: Durability) -> std::io::Result<()> {
+    pub(crate) fn write_atomic(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        d: Durability,
+    ) -> std::io::Result<()> {
         self.write_atomic_with(name, d, |f| f.write_all(bytes))
     }
 
     /// [`SafeDir::write_atomic`] with the content produced by `fill`, which writes
     /// into the temp file (so a large file can be assembled without one buffer).
-    pub fn write_atomic_with(
+    pub(crate) fn write_atomic_with(
         &self,
         name: &str,
         d: Durability,
@@ -355,14 +360,19 @@ impl SafeDir {
     }
 
     /// Moves `name` (whatever it is: a link is moved, not followed) to `to/to_name`.
-    pub fn rename_to(&self, name: &OsStr, to: &SafeDir, to_name: &str) -> std::io::Result<()> {
+    pub(crate) fn rename_to(
+        &self,
+        name: &OsStr,
+        to: &SafeDir,
+        to_name: &str,
+    ) -> std::io::Result<()> {
         let name = component(name)?;
         renameat(&self.fd, name, &to.fd, to_name).map_err(io)
     }
 
     /// Removes `name`: a file, link, FIFO, or a directory tree (walked by descriptor,
     /// never through a link). Missing is fine; failures are logged.
-    pub fn remove(&self, name: impl AsRef<OsStr>) {
+    pub(crate) fn remove(&self, name: impl AsRef<OsStr>) {
         if let Err(e) = self.remove_depth(name.as_ref(), 0)
             && e.kind() != ErrorKind::NotFound
         {
@@ -390,7 +400,7 @@ impl SafeDir {
 
     /// The entries of this directory (not `.`/`..`), with their type when the file
     /// system reports it (`None`: ask [`SafeDir::stat`]).
-    pub fn entries(&self) -> std::io::Result<Vec<(OsString, Option<nix::dir::Type>)>> {
+    pub(crate) fn entries(&self) -> std::io::Result<Vec<(OsString, Option<nix::dir::Type>)>> {
         let mut dir = nix::dir::Dir::openat(
             &self.fd,
             ".",
@@ -412,7 +422,7 @@ impl SafeDir {
 
     /// Copies the tree below `self` into `dst`: directories and regular files only
     /// (links, FIFOs and devices are skipped), each reached by descriptor.
-    pub fn copy_tree(&self, dst: &SafeDir) -> std::io::Result<()> {
+    pub(crate) fn copy_tree(&self, dst: &SafeDir) -> std::io::Result<()> {
         self.copy_depth(dst, 0)
     }
 
@@ -464,7 +474,7 @@ impl SafeDir {
 
 /// Creates `path` (and missing parents) and makes it private to the daemon's uid
 /// (mode 0700), tightening an existing directory that other users could read.
-pub fn ensure_private_dir(path: &Path) -> std::io::Result<()> {
+pub(crate) fn ensure_private_dir(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -478,7 +488,7 @@ pub fn ensure_private_dir(path: &Path) -> std::io::Result<()> {
 }
 
 /// Makes an existing file private (mode 0600 or narrower); a missing file is fine.
-pub fn make_private_file(path: &Path) -> std::io::Result<()> {
+pub(crate) fn make_private_file(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     match std::fs::metadata(path) {
         Ok(m) if m.permissions().mode() & 0o077 != 0 => std::fs::set_permissions(
@@ -493,7 +503,7 @@ pub fn make_private_file(path: &Path) -> std::io::Result<()> {
 
 /// Writes `path` atomically through its parent directory (which the owner controls):
 /// the one atomic-write helper for paths outside agent-writable trees.
-pub fn write_atomic_path(path: &Path, bytes: &[u8], d: Durability) -> std::io::Result<()> {
+pub(crate) fn write_atomic_path(path: &Path, bytes: &[u8], d: Durability) -> std::io::Result<()> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
     else {
         return Err(std::io::Error::new(

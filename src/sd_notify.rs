@@ -4,7 +4,8 @@
 //! unit without `Type=notify`) every call does nothing.
 //!
 //! The daemon sends `READY=1` once it serves (store open, IPC watcher and scheduler
-//! up, channels connected or failed), then `WATCHDOG=1` from [`spawn_watchdog`] while
+//! up, channels connected, failed, or — Discord unreachable — retrying in the background
+//! with a `STATUS=` line saying so), then `WATCHDOG=1` from [`spawn_watchdog`] while
 //! the runtime and the store answer, and `STOPPING=1` when it begins to shut down.
 
 use std::io;
@@ -14,14 +15,14 @@ use std::time::Duration;
 use crate::store::SharedStore;
 
 /// A connection to the service manager.
-pub struct Notifier {
+pub(crate) struct Notifier {
     socket: UnixDatagram,
     addr: SocketAddr,
 }
 
 impl Notifier {
     /// The notifier `NOTIFY_SOCKET` names, if any.
-    pub fn from_env() -> io::Result<Option<Notifier>> {
+    pub(crate) fn from_env() -> io::Result<Option<Notifier>> {
         match std::env::var_os("NOTIFY_SOCKET") {
             None => Ok(None),
             Some(v) if v.is_empty() => Ok(None),
@@ -30,7 +31,7 @@ impl Notifier {
     }
 
     /// A notifier for the socket `name` (`/run/…` or `@abstract`).
-    pub fn connect(name: &str) -> io::Result<Notifier> {
+    pub(crate) fn connect(name: &str) -> io::Result<Notifier> {
         let addr = match name.strip_prefix('@') {
             Some(abs) => {
                 use std::os::linux::net::SocketAddrExt as _;
@@ -43,7 +44,7 @@ impl Notifier {
     }
 
     /// Sends one message (newline-separated `KEY=value` assignments).
-    pub fn send(&self, state: &str) -> io::Result<()> {
+    pub(crate) fn send(&self, state: &str) -> io::Result<()> {
         self.socket.send_to_addr(state.as_bytes(), &self.addr)?;
         Ok(())
     }
@@ -51,7 +52,7 @@ impl Notifier {
 
 /// Sends `state` to the service manager, if there is one; failures are logged (a
 /// daemon that cannot reach systemd still serves).
-pub fn notify(state: &str) {
+pub(crate) fn notify(state: &str) {
     match Notifier::from_env() {
         Ok(Some(n)) => {
             if let Err(e) = n.send(state) {
@@ -65,7 +66,7 @@ pub fn notify(state: &str) {
 
 /// The watchdog interval systemd expects pings within (`WATCHDOG_USEC`), if it is
 /// meant for this process (`WATCHDOG_PID` absent or ours).
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     if let Ok(pid) = std::env::var("WATCHDOG_PID")
         && pid.trim().parse::<u32>().ok() != Some(std::process::id())
     {
@@ -79,7 +80,7 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// answer: a ping runs a trivial query through the same blocking pool and store lock
 /// every part of the daemon uses, so a deadlock or a wedged runtime stops the pings
 /// and systemd restarts the daemon. Does nothing without a watchdog.
-pub fn spawn_watchdog(store: SharedStore) -> Option<tokio::task::JoinHandle<()>> {
+pub(crate) fn spawn_watchdog(store: SharedStore) -> Option<tokio::task::JoinHandle<()>> {
     let interval = watchdog_interval()?;
     let notifier = match Notifier::from_env() {
         Ok(Some(n)) => n,

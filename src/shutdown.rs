@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Exit status after a second Ctrl-C/SIGTERM (128 + SIGINT, as shells report it).
-pub const FORCED_EXIT_CODE: i32 = 130;
+pub(crate) const FORCED_EXIT_CODE: i32 = 130;
 
 #[derive(Clone)]
 pub struct Shutdown {
@@ -41,11 +41,11 @@ impl Shutdown {
     }
 
     /// Starts the shutdown (idempotent).
-    pub fn trigger(&self) {
+    pub(crate) fn trigger(&self) {
         self.tx.send_replace(true);
     }
 
-    pub fn is_triggered(&self) -> bool {
+    pub(crate) fn is_triggered(&self) -> bool {
         *self.tx.borrow()
     }
 

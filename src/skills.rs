@@ -13,15 +13,15 @@ use crate::safe_dir::{Lookup, SafeDir};
 /// Where a skill comes from. A group's own skill shadows a global one of the same name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Scope {
+pub(crate) enum Scope {
     Global,
     Group,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Skill {
-    pub name: String,
-    pub scope: Scope,
+pub(crate) struct Skill {
+    pub(crate) name: String,
+    pub(crate) scope: Scope,
 }
 
 /// `groups/<owner>/skills/` reached by descriptor: `groups/` is the owner's, but
@@ -40,7 +40,7 @@ fn skills_root(paths: &Paths, owner: &str) -> Option<SafeDir> {
 }
 
 /// The skills available to `folder` with where each comes from, sorted by name.
-pub fn list(paths: &Paths, folder: &FolderName) -> Vec<Skill> {
+pub(crate) fn list(paths: &Paths, folder: &FolderName) -> Vec<Skill> {
     let mut out: Vec<Skill> = skills_in(skills_root(paths, GLOBAL).as_ref())
         .into_iter()
         .map(|name| Skill {
@@ -70,7 +70,7 @@ pub fn available(paths: &Paths, folder: &FolderName) -> Vec<String> {
 
 /// The directory of skill `name` of `folder`, opened by descriptor: the group's own
 /// copy, else the global one.
-pub fn source(paths: &Paths, folder: &FolderName, name: &str) -> Option<SafeDir> {
+pub(crate) fn source(paths: &Paths, folder: &FolderName, name: &str) -> Option<SafeDir> {
     SkillName::parse(name).ok()?;
     [folder.as_str(), GLOBAL]
         .into_iter()

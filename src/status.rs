@@ -23,21 +23,21 @@ use crate::queue::GroupActivity;
 
 /// The daemon's own view, as it answers a status request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LiveStatus {
-    pub pid: u32,
-    pub version: String,
-    pub started_at: DateTime<Utc>,
-    pub active_agents: usize,
-    pub max_agents: usize,
+pub(crate) struct LiveStatus {
+    pub(crate) pid: u32,
+    pub(crate) version: String,
+    pub(crate) started_at: DateTime<Utc>,
+    pub(crate) active_agents: usize,
+    pub(crate) max_agents: usize,
     /// Groups with an agent or queued work; idle groups are absent.
-    pub groups: Vec<GroupActivity>,
-    pub turns: u64,
-    pub sessions_started: u64,
+    pub(crate) groups: Vec<GroupActivity>,
+    pub(crate) turns: u64,
+    pub(crate) sessions_started: u64,
 }
 
 impl LiveStatus {
     /// This process's status now.
-    pub fn now(
+    pub(crate) fn now(
         started_at: DateTime<Utc>,
         max_agents: usize,
         active_agents: usize,
@@ -63,13 +63,13 @@ fn status_dir(paths: &Paths) -> PathBuf {
 }
 
 /// The daemon's side: answers status requests until dropped.
-pub struct Responder {
+pub(crate) struct Responder {
     _watcher: notify::RecommendedWatcher,
 }
 
 /// Starts answering status requests with `snapshot()`. Requests left by CLI processes
 /// before this daemon started are removed first.
-pub fn serve(
+pub(crate) fn serve(
     paths: &Paths,
     snapshot: impl Fn() -> LiveStatus + Send + Sync + 'static,
 ) -> anyhow::Result<Responder> {
@@ -125,7 +125,7 @@ fn answer(dir: &Path, id: &str, status: &LiveStatus) -> std::io::Result<()> {
 
 /// The CLI's side: asks a running daemon for its [`LiveStatus`]; `None` if no answer
 /// came within `within` (no daemon, or a daemon that does not answer).
-pub fn ask(paths: &Paths, within: Duration) -> anyhow::Result<Option<LiveStatus>> {
+pub(crate) fn ask(paths: &Paths, within: Duration) -> anyhow::Result<Option<LiveStatus>> {
     use notify::{RecursiveMode, Watcher as _};
     let dir = status_dir(paths);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -166,7 +166,7 @@ pub fn ask(paths: &Paths, within: Duration) -> anyhow::Result<Option<LiveStatus>
 
 /// The pid of the process holding the root's daemon lock, read from `/proc/locks`
 /// (without touching the lock); `None` when no daemon runs on this root.
-pub fn daemon_pid(paths: &Paths) -> Option<u32> {
+pub(crate) fn daemon_pid(paths: &Paths) -> Option<u32> {
     use std::os::unix::fs::MetadataExt as _;
     let meta = std::fs::metadata(paths.daemon_lock()).ok()?;
     let locks = std::fs::read_to_string("/proc/locks").ok()?;

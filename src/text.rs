@@ -3,11 +3,11 @@
 
 /// How much of an offending value a message, `.reason` file, response or log line
 /// quotes.
-pub const QUOTE_CHARS: usize = 200;
+pub(crate) const QUOTE_CHARS: usize = 200;
 
 /// At most `max` characters of `text` on one line (control characters become
 /// spaces), with `…` as the last character when it was cut.
-pub fn clip(text: &str, max: usize) -> String {
+pub(crate) fn clip(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max * 4));
     let mut n = 0;
     let mut chars = text.chars();
@@ -26,7 +26,7 @@ pub fn clip(text: &str, max: usize) -> String {
 }
 
 /// [`clip`] to [`QUOTE_CHARS`]: for quoting values an agent or user sent.
-pub fn quote(text: &str) -> String {
+pub(crate) fn quote(text: &str) -> String {
     clip(text, QUOTE_CHARS)
 }
 

@@ -618,3 +618,61 @@ fn the_tool_finder_sees_namespaced_tools() {
     );
     assert!(support::find_tool(&req, "nope").is_none());
 }
+
+/// A codex killed while it first builds its state database leaves `backfill_state` at
+/// `running`; every later codex waits 30 s for that backfill and then refuses to start.
+/// The start that fails so removes the half-built index (codex rebuilds it from its
+/// rollouts), so the next start works and the thread is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_database_left_half_built_by_a_killed_codex_is_rebuilt() {
+    let t = TestRoot::new("stale-backfill").await;
+    let f = folder("team");
+    t.mock.push([Reply::text("first")]);
+    let mut s = t
+        .agents()
+        .start(&f, false, ContextMode::Group)
+        .await
+        .unwrap();
+    let thread = s.thread_id().to_owned();
+    s.run_turn("hello").await.unwrap();
+    s.close().await;
+
+    // What the kill leaves: the backfill marked as running, just now.
+    let home = t.paths.codex_home(&f);
+    let db = std::fs::read_dir(&home)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("state_") && n.ends_with(".sqlite")
+        })
+        .expect("codex made no state database");
+    let now = chrono::Utc::now().timestamp();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let changed = c
+        .execute(
+            "UPDATE backfill_state SET status = 'running', updated_at = ?1",
+            [now],
+        )
+        .unwrap();
+    assert_eq!(changed, 1, "codex's backfill_state has no row");
+    drop(c);
+
+    // The stuck index is what the next codex meets (this is the failure seen)...
+    let err = match t.agents().start(&f, false, ContextMode::Group).await {
+        Ok(_) => panic!("codex started despite a backfill marked as running"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("state db backfill"), "{err}");
+    // ...and the start after it works, on the same thread.
+    t.mock.push([Reply::text("second")]);
+    let mut s = t
+        .agents()
+        .start(&f, false, ContextMode::Group)
+        .await
+        .expect("the retry after a stuck backfill must start");
+    assert_eq!(s.thread_id(), thread);
+    let out = s.run_turn("again").await.unwrap();
+    assert_eq!(out.final_message.as_deref(), Some("second"));
+    s.close().await;
+}

@@ -177,7 +177,9 @@ async fn a_silent_host_times_out_with_a_clear_message() {
         rust_claw::agent_tools::AgentTools::new(dir.path().to_owned(), None, chrono_tz::UTC)
             .with_timeout(std::time::Duration::from_millis(200));
     let r = tools
-        .submit(rust_claw::ipc::protocol::Request::RefreshSkills)
+        .submit(rust_claw::ipc::protocol::Request::RefreshSkills(
+            Default::default(),
+        ))
         .await
         .unwrap();
     assert_eq!(r.is_error, Some(true));
@@ -188,4 +190,58 @@ async fn a_silent_host_times_out_with_a_clear_message() {
         std::fs::read_dir(dir.path().join("tasks")).unwrap().count(),
         1
     );
+}
+
+/// A line that is not JSON gets a JSON-RPC parse error (-32700, id null); the session
+/// goes on, and the end of input ends it cleanly.
+#[test]
+fn a_line_that_is_not_json_gets_a_parse_error() {
+    use std::io::{BufRead, BufReader, Write};
+
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rust_claw"))
+        .arg("agent-tools")
+        .env("RUST_CLAW_IPC_DIR", dir.path())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    // Lines arrive through a channel so that a server that never answers fails the
+    // test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let answer = || {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("agent-tools answered within 10 s");
+        serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    };
+    for bad in [&b"not json\n"[..], b"{\"jsonrpc\": \n", b"\xff\xfe\n"] {
+        stdin.write_all(bad).unwrap();
+        let a = answer();
+        assert_eq!(a["error"]["code"], -32700, "{a}");
+        assert_eq!(a["id"], Value::Null, "{a}");
+        assert_eq!(a["jsonrpc"], "2.0", "{a}");
+    }
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+        "protocolVersion":"2025-06-18","capabilities":{},
+        "clientInfo":{"name":"test","version":"0"}}});
+    writeln!(stdin, "{init}").unwrap();
+    let a = answer();
+    assert_eq!(a["id"], 1, "{a}");
+    assert!(a["result"]["serverInfo"].is_object(), "{a}");
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
 }

@@ -5,16 +5,15 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 use support::mock_model::{MockModel, Reply};
+use support::process::{LoggedChild, wait_timeout};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rust_claw");
 const MAIN: &str = "123456789012345678@discord";
@@ -48,11 +47,8 @@ fn cli(root: &Path, args: &[&str]) -> Output {
     out
 }
 
-/// A running daemon with its log lines (stderr) arriving on a channel.
-struct Daemon {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+/// A running daemon with its log lines (stderr) arriving as they are written.
+struct Daemon(LoggedChild);
 
 impl Daemon {
     fn start(root: &Path) -> Daemon {
@@ -60,47 +56,21 @@ impl Daemon {
     }
 
     fn start_logging(root: &Path, filter: &str) -> Daemon {
-        let mut child = command(root)
-            .env("RUST_LOG", filter)
-            .arg("run")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut d = Daemon { child, lines };
-        d.expect_line("rust_claw daemon started", Duration::from_secs(20));
-        d
+        let mut cmd = command(root);
+        cmd.env("RUST_LOG", filter).arg("run");
+        let mut d = LoggedChild::spawn(cmd);
+        d.expect("rust_claw daemon started", Duration::from_secs(20));
+        Daemon(d)
     }
 
     /// Waits for a log line containing `needle`; fails with everything seen so far.
     fn expect_line(&mut self, needle: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        let mut seen = vec![];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!(
-                    "no log line containing {needle:?} within {within:?}; the daemon said:\n{}",
-                    seen.join("\n")
-                ),
-            }
-        }
+        self.0.expect(needle, within)
     }
 
     /// SIGTERM; the daemon must exit within [`STOP_BOUND`].
     fn stop(mut self) -> ExitStatus {
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
-        wait_timeout(&mut self.child, STOP_BOUND)
+        self.0.signal_and_wait(Signal::SIGTERM, STOP_BOUND)
     }
 }
 
@@ -170,13 +140,6 @@ fn wait_codex_child(pid: u32) -> i32 {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A root whose daemon runs agents with the host runner: the pinned codex against a
 /// mock model served by this test. Under target/ (codex refuses a home under TMPDIR).
 struct AgentRoot {
@@ -201,17 +164,7 @@ impl AgentRoot {
             .unwrap();
         let mock = rt.block_on(MockModel::start());
         let root = dir.path();
-        let fragment = root.join("codex-fragment.toml");
-        std::fs::write(
-            &fragment,
-            format!(
-                "model = \"mock-model\"\nmodel_provider = \"mock\"\n\n[model_providers.mock]\n\
-                 name = \"Local mock\"\nbase_url = \"{}\"\nwire_api = \"responses\"\n\
-                 request_max_retries = 0\nstream_max_retries = 0\n",
-                mock.base_url()
-            ),
-        )
-        .unwrap();
+        let fragment = support::write_codex_fragment(root, &mock);
         std::fs::create_dir_all(root.join("owner-codex")).unwrap();
         std::fs::write(
             root.join(".env"),
@@ -233,20 +186,6 @@ impl AgentRoot {
     /// Waits until the mock model has received `n` requests.
     fn wait_requests(&self, n: usize) -> Vec<Value> {
         self.rt.block_on(self.mock.wait_requests(n))
-    }
-}
-
-fn wait_timeout(child: &mut Child, within: Duration) -> ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process {} did not exit within {within:?}", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -415,7 +354,7 @@ fn sigterm_stops_the_daemon_quickly() {
         ],
     );
     root.wait_requests(1);
-    let codex = wait_codex_child(daemon.child.id());
+    let codex = wait_codex_child(daemon.0.child.id());
     let started = Instant::now();
     let status = daemon.stop();
     let busy = started.elapsed();
@@ -448,56 +387,27 @@ fn sigterm_stops_the_daemon_quickly() {
 }
 
 /// `rust_claw chat` with a pipe for stdin (left open: the channel blocks reading it)
-/// and its log on a channel.
+/// and its log arriving as it is written.
 struct Chat {
-    child: Child,
+    proc: LoggedChild,
     stdin: Option<std::process::ChildStdin>,
-    lines: mpsc::Receiver<String>,
 }
 
 impl Chat {
     fn start(root: &Path) -> Chat {
-        let mut child = command(root)
-            .env("RUST_LOG", "info")
+        let mut cmd = command(root);
+        cmd.env("RUST_LOG", "info")
             .arg("chat")
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        let mut chat = Chat {
-            child,
-            stdin,
-            lines,
-        };
-        chat.expect_line("Chatting with", Duration::from_secs(20));
-        chat
+            .stdout(Stdio::piped());
+        let mut proc = LoggedChild::spawn(cmd);
+        let stdin = proc.child.stdin.take();
+        proc.expect("Chatting with", Duration::from_secs(20));
+        Chat { proc, stdin }
     }
 
     fn expect_line(&mut self, needle: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        let mut seen = vec![];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!(
-                    "chat said no line containing {needle:?} within {within:?}:\n{}",
-                    seen.join("\n")
-                ),
-            }
-        }
+        self.proc.expect(needle, within);
     }
 
     fn say(&mut self, line: &str) {
@@ -508,14 +418,7 @@ impl Chat {
     }
 
     fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), sig).unwrap();
-    }
-}
-
-impl Drop for Chat {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.signal(sig);
     }
 }
 
@@ -527,7 +430,7 @@ fn ctrl_c_stops_chat_while_it_waits_for_input_or_for_the_agent() {
     let mut chat = Chat::start(root.path());
     let started = Instant::now();
     chat.signal(Signal::SIGINT);
-    let status = wait_timeout(&mut chat.child, STOP_BOUND);
+    let status = wait_timeout(&mut chat.proc.child, STOP_BOUND);
     println!(
         "SIGINT to exit, chat idle: {} ms",
         started.elapsed().as_millis()
@@ -540,10 +443,10 @@ fn ctrl_c_stops_chat_while_it_waits_for_input_or_for_the_agent() {
         let mut chat = Chat::start(root.path());
         chat.say("are you there?");
         root.wait_requests(1);
-        let codex = wait_codex_child(chat.child.id());
+        let codex = wait_codex_child(chat.proc.child.id());
         let started = Instant::now();
         chat.signal(sig);
-        let status = wait_timeout(&mut chat.child, STOP_BOUND);
+        let status = wait_timeout(&mut chat.proc.child, STOP_BOUND);
         println!(
             "{sig} to exit, chat with a hung turn: {} ms",
             started.elapsed().as_millis()
@@ -564,14 +467,14 @@ fn a_second_ctrl_c_stops_chat_at_once_and_codex_with_it() {
     let mut chat = Chat::start(root.path());
     chat.say("are you there?");
     root.wait_requests(1);
-    let codex = wait_codex_child(chat.child.id());
+    let codex = wait_codex_child(chat.proc.child.id());
     // A codex that no longer answers: the graceful stop now needs its full interrupt
     // grace, and the second Ctrl-C arrives well within it.
     kill(Pid::from_raw(codex), Signal::SIGSTOP).unwrap();
     chat.signal(Signal::SIGINT);
     chat.expect_line("shutting down", Duration::from_secs(5));
     chat.signal(Signal::SIGINT);
-    let status = wait_timeout(&mut chat.child, STOP_BOUND);
+    let status = wait_timeout(&mut chat.proc.child, STOP_BOUND);
     assert_eq!(status.code(), Some(130), "{status}");
     // Killed by the kernel with its parent.
     assert_ends(

@@ -3,6 +3,8 @@
 //! created, changed or removed; the impostor is in the quarantine with a reason; the
 //! directory is repaired; the next ordinary request is answered.
 
+#[path = "support/files.rs"]
+mod files;
 #[path = "ipc_support/mod.rs"]
 mod support;
 
@@ -10,32 +12,11 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use files::{files_below, is_real_dir};
 use rust_claw::agent::home::{self, HomeConfig};
 use rust_claw::ipc::protocol::Status;
 use serde_json::json;
 use support::*;
-
-fn is_real_dir(p: &Path) -> bool {
-    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
-}
-
-/// Every file below `dir` with its content: to prove a directory was not touched.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if is_real_dir(&p) {
-                stack.push(p);
-            } else {
-                out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 /// A directory outside the root holding a valid request file.
 fn victim(rig: &Rig) -> PathBuf {
@@ -86,7 +67,7 @@ async fn responses_replaced_by_a_link_is_never_written_through() {
     let responses = rig.ipc("ops").join("responses");
     let main_tasks = rig.ipc("main").join("tasks");
     let v = victim(&rig);
-    let before = snapshot(&v);
+    let before = files_below(&v);
     replace_with_link(&responses, Path::new("../main/tasks"));
     // An answer named like a request main would apply.
     let p = rig.put(
@@ -110,7 +91,7 @@ async fn responses_replaced_by_a_link_is_never_written_through() {
     // Now a link to a directory outside the root.
     replace_with_link(&responses, &v);
     still_serves(&rig, "ops", "after").await;
-    assert_eq!(snapshot(&v), before, "the outside directory changed");
+    assert_eq!(files_below(&v), before, "the outside directory changed");
     still_serves(&rig, "main", "main-ok").await;
 }
 
@@ -133,7 +114,7 @@ async fn a_moved_tasks_dir_replaced_by_a_link_is_repaired_not_followed() {
     let rig = Rig::new().await;
     let tasks = rig.ipc("ops").join("tasks");
     let v = victim(&rig);
-    let before = snapshot(&v);
+    let before = files_below(&v);
     // Moved aside, then a link put in its place (the service may recreate the
     // directory in between: that one is moved aside too).
     for i in 0.. {
@@ -147,7 +128,7 @@ async fn a_moved_tasks_dir_replaced_by_a_link_is_repaired_not_followed() {
     std::fs::write(v.join("late.json"), b"{\"type\":\"refresh_groups\"}").unwrap();
     wait_for(Duration::from_secs(5), || is_real_dir(&tasks)).await;
     still_serves(&rig, "ops", "after-move").await;
-    assert_eq!(snapshot(&v).len(), before.len() + 1);
+    assert_eq!(files_below(&v).len(), before.len() + 1);
     assert!(v.join("precious.json").exists() && v.join("late.json").exists());
     assert!(!ledger_has(&rig, "precious") && !ledger_has(&rig, "late"));
     let reason = rig

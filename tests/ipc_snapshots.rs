@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rust_claw::control::Topic;
+use rust_claw::bus::Topic;
 use rust_claw::ipc::protocol::Status;
 use serde_json::{Value, json};
 use support::*;

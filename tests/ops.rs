@@ -1,24 +1,22 @@
 //! Operating RustClaw, through the built binary: logs that keep secrets out and carry
 //! spans, systemd readiness and watchdog on a real NOTIFY_SOCKET, `status` against a
-//! running daemon, `doctor` (with a fake Discord API on 127.0.0.1), the systemd unit
+//! running daemon, `doctor` (against the fake Discord on 127.0.0.1), the systemd unit
 //! (checked by `systemd-analyze verify`), completions and the man page.
 
 #[path = "support/fake_discord.rs"]
 mod discord_fake;
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use support::mock_model::MockModel;
+use support::process::LoggedChild;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rust_claw");
 const MAIN: &str = "123456789012345678@discord";
@@ -32,7 +30,7 @@ struct Root {
     dir: tempfile::TempDir,
     mock: MockModel,
     /// The daemon connects to it with the secret token in `.env`.
-    _discord: discord_fake::FakeDiscord,
+    discord: discord_fake::FakeDiscord,
     rt: tokio::runtime::Runtime,
 }
 
@@ -53,17 +51,7 @@ impl Root {
         let mock = rt.block_on(MockModel::start());
         let discord = rt.block_on(discord_fake::FakeDiscord::start());
         let root = dir.path();
-        let fragment = root.join("codex-fragment.toml");
-        std::fs::write(
-            &fragment,
-            format!(
-                "model = \"mock-model\"\nmodel_provider = \"mock\"\n\n[model_providers.mock]\n\
-                 name = \"Local mock\"\nbase_url = \"{}\"\nwire_api = \"responses\"\n\
-                 request_max_retries = 0\nstream_max_retries = 0\n",
-                mock.base_url()
-            ),
-        )
-        .unwrap();
+        let fragment = support::write_codex_fragment(root, &mock);
         let auth = root.join("owner-codex");
         std::fs::create_dir_all(&auth).unwrap();
         std::fs::write(
@@ -90,7 +78,7 @@ impl Root {
         Root {
             dir,
             mock,
-            _discord: discord,
+            discord,
             rt,
         }
     }
@@ -137,29 +125,11 @@ impl Root {
     }
 
     fn start(&self, env: &[(&str, &str)]) -> Daemon {
-        let mut child = self
-            .command()
-            .envs(env.iter().copied())
-            .arg("run")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut d = Daemon {
-            child,
-            lines,
-            seen: vec![],
-        };
+        let mut cmd = self.command();
+        cmd.envs(env.iter().copied()).arg("run");
+        let mut d = LoggedChild::spawn(cmd);
         d.expect("rust_claw daemon started", Duration::from_secs(20));
-        d
+        Daemon(d)
     }
 }
 
@@ -167,52 +137,22 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-struct Daemon {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    /// Every line read so far.
-    seen: Vec<String>,
-}
+/// `rust_claw run`, its log arriving as it is written.
+struct Daemon(LoggedChild);
 
 impl Daemon {
     fn expect(&mut self, needle: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no log line with {needle:?} within {within:?}:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
+        self.0.expect(needle, within)
     }
 
     /// SIGTERM, wait for exit, return every log line.
     fn stop(mut self) -> Vec<String> {
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "the daemon did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            self.seen.push(line);
-        }
-        std::mem::take(&mut self.seen)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let status = self
+            .0
+            .signal_and_wait(Signal::SIGTERM, Duration::from_secs(10));
+        let lines = self.0.take_lines();
+        assert!(status.success(), "{status}: {}", lines.join("\n"));
+        lines
     }
 }
 
@@ -322,19 +262,22 @@ fn readiness_watchdog_json_logs_and_status_against_the_running_daemon() {
     let live: Value = serde_json::from_slice(&root.ok(&["status", "--json"]).stdout).unwrap();
     assert_eq!(live["daemon"]["running"], true, "{live}");
     assert_eq!(live["daemon"]["answering"], true, "{live}");
-    assert_eq!(live["daemon"]["pid"], daemon.child.id(), "{live}");
+    assert_eq!(live["daemon"]["pid"], daemon.0.child.id(), "{live}");
     assert!(live["daemon"]["uptime_secs"].as_i64().unwrap() >= 0);
     assert_eq!(live["groups"][0]["folder"], "main");
     assert_eq!(live["groups"][0]["agent"], "none");
     assert_eq!(live["outbox"]["pending"], 0);
     let human = text(&root.ok(&["status"]).stdout);
     assert!(
-        human.contains(&format!("daemon: running (pid {}", daemon.child.id())),
+        human.contains(&format!("daemon: running (pid {}", daemon.0.child.id())),
         "{human}"
     );
     let doctor = text(&root.run(&["doctor"]).stdout);
     assert!(
-        doctor.contains(&format!("running on this root (pid {})", daemon.child.id())),
+        doctor.contains(&format!(
+            "running on this root (pid {})",
+            daemon.0.child.id()
+        )),
         "{doctor}"
     );
 
@@ -354,55 +297,6 @@ fn readiness_watchdog_json_logs_and_status_against_the_running_daemon() {
         lines.iter().any(|l| l.contains("daemon started")),
         "{lines:?}"
     );
-}
-
-/// A fake Discord REST API: answers `users/@me` and `applications/@me` as told.
-fn fake_discord(token_ok: bool, flags: u64) -> (String, std::thread::JoinHandle<Vec<String>>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}/api", listener.local_addr().unwrap());
-    let handle = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        listener.set_nonblocking(false).unwrap();
-        for _ in 0..if token_ok { 2 } else { 1 } {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut req = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = s.read(&mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                req.extend_from_slice(&buf[..n]);
-            }
-            let head = text(&req);
-            seen.push(head.lines().next().unwrap_or("").to_owned());
-            assert!(
-                head.contains(&format!("Bot {TOKEN}")),
-                "no bot token sent: {head}"
-            );
-            let (status, body) = if !token_ok {
-                (
-                    "401 Unauthorized",
-                    r#"{"message":"401: Unauthorized","code":0}"#.to_owned(),
-                )
-            } else if head.contains("users/@me") {
-                (
-                    "200 OK",
-                    r#"{"id":"1","username":"andy-bot","bot":true}"#.to_owned(),
-                )
-            } else {
-                ("200 OK", format!(r#"{{"id":"1","flags":{flags}}}"#))
-            };
-            write!(
-                s,
-                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            )
-            .unwrap();
-        }
-        seen
-    });
-    (base, handle)
 }
 
 fn doctor_json(root: &Root, env: &[(&str, &str)]) -> (bool, Value) {
@@ -432,31 +326,33 @@ fn doctor_explains_each_problem_and_passes_when_all_is_well() {
     let root = Root::new();
     root.ok(&["bootstrap-main", "--jid", MAIN]);
     // All well: the pinned codex, a private root, a token Discord accepts with the intent.
-    let (base, fake) = fake_discord(true, 1 << 18);
-    let (ok, v) = doctor_json(&root, &[("DISCORD_API_BASE", &base)]);
+    let fake = &root.discord;
+    let (ok, v) = doctor_json(&root, &[]);
     assert!(ok, "{v:#}");
     assert_eq!(check(&v, "discord")["level"], "ok", "{v:#}");
     assert!(
         check(&v, "discord")["detail"]
             .as_str()
             .unwrap()
-            .contains("andy-bot")
+            .contains("andy"),
+        "{v:#}"
     );
     assert_eq!(check(&v, "discord intent")["level"], "ok");
     assert_eq!(check(&v, "codex")["level"], "ok", "{v:#}");
     assert_eq!(check(&v, "migrations")["level"], "ok");
     assert_eq!(check(&v, "file modes")["level"], "ok", "{v:#}");
+    let bot = format!("Bot {TOKEN}");
     assert_eq!(
-        fake.join().unwrap(),
+        fake.take_identity_requests(),
         [
-            "GET /api/v10/users/@me HTTP/1.1",
-            "GET /api/v10/applications/@me HTTP/1.1"
+            ("/api/v10/users/@me".to_owned(), bot.clone()),
+            ("/api/v10/applications/@me".to_owned(), bot.clone())
         ]
     );
 
     // The message-content intent off.
-    let (base, fake) = fake_discord(true, 0);
-    let (ok, v) = doctor_json(&root, &[("DISCORD_API_BASE", &base)]);
+    fake.set_application_flags(0);
+    let (ok, v) = doctor_json(&root, &[]);
     assert!(!ok);
     assert_eq!(check(&v, "discord intent")["level"], "fail");
     assert!(
@@ -465,11 +361,11 @@ fn doctor_explains_each_problem_and_passes_when_all_is_well() {
             .unwrap()
             .contains("Message Content")
     );
-    fake.join().unwrap();
+    assert_eq!(fake.take_identity_requests().len(), 2);
 
     // A token Discord refuses.
-    let (base, fake) = fake_discord(false, 0);
-    let (ok, v) = doctor_json(&root, &[("DISCORD_API_BASE", &base)]);
+    fake.reject_token(true);
+    let (ok, v) = doctor_json(&root, &[]);
     assert!(!ok);
     assert_eq!(check(&v, "discord")["level"], "fail", "{v:#}");
     assert!(
@@ -478,7 +374,12 @@ fn doctor_explains_each_problem_and_passes_when_all_is_well() {
             .unwrap()
             .contains("401")
     );
-    fake.join().unwrap();
+    assert_eq!(
+        fake.take_identity_requests(),
+        [("/api/v10/users/@me".to_owned(), bot)]
+    );
+    fake.reject_token(false);
+    fake.set_application_flags(1 << 18);
 
     // Discord unreachable (a closed port): a warning, not a failure.
     let (ok, v) = doctor_json(&root, &[("DISCORD_API_BASE", "http://127.0.0.1:9/api")]);
@@ -571,9 +472,28 @@ fn the_service_unit_is_complete_and_passes_systemd_analyze_verify() {
     );
     assert!(user.contains("WantedBy=default.target"), "{user}");
 
+    // With agents in podman containers: rootful (its state writable) and rootless.
+    let container_unit = |user: bool| {
+        let mut c = root.command();
+        c.env("AGENT_RUNNER", "container")
+            .env("CONTAINER_RUNTIME", "podman")
+            .args(["service", "install", "--dry-run"]);
+        if user {
+            c.arg("--user");
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let (podman, podman_user) = (container_unit(false), container_unit(true));
+    assert!(podman.contains("-/run/runc"), "{podman}");
+    assert!(!podman_user.contains("ProtectSystem"), "{podman_user}");
+
     for (name, text_) in [
         ("rust-claw.service", &unit),
         ("rust-claw-user.service", &user),
+        ("rust-claw-podman.service", &podman),
+        ("rust-claw-podman-user.service", &podman_user),
     ] {
         let path = root.path().join(name);
         std::fs::write(&path, text_).unwrap();

@@ -43,19 +43,25 @@ async fn trigger_rules_and_untriggered_context() {
     assert_eq!(ch.wait_sent(DEV, 1).await, ["re: hello dev"]);
 
     // Not addressed: stored, no turn. Mid-sentence mentions and look-alikes don't count.
+    // Stored (and their group woken) before the triggered message arrives, so a turn
+    // they wrongly started would come first and answer one of them.
+    let before = rig.t.mock.requests().len();
     ch.say(OPS, "just chatting").await;
     ch.say(OPS, "this @Andy is mid-sentence").await;
     ch.say(OPS, "@Andybot hi").await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(
-        ch.sent_to(OPS).is_empty(),
-        "answered without a trigger: {:?}",
-        ch.sent_to(OPS)
-    );
-    let before = rig.t.mock.requests().len();
+    rig.daemon().wait_ingested(5).await;
 
     ch.say(OPS, "@andy, what did I say?").await;
     assert_eq!(ch.wait_sent(OPS, 1).await, ["re: @andy, what did I say?"]);
+    // Everything in the chat is answered and sent: no turn is still to come.
+    rig.daemon()
+        .wait_answered(&rust_claw::model::Jid::parse(OPS).unwrap())
+        .await;
+    assert_eq!(
+        ch.sent_to(OPS),
+        ["re: @andy, what did I say?"],
+        "answered without a trigger"
+    );
     let reqs = rig.t.mock.requests();
     assert_eq!(reqs.len(), before + 1, "one turn for the triggered batch");
     let prompt = reqs.last().unwrap().to_string();

@@ -746,7 +746,7 @@ fn sigkill_200_messages() {
                     [jid, ext],
                     |r| r.get(0),
                 )?;
-                let cursor = rust_claw::store::messages::cursor(c, jid)?;
+                let cursor = rust_claw::store::messages::cursor(c, &rust_claw::model::Jid::parse(jid).unwrap())?;
                 cursors.push((jid.clone(), id, cursor));
             }
             Ok::<_, StoreError>((stored, outbox, problems, cursors))

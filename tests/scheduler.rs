@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 use rust_claw::actions::{self, NewTask};
-use rust_claw::control::Topic;
+use rust_claw::bus::Topic;
 use rust_claw::model::{ContextMode, FolderName, Jid, ScheduleType, TaskId, TaskStatus};
 use rust_claw::scheduler::runs::{self, INTERRUPTED_BY_RESTART};
 use rust_claw::scheduler::{

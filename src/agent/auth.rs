@@ -40,7 +40,7 @@ pub enum AuthError {
 
 /// What [`sync`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncOutcome {
+pub(crate) enum SyncOutcome {
     /// Both copies were already the same (or there is no login and none is needed).
     Unchanged,
     /// The owner's copy was newer and now is the group's.
@@ -94,7 +94,7 @@ fn read_auth(path: &Path) -> Result<Option<AuthFile>, AuthError> {
 }
 
 /// Whether the owner's login in `auth_dir` is usable (for `doctor` and start-up).
-pub fn check_login(auth_dir: &Path) -> Result<(), AuthError> {
+pub(crate) fn check_login(auth_dir: &Path) -> Result<(), AuthError> {
     match read_auth(&auth_dir.join(AUTH_FILE))? {
         Some(a) if a.usable => Ok(()),
         _ => Err(AuthError::LoginRequired),
@@ -105,7 +105,11 @@ pub fn check_login(auth_dir: &Path) -> Result<(), AuthError> {
 /// `codex_home`: the newest `last_refresh` wins. With `required` (codex talks to
 /// OpenAI), a missing or unusable login is [`AuthError::LoginRequired`]; without it
 /// (a custom provider), a missing login is fine.
-pub fn sync(auth_dir: &Path, codex_home: &Path, required: bool) -> Result<SyncOutcome, AuthError> {
+pub(crate) fn sync(
+    auth_dir: &Path,
+    codex_home: &Path,
+    required: bool,
+) -> Result<SyncOutcome, AuthError> {
     if !auth_dir.is_dir() {
         return if required {
             Err(AuthError::LoginRequired)

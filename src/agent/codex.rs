@@ -24,7 +24,7 @@ use super::rpc::{
 };
 
 #[derive(Clone)]
-pub struct CodexClient {
+pub(crate) struct CodexClient {
     rpc: RpcClient,
 }
 
@@ -32,7 +32,7 @@ impl CodexClient {
     /// Connects to an app-server over `reader`/`writer` (not yet initialised). Raw
     /// notifications arrive on the returned receiver; decode them with
     /// [`CodexEvent::decode`].
-    pub fn connect<R, W>(
+    pub(crate) fn connect<R, W>(
         reader: R,
         writer: W,
         approvals: ApprovalDecision,
@@ -46,7 +46,7 @@ impl CodexClient {
     }
 
     /// `initialize` then the `initialized` notification.
-    pub async fn initialize(&self) -> Result<InitializeResponse, RpcError> {
+    pub(crate) async fn initialize(&self) -> Result<InitializeResponse, RpcError> {
         let params = InitializeParams {
             client_info: ClientInfo {
                 name: "rust_claw".to_owned(),
@@ -59,16 +59,22 @@ impl CodexClient {
         Ok(resp)
     }
 
-    pub async fn thread_start(&self, params: &ThreadParams) -> Result<ThreadResponse, RpcError> {
+    pub(crate) async fn thread_start(
+        &self,
+        params: &ThreadParams,
+    ) -> Result<ThreadResponse, RpcError> {
         self.rpc.request(method::THREAD_START, params).await
     }
 
     /// `thread/resume`; `params.thread_id` must be set.
-    pub async fn thread_resume(&self, params: &ThreadParams) -> Result<ThreadResponse, RpcError> {
+    pub(crate) async fn thread_resume(
+        &self,
+        params: &ThreadParams,
+    ) -> Result<ThreadResponse, RpcError> {
         self.rpc.request(method::THREAD_RESUME, params).await
     }
 
-    pub async fn turn_start(
+    pub(crate) async fn turn_start(
         &self,
         thread_id: &str,
         input: Vec<UserInput>,
@@ -83,7 +89,7 @@ impl CodexClient {
 
     /// Adds input to the running turn `turn_id` (codex refuses if it is not the
     /// active one).
-    pub async fn turn_steer(
+    pub(crate) async fn turn_steer(
         &self,
         thread_id: &str,
         turn_id: &str,
@@ -99,7 +105,11 @@ impl CodexClient {
     }
 
     /// Asks codex to stop the turn; it then completes with status `interrupted`.
-    pub async fn turn_interrupt(&self, thread_id: &str, turn_id: &str) -> Result<(), RpcError> {
+    pub(crate) async fn turn_interrupt(
+        &self,
+        thread_id: &str,
+        turn_id: &str,
+    ) -> Result<(), RpcError> {
         let params = TurnInterruptParams {
             thread_id: thread_id.to_owned(),
             turn_id: turn_id.to_owned(),
@@ -109,13 +119,13 @@ impl CodexClient {
     }
 
     /// Closes codex's stdin; the app-server exits when it sees end of input.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.rpc.close();
     }
 }
 
 /// The answer to every server→client request, decided without waiting for anyone.
-pub fn approval_handler(decision: ApprovalDecision) -> RequestHandler {
+pub(crate) fn approval_handler(decision: ApprovalDecision) -> RequestHandler {
     Arc::new(move |m: &str, params: &Value| match m {
         method::COMMAND_APPROVAL | method::FILE_CHANGE_APPROVAL => {
             let req: Option<ApprovalRequest> = serde_json::from_value(params.clone()).ok();
@@ -153,7 +163,7 @@ pub fn approval_handler(decision: ApprovalDecision) -> RequestHandler {
 
 /// The notifications a turn cares about. Everything else decodes to `None`.
 #[derive(Debug, Clone)]
-pub enum CodexEvent {
+pub(crate) enum CodexEvent {
     TurnStarted {
         turn_id: String,
     },
@@ -188,7 +198,7 @@ pub enum CodexEvent {
 impl CodexEvent {
     /// Decodes a notification of thread `thread_id`; `None` for kinds we do not use,
     /// other threads, and payloads that do not match the pinned schema (logged).
-    pub fn decode(note: &Notification, thread_id: &str) -> Option<CodexEvent> {
+    pub(crate) fn decode(note: &Notification, thread_id: &str) -> Option<CodexEvent> {
         fn parse<T: serde::de::DeserializeOwned>(n: &Notification) -> Option<T> {
             match serde_json::from_value(n.params.clone()) {
                 Ok(v) => Some(v),
@@ -254,7 +264,7 @@ impl CodexEvent {
         Some(event)
     }
 
-    pub fn turn_id(&self) -> &str {
+    pub(crate) fn turn_id(&self) -> &str {
         match self {
             CodexEvent::TurnStarted { turn_id }
             | CodexEvent::Delta { turn_id, .. }

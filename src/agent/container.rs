@@ -15,6 +15,7 @@
 //! client), and the daemon removes its own leftovers at start and shutdown
 //! ([`Runner::cleanup`]).
 
+use crate::sync::LockExt as _;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -28,7 +29,7 @@ use super::container_runtime::{
     ContainerError, LABEL_INSTALL, LABEL_ROOT, NAME_PREFIX, Runtime, RuntimeKind, install_id,
 };
 use super::runner::{
-    AgentChild, AgentProcess, BoxFuture, Runner, RunnerError, SpawnSpec, StderrTail,
+    AgentChild, AgentProcess, BoxFuture, Runner, RunnerError, SpawnSpec, StderrTail, spawn_piped,
 };
 use crate::paths::Paths;
 
@@ -81,7 +82,7 @@ impl ContainerRunner {
         &self.install
     }
 
-    pub fn runtime(&self) -> Result<&Runtime, ContainerError> {
+    pub(crate) fn runtime(&self) -> Result<&Runtime, ContainerError> {
         self.runtime.as_ref().map_err(Clone::clone)
     }
 
@@ -93,15 +94,12 @@ impl ContainerRunner {
         let res = rt
             .check_image(&self.settings.image, crate::agent_tools::IPC_VERSION)
             .await;
-        *self.image_ok.lock().unwrap_or_else(|p| p.into_inner()) = Some(res.clone());
+        *self.image_ok.lock_ignoring_poison() = Some(res.clone());
         res
     }
 
     fn last_check(&self) -> Option<Result<(), ContainerError>> {
-        self.image_ok
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.image_ok.lock_ignoring_poison().clone()
     }
 
     /// Where a host path appears inside the container.
@@ -326,33 +324,20 @@ impl Runner for ContainerRunner {
         let name = format!("{NAME_PREFIX}{}-{}", spec.folder, now_ms());
         let args = self.run_args(rt, spec, &name)?;
         let mut cmd = rt.command();
-        cmd.args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(&args);
         // `-e NAME` takes the value from the CLI's environment: never in argv.
         for (k, v) in &spec.env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().map_err(|source| RunnerError::Spawn {
-            program: rt.program.display().to_string(),
-            source,
-        })?;
-        let stdin = child.stdin.take().expect("stdin is piped");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let tail = StderrTail::spawn(stderr, spec.folder.clone());
-        tracing::debug!(group = %spec.folder, container = %name, "agent container started");
-        Ok(AgentProcess {
-            stdin: Box::pin(stdin),
-            stdout: Box::pin(stdout),
-            child: Box::new(ContainerChild {
+        spawn_piped(&mut cmd, &rt.program, &spec.folder, |child, tail| {
+            tracing::debug!(group = %spec.folder, container = %name, "agent container started");
+            Box::new(ContainerChild {
                 child,
                 tail,
                 name,
                 runtime: rt.clone(),
                 removed: false,
-            }),
+            })
         })
     }
 

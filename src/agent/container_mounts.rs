@@ -28,18 +28,18 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 
 /// Where the standard mounts appear inside the container.
-pub const GROUP: &str = "/workspace/group";
-pub const GLOBAL: &str = "/workspace/global";
-pub const IPC: &str = "/workspace/ipc";
-pub const CODEX_HOME: &str = "/workspace/codex";
-pub const HOME: &str = "/workspace/home";
-pub const PROJECT: &str = "/workspace/project";
-pub const EXTRA: &str = "/workspace/extra";
+pub(crate) const GROUP: &str = "/workspace/group";
+pub(crate) const GLOBAL: &str = "/workspace/global";
+pub(crate) const IPC: &str = "/workspace/ipc";
+pub(crate) const CODEX_HOME: &str = "/workspace/codex";
+pub(crate) const HOME: &str = "/workspace/home";
+pub(crate) const PROJECT: &str = "/workspace/project";
+pub(crate) const EXTRA: &str = "/workspace/extra";
 /// The `rust_claw` executable inside the image (serves `agent-tools`).
-pub const TOOLS_EXE: &str = "/usr/local/bin/rust_claw";
+pub(crate) const TOOLS_EXE: &str = "/usr/local/bin/rust_claw";
 
 /// Path components no extra mount may contain, whatever the allowlist says.
-pub const BLOCKED_ALWAYS: &[&str] = &[
+pub(crate) const BLOCKED_ALWAYS: &[&str] = &[
     ".ssh",
     ".gnupg",
     ".gpg",
@@ -65,15 +65,15 @@ pub const BLOCKED_ALWAYS: &[&str] = &[
 
 /// One bind mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mount {
-    pub host: PathBuf,
-    pub container: PathBuf,
-    pub read_only: bool,
+pub(crate) struct Mount {
+    pub(crate) host: PathBuf,
+    pub(crate) container: PathBuf,
+    pub(crate) read_only: bool,
 }
 
 /// What to hide inside a mounted directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mask {
+pub(crate) enum Mask {
     /// An empty read-only tmpfs over a directory.
     Dir(PathBuf),
     /// `/dev/null` over a file.
@@ -83,15 +83,15 @@ pub enum Mask {
 /// The owner's mount allowlist.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Allowlist {
+pub(crate) struct Allowlist {
     #[serde(default)]
-    pub allowed_roots: Vec<AllowedRoot>,
+    pub(crate) allowed_roots: Vec<AllowedRoot>,
     /// Extra path components refused (added to [`BLOCKED_ALWAYS`]).
     #[serde(default)]
-    pub blocked_patterns: Vec<String>,
+    pub(crate) blocked_patterns: Vec<String>,
     /// Non-main groups get every extra mount read-only (default true).
     #[serde(default = "yes")]
-    pub non_main_read_only: bool,
+    pub(crate) non_main_read_only: bool,
 }
 
 fn yes() -> bool {
@@ -100,29 +100,29 @@ fn yes() -> bool {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AllowedRoot {
-    pub path: String,
+pub(crate) struct AllowedRoot {
+    pub(crate) path: String,
     /// Mounts under this root may be writable when the group asks (default false).
     #[serde(default)]
-    pub read_write: bool,
+    pub(crate) read_write: bool,
 }
 
 /// The part of a group's stored `container_config` the runner reads.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct GroupContainerConfig {
+pub(crate) struct GroupContainerConfig {
     #[serde(default)]
-    pub additional_mounts: Vec<RequestedMount>,
+    pub(crate) additional_mounts: Vec<RequestedMount>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct RequestedMount {
-    pub host_path: String,
+pub(crate) struct RequestedMount {
+    pub(crate) host_path: String,
     /// Relative: the mount appears at `/workspace/extra/<container_path>`. Default: the
     /// host directory's name.
     #[serde(default)]
-    pub container_path: Option<String>,
+    pub(crate) container_path: Option<String>,
     #[serde(default = "yes")]
-    pub readonly: bool,
+    pub(crate) readonly: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +132,7 @@ pub enum AllowlistError {
 }
 
 /// `~/.config/rust-claw/mount-allowlist.json` (`$XDG_CONFIG_HOME` if set).
-pub fn default_allowlist_path() -> Option<PathBuf> {
+pub(crate) fn default_allowlist_path() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
@@ -141,7 +141,7 @@ pub fn default_allowlist_path() -> Option<PathBuf> {
 }
 
 /// Reads the allowlist; `Ok(None)` when there is none (then no extra mounts).
-pub fn load_allowlist(path: &Path) -> Result<Option<Allowlist>, AllowlistError> {
+pub(crate) fn load_allowlist(path: &Path) -> Result<Option<Allowlist>, AllowlistError> {
     let unreadable = |reason: String| AllowlistError::Unreadable {
         path: path.to_owned(),
         reason,
@@ -166,7 +166,7 @@ fn expand_home(p: &str) -> PathBuf {
 }
 
 /// Characters podman/docker `--mount` and `-v` cannot carry in a path.
-pub fn mountable(p: &Path) -> bool {
+pub(crate) fn mountable(p: &Path) -> bool {
     p.is_absolute() && !p.to_string_lossy().contains([',', ':', '\n', '='])
 }
 
@@ -174,7 +174,7 @@ pub fn mountable(p: &Path) -> bool {
 /// refused one, why (the caller logs them; the agent starts without them).
 /// `project_root` (canonical) and everything above or below it is refused: it holds
 /// `.env`, the store and every group's data.
-pub fn extra_mounts(
+pub(crate) fn extra_mounts(
     requested: &GroupContainerConfig,
     allowlist: Option<&Allowlist>,
     is_main: bool,

@@ -14,10 +14,10 @@ use tokio::process::Command;
 use crate::config::ContainerRuntime;
 
 pub const LABEL_INSTALL: &str = "io.rust-claw.install";
-pub const LABEL_ROOT: &str = "io.rust-claw.root";
-pub const LABEL_IPC_VERSION: &str = "io.rust-claw.ipc-version";
+pub(crate) const LABEL_ROOT: &str = "io.rust-claw.root";
+pub(crate) const LABEL_IPC_VERSION: &str = "io.rust-claw.ipc-version";
 /// Every agent container's name starts with this: `rustclaw-<folder>-<ms>`.
-pub const NAME_PREFIX: &str = "rustclaw-";
+pub(crate) const NAME_PREFIX: &str = "rustclaw-";
 
 /// Why agents cannot run in containers right now. Each message names the fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,7 +47,7 @@ const FIX_REBUILD: &str = "rebuild it with scripts/build-image.sh";
 
 impl ContainerError {
     /// What is wrong, without the fix.
-    pub fn problem(&self) -> String {
+    pub(crate) fn problem(&self) -> String {
         match self {
             ContainerError::RuntimeMissing { wanted } => {
                 format!("no container runtime: {wanted} is not installed (not found on PATH)")
@@ -67,7 +67,7 @@ impl ContainerError {
     }
 
     /// What the owner must do; `None` when retrying may help (the runtime failed).
-    pub fn fix(&self) -> Option<&'static str> {
+    pub(crate) fn fix(&self) -> Option<&'static str> {
         match self {
             ContainerError::RuntimeMissing { .. } => Some(FIX_RUNTIME),
             ContainerError::ImageMissing { .. } => Some(FIX_IMAGE),
@@ -81,20 +81,20 @@ impl ContainerError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Runtime {
     /// `podman` or `docker` (as found on PATH).
-    pub program: PathBuf,
-    pub kind: RuntimeKind,
+    pub(crate) program: PathBuf,
+    pub(crate) kind: RuntimeKind,
     /// Rootless podman maps the caller's uid into the container (`--userns=keep-id`).
-    pub rootless: bool,
+    pub(crate) rootless: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RuntimeKind {
+pub(crate) enum RuntimeKind {
     Podman,
     Docker,
 }
 
 impl RuntimeKind {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             RuntimeKind::Podman => "podman",
             RuntimeKind::Docker => "docker",
@@ -138,13 +138,13 @@ impl Runtime {
         })
     }
 
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         self.kind.name()
     }
 
     /// A command for this runtime, with the environment it needs and nothing else of
     /// the daemon's (the Discord token stays out of the runtime's environment too).
-    pub fn command(&self) -> Command {
+    pub(crate) fn command(&self) -> Command {
         let mut cmd = Command::from(self.std_command());
         cmd.kill_on_drop(true);
         cmd
@@ -182,7 +182,11 @@ impl Runtime {
     }
 
     /// Checks that `image` exists and that its `rust_claw` speaks `ipc_version`.
-    pub async fn check_image(&self, image: &str, ipc_version: u32) -> Result<(), ContainerError> {
+    pub(crate) async fn check_image(
+        &self,
+        image: &str,
+        ipc_version: u32,
+    ) -> Result<(), ContainerError> {
         let format = format!("{{{{index .Config.Labels \"{LABEL_IPC_VERSION}\"}}}}");
         let out = self
             .output(
@@ -228,7 +232,7 @@ impl Runtime {
     }
 
     /// Names of the containers carrying `install`'s label (running or not).
-    pub async fn list_ours(&self, install: &str) -> Result<Vec<String>, ContainerError> {
+    pub(crate) async fn list_ours(&self, install: &str) -> Result<Vec<String>, ContainerError> {
         let label = format!("label={LABEL_INSTALL}={install}");
         let name = format!("name=^{NAME_PREFIX}");
         let out = self
@@ -262,7 +266,7 @@ impl Runtime {
     }
 
     /// Stops and removes containers by name at once (`-t 0`: no 10 s SIGTERM grace).
-    pub async fn remove(&self, names: &[String]) -> Result<(), ContainerError> {
+    pub(crate) async fn remove(&self, names: &[String]) -> Result<(), ContainerError> {
         if names.is_empty() {
             return Ok(());
         }
@@ -289,7 +293,7 @@ impl Runtime {
     /// Removes every container of installation `install`: left by a daemon that was
     /// killed (its containers outlive the `run -i` clients), or still running at
     /// shutdown. Returns how many were removed.
-    pub async fn remove_ours(&self, install: &str) -> Result<usize, ContainerError> {
+    pub(crate) async fn remove_ours(&self, install: &str) -> Result<usize, ContainerError> {
         let names = self.list_ours(install).await?;
         self.remove(&names).await?;
         Ok(names.len())

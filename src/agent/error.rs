@@ -70,13 +70,13 @@ pub enum AgentError {
 /// `serverOverloaded`, or a connection failure with the provider's HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodexErrorInfo {
-    pub kind: String,
-    pub http_status: Option<u16>,
+    pub(crate) kind: String,
+    pub(crate) http_status: Option<u16>,
 }
 
 impl CodexErrorInfo {
     /// Reads `"unauthorized"` or `{"httpConnectionFailed": {"httpStatusCode": 401}}`.
-    pub fn from_json(v: Option<&serde_json::Value>) -> Option<CodexErrorInfo> {
+    pub(crate) fn from_json(v: Option<&serde_json::Value>) -> Option<CodexErrorInfo> {
         match v? {
             serde_json::Value::String(kind) => Some(CodexErrorInfo {
                 kind: kind.clone(),

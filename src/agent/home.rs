@@ -68,7 +68,7 @@ pub struct HomeConfig {
 }
 
 /// Reads the `CODEX_CONFIG` fragment.
-pub fn load_fragment(path: &Path) -> Result<Table, HomeError> {
+pub(crate) fn load_fragment(path: &Path) -> Result<Table, HomeError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
     text.parse::<Table>().map_err(|e| HomeError::Fragment {
         path: path.to_owned(),
@@ -88,7 +88,7 @@ pub fn load_fragment(path: &Path) -> Result<Table, HomeError> {
 ///   as `shadow_selection_experiment`, results only logged). Skills are still
 ///   discovered natively and listed to the model exactly as before (the request body
 ///   is identical; `tests/agent.rs` checks enabled/disabled skills end to end).
-pub const FEATURES_OFF: &[&str] = &[
+pub(crate) const FEATURES_OFF: &[&str] = &[
     "plugins",
     "apps",
     "remote_plugin",
@@ -98,7 +98,7 @@ pub const FEATURES_OFF: &[&str] = &[
 
 /// Renders config.toml. Order of precedence: our defaults < the user's fragment <
 /// the `rust_claw` MCP server entry (the agent's tools must point at its own IPC dir).
-pub fn render_config(c: &HomeConfig) -> String {
+pub(crate) fn render_config(c: &HomeConfig) -> String {
     let mut root = Table::new();
     if let Some(m) = &c.model {
         root.insert("model".into(), m.clone().into());
@@ -204,7 +204,7 @@ fn merge(base: &mut Table, over: &Table) {
 
 /// The names of environment variables the configured model providers read their API
 /// key from (`model_providers.<id>.env_key`): the runner passes these through.
-pub fn provider_env_keys(fragment: Option<&Table>) -> Vec<String> {
+pub(crate) fn provider_env_keys(fragment: Option<&Table>) -> Vec<String> {
     let Some(providers) = fragment
         .and_then(|f| f.get("model_providers"))
         .and_then(Value::as_table)
@@ -219,7 +219,7 @@ pub fn provider_env_keys(fragment: Option<&Table>) -> Vec<String> {
 
 /// True when codex will talk to OpenAI itself (and so needs the owner's login), false
 /// when the fragment selects another provider.
-pub fn uses_openai_login(fragment: Option<&Table>) -> bool {
+pub(crate) fn uses_openai_login(fragment: Option<&Table>) -> bool {
     match fragment
         .and_then(|f| f.get("model_provider"))
         .and_then(Value::as_str)

@@ -8,12 +8,11 @@
 //! never reach it, and nothing secret is ever in its argv.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
 use super::runner::{
-    AgentChild, AgentProcess, BoxFuture, Runner, RunnerError, SpawnSpec, StderrTail,
+    AgentChild, AgentProcess, BoxFuture, Runner, RunnerError, SpawnSpec, StderrTail, spawn_piped,
 };
 
 /// Variables passed through from the daemon's environment when set: locale and the
@@ -62,9 +61,6 @@ impl Runner for HostRunner {
                 "RUST_LOG",
                 std::env::var("CODEX_RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
             )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .kill_on_drop(true);
         if let Some(path) = std::env::var_os("PATH") {
             cmd.env("PATH", path);
@@ -89,19 +85,9 @@ impl Runner for HostRunner {
             cmd.env(k, v);
         }
         die_with_parent(&mut cmd);
-        let mut child = cmd.spawn().map_err(|source| RunnerError::Spawn {
-            program: self.codex_bin.display().to_string(),
-            source,
-        })?;
-        let stdin = child.stdin.take().expect("stdin is piped");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let tail = StderrTail::spawn(stderr, spec.folder.clone());
-        tracing::debug!(group = %spec.folder, pid = child.id(), "codex app-server started");
-        Ok(AgentProcess {
-            stdin: Box::pin(stdin),
-            stdout: Box::pin(stdout),
-            child: Box::new(HostChild { child, tail }),
+        spawn_piped(&mut cmd, &self.codex_bin, &spec.folder, |child, tail| {
+            tracing::debug!(group = %spec.folder, pid = child.id(), "codex app-server started");
+            Box::new(HostChild { child, tail })
         })
     }
 }

@@ -16,21 +16,21 @@ use nix::fcntl::{OFlag, open, openat};
 use nix::sys::stat::Mode;
 
 /// The folder (inside the group's folder) where received images are kept.
-pub const DIR: &str = "attachments";
+pub(crate) const DIR: &str = "attachments";
 /// The largest image given to codex (and downloaded by a channel).
-pub const MAX_BYTES: u64 = 8 * 1024 * 1024;
+pub(crate) const MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// The most images one turn carries.
 const MAX_PER_TURN: usize = 8;
 
 const PREFIX: &str = "[image: attachments/";
 
 /// The text a message carries for a stored image `name`.
-pub fn marker(name: &str) -> String {
+pub(crate) fn marker(name: &str) -> String {
     format!("{PREFIX}{name}]")
 }
 
 /// Whether `name` is a file name a channel would have written (no path parts).
-pub fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
@@ -40,7 +40,7 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// The image names `prompt` refers to, in order, without repeats.
-pub fn referenced(prompt: &str) -> Vec<&str> {
+pub(crate) fn referenced(prompt: &str) -> Vec<&str> {
     let mut out: Vec<&str> = Vec::new();
     let mut rest = prompt;
     while let Some(at) = rest.find(PREFIX) {
@@ -55,7 +55,7 @@ pub fn referenced(prompt: &str) -> Vec<&str> {
 }
 
 /// The MIME type of an image codex accepts, from its first bytes.
-pub fn sniff(head: &[u8]) -> Option<&'static str> {
+pub(crate) fn sniff(head: &[u8]) -> Option<&'static str> {
     if head.starts_with(b"\x89PNG\r\n\x1a\n") {
         Some("image/png")
     } else if head.starts_with(&[0xFF, 0xD8, 0xFF]) {
@@ -73,7 +73,7 @@ pub fn sniff(head: &[u8]) -> Option<&'static str> {
 /// two components (the group folder is the agent's; its parent is ours).
 /// With `create`, the group folder (before its first agent turn) and `attachments`
 /// are made when missing.
-pub fn open_dir(group_dir: &Path, create: bool) -> std::io::Result<OwnedFd> {
+pub(crate) fn open_dir(group_dir: &Path, create: bool) -> std::io::Result<OwnedFd> {
     let dir_flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
     let mkdir = |parent: &OwnedFd, name: &std::ffi::OsStr| match nix::sys::stat::mkdirat(
         parent,
@@ -133,7 +133,7 @@ fn read_data_url(dir: &OwnedFd, name: &str) -> Option<String> {
 }
 
 /// Data URLs of the images `prompt` refers to that can be read safely.
-pub fn load(group_dir: &Path, prompt: &str) -> Vec<String> {
+pub(crate) fn load(group_dir: &Path, prompt: &str) -> Vec<String> {
     let names = referenced(prompt);
     if names.is_empty() {
         return Vec::new();

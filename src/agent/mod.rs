@@ -15,25 +15,24 @@
 //! - [`text`]: what users see of an agent message.
 
 pub mod auth;
-pub mod codex;
+pub(crate) mod codex;
 pub mod container;
-pub mod container_mounts;
+pub(crate) mod container_mounts;
 pub mod container_runtime;
 pub mod error;
 pub mod home;
 pub mod host;
-pub mod images;
+pub(crate) mod images;
 pub mod protocol;
 pub mod rpc;
-pub mod runner;
-pub mod runners;
-pub mod session;
-pub mod text;
-pub mod turn;
+pub(crate) mod runner;
+pub(crate) mod runners;
+pub(crate) mod session;
+pub(crate) mod text;
+pub(crate) mod turn;
 
 pub use error::{AgentError, Failure};
 pub use protocol::ApprovalDecision;
 pub use runner::{AgentChild, AgentProcess, Runner, RunnerError, SpawnSpec};
 pub use session::{AgentSettings, Agents, Session};
-pub use text::strip_internal;
 pub use turn::{ActiveTurn, SessionHandle, TurnEnd, TurnEvent, TurnOutcome};

@@ -1,9 +1,9 @@
 //! The part of the `codex app-server` protocol RustClaw speaks, as typed messages.
 //!
 //! Only the fields we send or read are modelled; everything else codex sends is
-//! ignored by serde. The pinned version's JSON schema lives in `src/agent/schema/`
-//! (generated with `codex app-server generate-json-schema`), and a test checks these
-//! types against it, so an upgrade of codex is a deliberate act, not a surprise.
+//! ignored by serde. The pinned version's JSON schema is test data in
+//! `tests/fixtures/codex-app-server-<version>/` (generated with
+//! `codex app-server generate-json-schema`), and a test checks these types against it, so an upgrade of codex is a deliberate act, not a surprise.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,23 +11,23 @@ use serde::{Deserialize, Serialize};
 pub const CODEX_VERSION: &str = "0.169.0";
 
 /// Method names, in one place.
-pub mod method {
-    pub const INITIALIZE: &str = "initialize";
-    pub const INITIALIZED: &str = "initialized";
-    pub const THREAD_START: &str = "thread/start";
-    pub const THREAD_RESUME: &str = "thread/resume";
-    pub const TURN_START: &str = "turn/start";
-    pub const TURN_STEER: &str = "turn/steer";
-    pub const TURN_INTERRUPT: &str = "turn/interrupt";
+pub(crate) mod method {
+    pub(crate) const INITIALIZE: &str = "initialize";
+    pub(crate) const INITIALIZED: &str = "initialized";
+    pub(crate) const THREAD_START: &str = "thread/start";
+    pub(crate) const THREAD_RESUME: &str = "thread/resume";
+    pub(crate) const TURN_START: &str = "turn/start";
+    pub(crate) const TURN_STEER: &str = "turn/steer";
+    pub(crate) const TURN_INTERRUPT: &str = "turn/interrupt";
 
-    pub const TURN_STARTED: &str = "turn/started";
-    pub const TURN_COMPLETED: &str = "turn/completed";
-    pub const ITEM_COMPLETED: &str = "item/completed";
-    pub const AGENT_MESSAGE_DELTA: &str = "item/agentMessage/delta";
-    pub const ERROR: &str = "error";
+    pub(crate) const TURN_STARTED: &str = "turn/started";
+    pub(crate) const TURN_COMPLETED: &str = "turn/completed";
+    pub(crate) const ITEM_COMPLETED: &str = "item/completed";
+    pub(crate) const AGENT_MESSAGE_DELTA: &str = "item/agentMessage/delta";
+    pub(crate) const ERROR: &str = "error";
 
-    pub const COMMAND_APPROVAL: &str = "item/commandExecution/requestApproval";
-    pub const FILE_CHANGE_APPROVAL: &str = "item/fileChange/requestApproval";
+    pub(crate) const COMMAND_APPROVAL: &str = "item/commandExecution/requestApproval";
+    pub(crate) const FILE_CHANGE_APPROVAL: &str = "item/fileChange/requestApproval";
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -46,10 +46,7 @@ pub struct ClientInfo {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct InitializeResponse {
-    pub user_agent: String,
-    pub codex_home: String,
-}
+pub(crate) struct InitializeResponse {}
 
 /// `thread/start` and (with `thread_id`) `thread/resume`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -78,15 +75,14 @@ pub struct ThreadParams {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ThreadResponse {
-    pub thread: Thread,
-    pub model: String,
+pub(crate) struct ThreadResponse {
+    pub(crate) thread: Thread,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Thread {
-    pub id: String,
+pub(crate) struct Thread {
+    pub(crate) id: String,
 }
 
 /// One item of user input: text, or an image (a data URL read by RustClaw, so codex
@@ -129,22 +125,22 @@ pub struct TurnInterruptParams {
 /// The result of `turn/start`; the payload of `turn/started` and `turn/completed`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TurnResponse {
-    pub turn: Turn,
+pub(crate) struct TurnResponse {
+    pub(crate) turn: Turn,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Turn {
-    pub id: String,
-    pub status: TurnStatus,
+pub(crate) struct Turn {
+    pub(crate) id: String,
+    pub(crate) status: TurnStatus,
     #[serde(default)]
-    pub error: Option<TurnError>,
+    pub(crate) error: Option<TurnError>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub enum TurnStatus {
+pub(crate) enum TurnStatus {
     Completed,
     Interrupted,
     Failed,
@@ -153,47 +149,45 @@ pub enum TurnStatus {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TurnError {
-    pub message: String,
+pub(crate) struct TurnError {
+    pub(crate) message: String,
     #[serde(default)]
-    pub additional_details: Option<String>,
+    pub(crate) additional_details: Option<String>,
     /// codex's own classification (`codexErrorInfo`): a name such as `unauthorized`,
     /// or `{"httpConnectionFailed": {"httpStatusCode": 401}}`.
     #[serde(default)]
-    pub codex_error_info: Option<serde_json::Value>,
+    pub(crate) codex_error_info: Option<serde_json::Value>,
 }
 
 /// `turn/started`, `turn/completed`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TurnNotification {
+pub(crate) struct TurnNotification {
     pub thread_id: String,
-    pub turn: Turn,
+    pub(crate) turn: Turn,
 }
 
 /// `item/completed`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ItemCompletedNotification {
-    pub thread_id: String,
-    pub turn_id: String,
-    pub item: ThreadItem,
+pub(crate) struct ItemCompletedNotification {
+    pub(crate) thread_id: String,
+    pub(crate) turn_id: String,
+    pub(crate) item: ThreadItem,
 }
 
 /// The items we look at; every other kind deserialises as `Other`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
-pub enum ThreadItem {
+pub(crate) enum ThreadItem {
     AgentMessage {
         id: String,
         text: String,
     },
     CommandExecution {
-        id: String,
         command: String,
     },
     McpToolCall {
-        id: String,
         server: String,
         tool: String,
     },
@@ -204,34 +198,31 @@ pub enum ThreadItem {
 /// `item/agentMessage/delta`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AgentMessageDeltaNotification {
-    pub thread_id: String,
-    pub turn_id: String,
-    pub item_id: String,
-    pub delta: String,
+pub(crate) struct AgentMessageDeltaNotification {
+    pub(crate) thread_id: String,
+    pub(crate) turn_id: String,
+    pub(crate) item_id: String,
+    pub(crate) delta: String,
 }
 
 /// `error`: a problem during a turn; `will_retry` false means the turn is failing.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ErrorNotification {
-    pub thread_id: String,
-    pub turn_id: String,
-    pub error: TurnError,
-    pub will_retry: bool,
+pub(crate) struct ErrorNotification {
+    pub(crate) thread_id: String,
+    pub(crate) turn_id: String,
+    pub(crate) error: TurnError,
+    pub(crate) will_retry: bool,
 }
 
 /// The params of the approval requests codex sends us (command or file change).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ApprovalRequest {
-    pub thread_id: String,
-    pub turn_id: String,
-    pub item_id: String,
+pub(crate) struct ApprovalRequest {
     #[serde(default)]
-    pub command: Option<String>,
+    pub(crate) command: Option<String>,
     #[serde(default)]
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 /// The answer to an approval request.

@@ -10,6 +10,7 @@
 //! Bytes are collected up to each newline and decoded as UTF-8 per *line*: a
 //! multi-byte character split across two reads is never broken.
 
+use crate::sync::LockExt as _;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::sync::{mpsc, oneshot};
 
 /// JSON-RPC "method not found": the answer to server requests we do not support.
-pub const METHOD_NOT_FOUND: i64 = -32601;
+pub(crate) const METHOD_NOT_FOUND: i64 = -32601;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RpcError {
@@ -40,8 +41,8 @@ pub enum RpcError {
 /// A notification from the server, params undecoded: the caller picks what it knows.
 #[derive(Debug, Clone)]
 pub struct Notification {
-    pub method: String,
-    pub params: Value,
+    pub(crate) method: String,
+    pub(crate) params: Value,
 }
 
 /// The error half of a JSON-RPC answer to a server request.
@@ -52,7 +53,7 @@ pub struct HandlerError {
 }
 
 /// Answers a server→client request synchronously: `Ok(result)` or a JSON-RPC error.
-pub type RequestHandler =
+pub(crate) type RequestHandler =
     Arc<dyn Fn(&str, &Value) -> Result<Value, HandlerError> + Send + Sync + 'static>;
 
 type Pending = HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>;
@@ -134,7 +135,7 @@ impl RpcClient {
     }
 
     /// Sends a notification (no answer expected).
-    pub fn notify(&self, method: &str, params: Option<Value>) -> Result<(), RpcError> {
+    pub(crate) fn notify(&self, method: &str, params: Option<Value>) -> Result<(), RpcError> {
         let msg = match params {
             Some(p) => json!({"method": method, "params": p}),
             None => json!({"method": method}),
@@ -148,7 +149,7 @@ impl RpcClient {
 
     /// Closes our side: the writer task flushes and drops the writer, which for a
     /// child process closes its stdin (codex then exits on its own).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         lock(&self.inner.out).take();
     }
 
@@ -161,7 +162,7 @@ impl RpcClient {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock_ignoring_poison()
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedReceiver<String>) {

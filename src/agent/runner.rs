@@ -6,10 +6,11 @@
 //! same trait. The trait is object safe: the orchestrator holds an `Arc<dyn Runner>`
 //! chosen once from `AGENT_RUNNER` (`runners::from_config`).
 
+use crate::sync::LockExt as _;
 use std::collections::VecDeque;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
@@ -44,12 +45,12 @@ pub struct SpawnSpec {
 
 /// A running app-server: its stdio and a handle to stop it.
 pub struct AgentProcess {
-    pub stdin: Pin<Box<dyn AsyncWrite + Send>>,
-    pub stdout: Pin<Box<dyn AsyncRead + Send>>,
-    pub child: Box<dyn AgentChild>,
+    pub(crate) stdin: Pin<Box<dyn AsyncWrite + Send>>,
+    pub(crate) stdout: Pin<Box<dyn AsyncRead + Send>>,
+    pub(crate) child: Box<dyn AgentChild>,
 }
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) use crate::sync::BoxFuture;
 
 /// Control over the process behind an [`AgentProcess`].
 pub trait AgentChild: Send + Sync {
@@ -122,19 +123,46 @@ impl From<super::container_runtime::ContainerError> for RunnerError {
     }
 }
 
+/// Spawns `cmd` (`program` names it in errors) with its stdio piped: the app-server's
+/// pipe is its stdin and stdout, its stderr is drained into a [`StderrTail`], and
+/// `wrap` makes the process the runner's own [`AgentChild`].
+pub(crate) fn spawn_piped(
+    cmd: &mut tokio::process::Command,
+    program: &Path,
+    folder: &FolderName,
+    wrap: impl FnOnce(tokio::process::Child, StderrTail) -> Box<dyn AgentChild>,
+) -> Result<AgentProcess, RunnerError> {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| RunnerError::Spawn {
+        program: program.display().to_string(),
+        source,
+    })?;
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let tail = StderrTail::spawn(stderr, folder.clone());
+    Ok(AgentProcess {
+        stdin: Box::pin(stdin),
+        stdout: Box::pin(stdout),
+        child: wrap(child, tail),
+    })
+}
+
 /// Lines of stderr kept for error messages.
 const TAIL_LINES: usize = 20;
 
 /// Keeps the last lines of a child's stderr and logs each line at debug level, so
 /// codex's own diagnostics are one `RUST_LOG=rust_claw=debug` away.
 #[derive(Clone, Default)]
-pub struct StderrTail {
+pub(crate) struct StderrTail {
     lines: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl StderrTail {
     /// Starts a task draining `stderr` (a child blocks if its stderr pipe fills up).
-    pub fn spawn(
+    pub(crate) fn spawn(
         stderr: impl AsyncRead + Send + Unpin + 'static,
         folder: FolderName,
     ) -> StderrTail {
@@ -150,7 +178,7 @@ impl StderrTail {
                     Ok(_) => {
                         let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
                         tracing::debug!(group = %folder, "codex: {line}");
-                        let mut l = lines.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut l = lines.lock_ignoring_poison();
                         if l.len() == TAIL_LINES {
                             l.pop_front();
                         }
@@ -162,8 +190,8 @@ impl StderrTail {
         tail
     }
 
-    pub fn text(&self) -> String {
-        let l = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn text(&self) -> String {
+        let l = self.lines.lock_ignoring_poison();
         l.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 }

@@ -18,7 +18,11 @@ use crate::paths::Paths;
 
 /// The runner for `config`. `tools_exe`: this `rust_claw` executable (the container
 /// runner maps it to the image's copy).
-pub fn from_config(paths: &Paths, config: &Config, tools_exe: &std::path::Path) -> Arc<dyn Runner> {
+pub(crate) fn from_config(
+    paths: &Paths,
+    config: &Config,
+    tools_exe: &std::path::Path,
+) -> Arc<dyn Runner> {
     match config.agent_runner {
         RunnerKind::Host => Arc::new(HostRunner::new(config.codex_bin.clone())),
         RunnerKind::Container => Arc::new(ContainerRunner::new(
@@ -30,7 +34,10 @@ pub fn from_config(paths: &Paths, config: &Config, tools_exe: &std::path::Path) 
 }
 
 /// The container settings `config` asks for.
-pub fn container_settings(config: &Config, tools_exe: &std::path::Path) -> ContainerSettings {
+pub(crate) fn container_settings(
+    config: &Config,
+    tools_exe: &std::path::Path,
+) -> ContainerSettings {
     ContainerSettings {
         image: config.container_image.clone(),
         network: config.container_network.clone(),

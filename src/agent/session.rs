@@ -9,23 +9,24 @@
 //! exits in well under 0.2 s) and syncs the login back.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::auth;
-use super::codex::{CodexClient, CodexEvent};
-pub use super::error::AgentError;
+use super::codex::CodexClient;
+pub(crate) use super::error::AgentError;
 use super::home::{self, HomeConfig, HomeError};
 use super::protocol::{ApprovalDecision, ThreadParams, UserInput};
 use super::rpc::{Notification, RpcError};
 use super::runner::{AgentChild, AgentProcess, Runner, SpawnSpec};
-use super::turn::{ActiveTurn, SessionHandle, TurnOutcome};
+use super::turn::{self, ActiveTurn, SessionHandle, TurnHost, TurnOutcome};
 use crate::config::Config;
 use crate::model::{ContextMode, FolderName};
 use crate::paths::Paths;
 use crate::store::{SharedStore, sessions, skills};
+use crate::sync::BoxFuture;
 
 /// How long codex may take to answer a handshake or thread request (it starts MCP
 /// servers while opening a thread).
@@ -58,7 +59,7 @@ pub struct AgentSettings {
 }
 
 impl AgentSettings {
-    pub fn from_config(config: &Config) -> std::io::Result<AgentSettings> {
+    pub(crate) fn from_config(config: &Config) -> std::io::Result<AgentSettings> {
         Ok(AgentSettings {
             tools_exe: std::env::current_exe()?,
             auth_dir: config.codex_auth_dir.clone(),
@@ -148,11 +149,7 @@ impl Agents {
         } = self.runner.spawn(&spec)?;
         let (client, notes) = CodexClient::connect(stdout, stdin, self.settings.approvals);
         let mut session = Session {
-            handle: SessionHandle {
-                client: client.clone(),
-                thread_id: Arc::from(""),
-                active: Arc::new(Mutex::new(None)),
-            },
+            handle: SessionHandle::new(client.clone()),
             notes,
             child: Some(child),
             folder: folder.clone(),
@@ -388,14 +385,6 @@ impl Session {
         self.handle.thread_id()
     }
 
-    pub fn folder(&self) -> &FolderName {
-        &self.folder
-    }
-
-    pub fn mode(&self) -> ContextMode {
-        self.mode
-    }
-
     /// The OS pid of the agent process (host runner) or its container client.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(|c| c.id())
@@ -405,7 +394,7 @@ impl Session {
     /// running, it is interrupted first.
     pub async fn start_turn(&mut self, prompt: &str) -> Result<ActiveTurn<'_>, AgentError> {
         if let Some(old) = self.handle.active_turn() {
-            self.abandon(&old).await;
+            turn::abandon(self, &old).await;
         }
         let mut input = UserInput::text(prompt);
         if !super::images::referenced(prompt).is_empty() {
@@ -421,38 +410,12 @@ impl Session {
             .turn_start(&self.handle.thread_id, input)
             .await
             .map_err(|e| AgentError::rpc("turn/start", e, self.stderr_tail()))?;
-        self.handle.set_active(Some(turn.id.clone()));
-        let deadline = tokio::time::Instant::now() + self.turn_timeout;
-        Ok(ActiveTurn {
-            deadline,
-            session: self,
-            turn_id: turn.id,
-            messages: Vec::new(),
-            last_error: None,
-            outcome: None,
-        })
+        Ok(ActiveTurn::begin(self, turn.id))
     }
 
     /// Runs a whole turn and returns its outcome (messages are not streamed).
     pub async fn run_turn(&mut self, prompt: &str) -> Result<TurnOutcome, AgentError> {
         self.start_turn(prompt).await?.finish().await
-    }
-
-    /// Interrupts a turn nobody is reading any more and waits (bounded) for its end.
-    async fn abandon(&mut self, turn_id: &str) {
-        let _ = self.handle.interrupt().await;
-        let thread = self.handle.thread_id.clone();
-        let wait = async {
-            while let Some(note) = self.notes.recv().await {
-                if let Some(CodexEvent::TurnCompleted { turn }) = CodexEvent::decode(&note, &thread)
-                    && turn.id == turn_id
-                {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
-        self.handle.set_active(None);
     }
 
     /// Ends the session: closes codex's stdin, waits briefly for it to exit (kills it
@@ -472,7 +435,7 @@ impl Session {
     }
 
     /// Kills the process at once (failed start, shutdown deadline).
-    pub async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         self.handle.client.close();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;
@@ -532,4 +495,34 @@ fn reset_codex_state_db(codex_home: &std::path::Path) {
     }
     tracing::warn!(home = %codex_home.display(),
         "codex's state database was left half-built by a killed codex; removed it so the next start rebuilds it");
+}
+
+impl TurnHost for Session {
+    fn handle(&self) -> &SessionHandle {
+        &self.handle
+    }
+
+    fn notes(&mut self) -> &mut mpsc::UnboundedReceiver<Notification> {
+        &mut self.notes
+    }
+
+    fn folder(&self) -> &FolderName {
+        &self.folder
+    }
+
+    fn turn_timeout(&self) -> Duration {
+        self.turn_timeout
+    }
+
+    fn stderr_tail(&self) -> String {
+        Session::stderr_tail(self)
+    }
+
+    fn sync_auth(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Session::sync_auth(self))
+    }
+
+    fn kill(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(Session::kill(self))
+    }
 }

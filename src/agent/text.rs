@@ -6,7 +6,7 @@
 /// Removes every `<internal>…</internal>` span (case-insensitive tags) and trims the
 /// result. An unclosed `<internal>` hides the rest of the text: better to say less
 /// than to leak half a private note.
-pub fn strip_internal(text: &str) -> String {
+pub(crate) fn strip_internal(text: &str) -> String {
     const OPEN: &str = "<internal>";
     const CLOSE: &str = "</internal>";
     let lower = text.to_ascii_lowercase(); // same byte offsets as `text`

@@ -18,7 +18,7 @@ use crate::model::{FolderName, Jid};
 type Reader = Box<dyn AsyncBufRead + Send + Unpin>;
 type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
-pub struct LocalChannel {
+pub(crate) struct LocalChannel {
     jid: Jid,
     user: String,
     assistant: String,
@@ -31,7 +31,7 @@ pub struct LocalChannel {
 }
 
 impl LocalChannel {
-    pub fn new(
+    pub(crate) fn new(
         folder: &FolderName,
         assistant: &str,
         reader: Reader,
@@ -50,7 +50,7 @@ impl LocalChannel {
     }
 
     /// How many lines were handed to the daemon (all of them, once the input closed).
-    pub fn lines_sent(&self) -> u64 {
+    pub(crate) fn lines_sent(&self) -> u64 {
         self.lines_sent.load(std::sync::atomic::Ordering::SeqCst)
     }
 
@@ -60,7 +60,7 @@ impl LocalChannel {
     /// blocking read cannot be cancelled, and in tokio's blocking pool it would hold
     /// the runtime's shutdown (and so Ctrl-C) until the next line or Ctrl-D; a thread
     /// of our own simply ends with the process.
-    pub fn stdio(folder: &FolderName, assistant: &str) -> std::io::Result<LocalChannel> {
+    pub(crate) fn stdio(folder: &FolderName, assistant: &str) -> std::io::Result<LocalChannel> {
         let (ours, mut theirs) = std::os::unix::net::UnixStream::pair()?;
         std::thread::Builder::new()
             .name("stdin".into())
@@ -80,12 +80,12 @@ impl LocalChannel {
         ))
     }
 
-    pub fn jid(&self) -> &Jid {
+    pub(crate) fn jid(&self) -> &Jid {
         &self.jid
     }
 
     /// Resolves when the input has ended.
-    pub fn input_closed(&self) -> Arc<Notify> {
+    pub(crate) fn input_closed(&self) -> Arc<Notify> {
         self.input_closed.clone()
     }
 }

@@ -6,18 +6,15 @@
 //! or agents; the orchestrator knows nothing about the platform.
 
 pub mod discord;
-pub mod local;
-
-use std::future::Future;
-use std::pin::Pin;
+pub(crate) mod local;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use crate::model::Jid;
 
-/// A boxed future, so the trait stays object-safe (`Arc<dyn Channel>`).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// The trait's futures are boxed so it stays object-safe (`Arc<dyn Channel>`).
+pub use crate::sync::BoxFuture;
 
 /// A message as a channel received it.
 #[derive(Debug, Clone, PartialEq)]

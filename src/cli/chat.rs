@@ -27,13 +27,13 @@ use crate::shutdown::Shutdown;
 use crate::store::groups;
 
 #[derive(Debug, Args)]
-pub struct ChatArgs {
+pub(crate) struct ChatArgs {
     /// The group to talk to (default: the main group's folder).
     #[arg(long)]
-    pub group: Option<FolderName>,
+    pub(crate) group: Option<FolderName>,
 }
 
-pub fn chat(ctx: &Context, a: ChatArgs) -> Result<(), CliError> {
+pub(crate) fn chat(ctx: &Context, a: ChatArgs) -> Result<(), CliError> {
     let _lock = InstanceLock::acquire(&ctx.paths).map_err(|e| {
         CliError::Runtime(anyhow::anyhow!(
             "{e:#}\n`rust_claw chat` runs the whole pipeline itself and cannot share the root with a running daemon; \

@@ -7,16 +7,16 @@ use super::output::finished;
 use super::{Cli, CliError};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Shell {
+pub(crate) enum Shell {
     Bash,
     Zsh,
     Fish,
 }
 
 #[derive(Debug, Args)]
-pub struct CompletionsArgs {
+pub(crate) struct CompletionsArgs {
     /// The shell to complete for.
-    pub shell: Shell,
+    pub(crate) shell: Shell,
 }
 
 /// Writes the completion script for `args.shell` to stdout.
@@ -24,7 +24,7 @@ pub struct CompletionsArgs {
 /// bash: `rust_claw completions bash > /etc/bash_completion.d/rust_claw`;
 /// zsh: into a directory on `$fpath` as `_rust_claw`;
 /// fish: `~/.config/fish/completions/rust_claw.fish`.
-pub fn completions(args: CompletionsArgs) -> Result<(), CliError> {
+pub(crate) fn completions(args: CompletionsArgs) -> Result<(), CliError> {
     let shell = match args.shell {
         Shell::Bash => clap_complete::Shell::Bash,
         Shell::Zsh => clap_complete::Shell::Zsh,
@@ -40,7 +40,7 @@ pub fn completions(args: CompletionsArgs) -> Result<(), CliError> {
 }
 
 /// Writes the man page (section 1, roff) to stdout.
-pub fn man() -> Result<(), CliError> {
+pub(crate) fn man() -> Result<(), CliError> {
     let mut out = Vec::new();
     clap_mangen::Man::new(Cli::command())
         .render(&mut out)

@@ -11,14 +11,14 @@ use crate::doctor::{self, Level};
 use crate::paths::Paths;
 
 #[derive(Debug, Args)]
-pub struct DoctorArgs {
+pub(crate) struct DoctorArgs {
     /// Print one JSON object (`{"ok", "checks": [{"name","level","detail","fix"}]}`).
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Runs the checks; exit code 0 only when none failed.
-pub fn doctor(
+pub(crate) fn doctor(
     paths: &Paths,
     config: &Result<Config, ConfigError>,
     args: DoctorArgs,

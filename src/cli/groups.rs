@@ -5,46 +5,46 @@ use clap::Args;
 use super::output::{print_listing, when};
 use super::{CliError, Context, ListArgs};
 use crate::actions::{self, RegisterGroup};
-use crate::control::{self, Topic};
+use crate::bus::{self, Topic};
 use crate::model::{FolderName, Jid};
 use crate::store::groups;
 
 #[derive(Debug, Args)]
-pub struct BootstrapMainArgs {
+pub(crate) struct BootstrapMainArgs {
     /// The main chat, `<discord channel id>@discord`.
     #[arg(long)]
-    pub jid: Jid,
+    pub(crate) jid: Jid,
     /// Display name.
     #[arg(long, default_value = "Main")]
-    pub name: String,
+    pub(crate) name: String,
     /// Folder (default: MAIN_GROUP_FOLDER, `main`).
     #[arg(long)]
-    pub folder: Option<FolderName>,
+    pub(crate) folder: Option<FolderName>,
 }
 
 #[derive(Debug, Args)]
-pub struct RegisterGroupArgs {
+pub(crate) struct RegisterGroupArgs {
     /// The chat, `<discord channel id>@discord`.
     #[arg(long)]
-    pub jid: Jid,
+    pub(crate) jid: Jid,
     /// Display name.
     #[arg(long)]
-    pub name: String,
+    pub(crate) name: String,
     /// Folder under groups/ and data/: ^[a-z0-9][a-z0-9_-]{0,63}$.
     #[arg(long)]
-    pub folder: FolderName,
+    pub(crate) folder: FolderName,
     /// Trigger word (default: @<ASSISTANT_NAME>).
     #[arg(long)]
-    pub trigger: Option<String>,
+    pub(crate) trigger: Option<String>,
     /// Whether messages must start with the trigger (true|false).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
-    pub requires_trigger: bool,
+    pub(crate) requires_trigger: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct UnregisterGroupArgs {
+pub(crate) struct UnregisterGroupArgs {
     #[arg(long)]
-    pub jid: Jid,
+    pub(crate) jid: Jid,
 }
 
 /// Creates the group's folder with a starting memory file, if missing.
@@ -64,7 +64,7 @@ fn ensure_group_dir(ctx: &Context, folder: &FolderName, name: &str) -> Result<()
     Ok(())
 }
 
-pub fn bootstrap_main(ctx: &Context, a: BootstrapMainArgs) -> Result<(), CliError> {
+pub(crate) fn bootstrap_main(ctx: &Context, a: BootstrapMainArgs) -> Result<(), CliError> {
     let folder = a
         .folder
         .unwrap_or_else(|| ctx.config.main_group_folder.clone());
@@ -82,7 +82,7 @@ pub fn bootstrap_main(ctx: &Context, a: BootstrapMainArgs) -> Result<(), CliErro
     })?;
     ensure_group_dir(ctx, &group.0.folder, &group.0.name)?;
     if group.1 {
-        control::notify(&ctx.paths, Topic::Groups);
+        bus::notify(&ctx.paths, Topic::Groups);
         println!(
             "registered main group {} (folder {})",
             group.0.jid, group.0.folder
@@ -96,7 +96,7 @@ pub fn bootstrap_main(ctx: &Context, a: BootstrapMainArgs) -> Result<(), CliErro
     Ok(())
 }
 
-pub fn register(ctx: &Context, a: RegisterGroupArgs) -> Result<(), CliError> {
+pub(crate) fn register(ctx: &Context, a: RegisterGroupArgs) -> Result<(), CliError> {
     let mut store = ctx.open_store()?;
     let req = RegisterGroup {
         jid: a.jid,
@@ -110,7 +110,7 @@ pub fn register(ctx: &Context, a: RegisterGroupArgs) -> Result<(), CliError> {
     let trigger = ctx.config.default_trigger();
     let group = store.write(|tx| actions::register_group(tx, req, &trigger, chrono::Utc::now()))?;
     ensure_group_dir(ctx, &group.folder, &group.name)?;
-    control::notify(&ctx.paths, Topic::Groups);
+    bus::notify(&ctx.paths, Topic::Groups);
     println!(
         "registered group {} (folder {}, trigger {}{})",
         group.jid,
@@ -125,7 +125,7 @@ pub fn register(ctx: &Context, a: RegisterGroupArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn list(ctx: &Context, a: ListArgs) -> Result<(), CliError> {
+pub(crate) fn list(ctx: &Context, a: ListArgs) -> Result<(), CliError> {
     let store = ctx.open_store()?;
     let all = groups::list(store.conn())?;
     let tz = ctx.config.timezone;
@@ -155,12 +155,12 @@ pub fn list(ctx: &Context, a: ListArgs) -> Result<(), CliError> {
     )
 }
 
-pub fn unregister(ctx: &Context, a: UnregisterGroupArgs) -> Result<(), CliError> {
+pub(crate) fn unregister(ctx: &Context, a: UnregisterGroupArgs) -> Result<(), CliError> {
     let mut store = ctx.open_store()?;
     let (group, paused) = store.write(|tx| actions::unregister_group(tx, &a.jid))?;
-    control::notify(&ctx.paths, Topic::Groups);
+    bus::notify(&ctx.paths, Topic::Groups);
     if paused > 0 {
-        control::notify(&ctx.paths, Topic::Tasks);
+        bus::notify(&ctx.paths, Topic::Tasks);
     }
     println!(
         "unregistered {} (folder {} and its data are kept); paused its {paused} active task(s) — `resume-task` them after registering it again",

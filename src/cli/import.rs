@@ -10,22 +10,22 @@ use super::{CliError, Context};
 use crate::nanoclaw::{self, Options, Outcome};
 
 #[derive(Debug, Args)]
-pub struct ImportArgs {
+pub(crate) struct ImportArgs {
     /// The NanoClaw directory (holding store/messages.db, data/ and groups/).
     #[arg(long, value_name = "DIR")]
-    pub from: PathBuf,
+    pub(crate) from: PathBuf,
     /// NanoClaw's sender allowlist (default: ~/.config/nanoclaw/sender-allowlist.json).
     #[arg(long, value_name = "FILE")]
-    pub allowlist: Option<PathBuf>,
+    pub(crate) allowlist: Option<PathBuf>,
     /// Report what would be imported, changing nothing.
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Print the report as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
-pub fn import(ctx: &Context, args: ImportArgs) -> Result<(), CliError> {
+pub(crate) fn import(ctx: &Context, args: ImportArgs) -> Result<(), CliError> {
     if !args.from.is_dir() {
         return Err(CliError::Invalid(format!(
             "invalid --from {}: not a directory",

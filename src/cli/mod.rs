@@ -32,17 +32,17 @@ use crate::store::{Store, StoreError};
     version,
     about = "A self-hosted personal AI assistant daemon for Discord"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The RustClaw root directory (default: the working directory).
     #[arg(long, global = true, env = "RUST_CLAW_ROOT", value_name = "DIR")]
-    pub root: Option<PathBuf>,
+    pub(crate) root: Option<PathBuf>,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the daemon (channels, IPC watcher, scheduler, agents) until SIGTERM/SIGINT.
     Run,
     /// Register the main group: the chat that answers every message and administers the rest.
@@ -86,23 +86,23 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct AgentToolsArgs {
+pub(crate) struct AgentToolsArgs {
     /// Print the IPC protocol version these tools speak and exit (the daemon checks
     /// the agent image's against its own).
     #[arg(long)]
-    pub ipc_version: bool,
+    pub(crate) ipc_version: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// An error as the CLI reports it.
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     /// The user's input was wrong: exit code 2.
     #[error("{0}")]
     Invalid(String),
@@ -112,7 +112,7 @@ pub enum CliError {
 }
 
 impl CliError {
-    pub fn exit_code(&self) -> ExitCode {
+    pub(crate) fn exit_code(&self) -> ExitCode {
         match self {
             CliError::Invalid(_) => ExitCode::from(2),
             CliError::Runtime(_) => ExitCode::from(1),
@@ -152,13 +152,13 @@ impl From<StoreError> for CliError {
 }
 
 /// What every verb gets: the root's paths and its configuration.
-pub struct Context {
-    pub paths: Paths,
-    pub config: Config,
+pub(crate) struct Context {
+    pub(crate) paths: Paths,
+    pub(crate) config: Config,
 }
 
 impl Context {
-    pub fn open_store(&self) -> Result<Store, CliError> {
+    pub(crate) fn open_store(&self) -> Result<Store, CliError> {
         Ok(Store::open(&self.paths.database())?)
     }
 }

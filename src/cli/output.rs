@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::CliError;
 
 /// Prints `rows` as JSON (one array on one line) or as a table with `headers`.
-pub fn print_listing<T: Serialize>(
+pub(crate) fn print_listing<T: Serialize>(
     json: bool,
     items: &[T],
     headers: &[&str],
@@ -37,30 +37,30 @@ fn stdout_buffer() -> std::io::BufWriter<std::io::StdoutLock<'static>> {
 
 /// A JSON array written one item at a time — the same bytes as serializing the whole
 /// slice at once (`[a,b]`, then a newline), without holding the slice in memory.
-pub struct JsonArray<W: Write> {
+pub(crate) struct JsonArray<W: Write> {
     out: W,
     empty: bool,
 }
 
 impl JsonArray<std::io::BufWriter<std::io::StdoutLock<'static>>> {
-    pub fn stdout() -> Self {
+    pub(crate) fn stdout() -> Self {
         JsonArray::new(stdout_buffer())
     }
 }
 
 impl<W: Write> JsonArray<W> {
-    pub fn new(out: W) -> Self {
+    pub(crate) fn new(out: W) -> Self {
         JsonArray { out, empty: true }
     }
 
-    pub fn push(&mut self, item: &impl Serialize) -> std::io::Result<()> {
+    pub(crate) fn push(&mut self, item: &impl Serialize) -> std::io::Result<()> {
         self.out.write_all(if self.empty { b"[" } else { b"," })?;
         self.empty = false;
         serde_json::to_writer(&mut self.out, item).map_err(std::io::Error::from)
     }
 
     /// Closes the array and flushes; the writer back.
-    pub fn finish(mut self) -> std::io::Result<W> {
+    pub(crate) fn finish(mut self) -> std::io::Result<W> {
         if self.empty {
             self.out.write_all(b"[")?;
         }
@@ -71,7 +71,7 @@ impl<W: Write> JsonArray<W> {
 }
 
 /// The outcome of writing a listing.
-pub fn finished(result: std::io::Result<()>) -> Result<(), CliError> {
+pub(crate) fn finished(result: std::io::Result<()>) -> Result<(), CliError> {
     match result {
         // `rust_claw list-tasks | head` closes the pipe early: not an error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -79,7 +79,7 @@ pub fn finished(result: std::io::Result<()>) -> Result<(), CliError> {
     }
 }
 
-pub fn write_table(
+pub(crate) fn write_table(
     out: &mut impl Write,
     headers: &[&str],
     rows: &[Vec<String>],
@@ -110,7 +110,7 @@ pub fn write_table(
 }
 
 /// A time for a table cell, in `tz`, to the minute.
-pub fn when(t: Option<DateTime<Utc>>, tz: Tz) -> String {
+pub(crate) fn when(t: Option<DateTime<Utc>>, tz: Tz) -> String {
     match t {
         Some(t) => t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string(),
         None => "-".to_owned(),
@@ -118,7 +118,7 @@ pub fn when(t: Option<DateTime<Utc>>, tz: Tz) -> String {
 }
 
 /// A time for a table cell, in `tz`, to the second (run logs of short intervals).
-pub fn when_secs(t: Option<DateTime<Utc>>, tz: Tz) -> String {
+pub(crate) fn when_secs(t: Option<DateTime<Utc>>, tz: Tz) -> String {
     match t {
         Some(t) => t
             .with_timezone(&tz)
@@ -128,7 +128,7 @@ pub fn when_secs(t: Option<DateTime<Utc>>, tz: Tz) -> String {
     }
 }
 
-pub use crate::text::clip;
+pub(crate) use crate::text::clip;
 
 #[cfg(test)]
 mod tests {

@@ -4,8 +4,10 @@
 //! READY=1 once it serves and pings the watchdog while its runtime and store answer
 //! (see [`crate::sd_notify`]). The sandbox is what both runners survive: codex's own
 //! bubblewrap sandbox needs user namespaces and an unmasked `/proc` (so no
-//! `ProtectKernelTunables`, `ProtectProc` or `RestrictNamespaces`), and podman needs
-//! its storage and run directories writable.
+//! `ProtectKernelTunables`, `ProtectProc` or `RestrictNamespaces`), rootful podman needs
+//! its storage, run and OCI-runtime state directories writable, and rootless podman (a
+//! `--user` unit with containers) gets no systemd sandbox at all: in a user unit those
+//! options imply `PrivateUsers=`/`NoNewPrivileges=`, which break `newuidmap`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,13 +18,13 @@ use super::{CliError, Context};
 use crate::config::{Config, RunnerKind};
 
 #[derive(Debug, Args)]
-pub struct ServiceArgs {
+pub(crate) struct ServiceArgs {
     #[command(subcommand)]
-    pub action: ServiceAction,
+    pub(crate) action: ServiceAction,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ServiceAction {
+pub(crate) enum ServiceAction {
     /// Write the unit, reload systemd, enable and start the service.
     Install(InstallArgs),
     /// Stop and disable the service, remove the unit.
@@ -32,36 +34,52 @@ pub enum ServiceAction {
 }
 
 #[derive(Debug, Args)]
-pub struct UnitArgs {
+pub(crate) struct UnitArgs {
     /// A user unit (~/.config/systemd/user/) instead of a system one.
     #[arg(long)]
-    pub user: bool,
+    pub(crate) user: bool,
     /// The unit's name.
     #[arg(long, default_value = "rust-claw", value_name = "NAME")]
-    pub name: String,
+    pub(crate) name: String,
 }
 
 #[derive(Debug, Args)]
-pub struct InstallArgs {
+pub(crate) struct InstallArgs {
     #[command(flatten)]
-    pub unit: UnitArgs,
+    pub(crate) unit: UnitArgs,
     /// Print the unit instead of installing it (works without systemd).
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 }
 
+/// What rootful podman writes besides the root (`-`: absent is fine): its image and
+/// container storage, its run root and lock/exit/socket directories, the OCI runtime's
+/// state (`runc` and `crun` keep it in `/run/<name>`), network namespaces and the
+/// network backend's state (netavark: under `/run/containers`; CNI's IPAM: `/var/lib/cni`).
+/// Its image copy directory `/var/tmp` is the unit's private one (`PrivateTmp=yes`).
+/// Everything else stays read-only (`ProtectSystem=strict`).
+const ROOTFUL_PODMAN_PATHS: &[&str] = &[
+    "-/var/lib/containers",
+    "-/run/containers",
+    "-/run/libpod",
+    "-/run/runc",
+    "-/run/crun",
+    "-/run/netns",
+    "-/var/lib/cni",
+];
+
 /// What the unit is generated from.
-pub struct UnitSpec<'a> {
-    pub exe: &'a Path,
-    pub root: &'a Path,
-    pub user: bool,
-    pub config: &'a Config,
+pub(crate) struct UnitSpec<'a> {
+    pub(crate) exe: &'a Path,
+    pub(crate) root: &'a Path,
+    pub(crate) user: bool,
+    pub(crate) config: &'a Config,
     /// The container runtime CLI the daemon will call (`podman`/`docker`), if any.
-    pub runtime: Option<&'a str>,
+    pub(crate) runtime: Option<&'a str>,
 }
 
 /// The systemd unit's text.
-pub fn unit_text(spec: &UnitSpec<'_>) -> String {
+pub(crate) fn unit_text(spec: &UnitSpec<'_>) -> String {
     let root = spec.root.display();
     let container = spec.config.agent_runner == RunnerKind::Container;
     let mut after = vec!["network-online.target".to_owned()];
@@ -75,38 +93,17 @@ pub fn unit_text(spec: &UnitSpec<'_>) -> String {
         _ => {}
     }
     // Writable: the root, the owner's codex login (refreshed tokens are written back)
-    // and, for containers, the runtime's storage and state.
+    // and, for podman, its storage and state (docker's live in dockerd, not here).
     let mut writable = vec![spec.root.display().to_string()];
     let auth = &spec.config.codex_auth_dir;
     if !auth.starts_with(spec.root) {
         // `-`: a missing directory is not an error (you may log in later).
         writable.push(format!("-{}", auth.display()));
     }
-    if container {
-        if spec.user {
-            writable.extend(
-                [
-                    "-%h/.local/share/containers",
-                    "-%t/containers",
-                    "-%t/libpod",
-                ]
-                .map(String::from),
-            );
-        } else {
-            writable.extend(
-                [
-                    "-/var/lib/containers",
-                    "-/run/containers",
-                    "-/run/libpod",
-                    "-/var/tmp",
-                    "-/run/netns",
-                ]
-                .map(String::from),
-            );
-        }
+    let podman = container && spec.runtime != Some("docker");
+    if podman {
+        writable.extend(ROOTFUL_PODMAN_PATHS.iter().map(|p| p.to_string()));
     }
-    // Rootless podman maps users with the setuid newuidmap: no NoNewPrivileges there.
-    let nnp = !(container && spec.user);
     let mut u = String::new();
     let mut line = |s: &str| {
         u.push_str(s);
@@ -143,26 +140,36 @@ pub fn unit_text(spec: &UnitSpec<'_>) -> String {
     line("# SIGTERM to the daemon only: it ends its agents itself, then the rest is killed.");
     line("KillMode=mixed");
     line("UMask=0077");
-    line(&format!(
-        "NoNewPrivileges={}",
-        if nnp { "yes" } else { "no" }
-    ));
-    line("ProtectSystem=strict");
-    line(&format!(
-        "ReadWritePaths={}",
-        writable
-            .iter()
-            .map(|w| quote(w))
-            .collect::<Vec<_>>()
-            .join(" ")
-    ));
-    line("PrivateTmp=yes");
-    line("ProtectKernelModules=yes");
-    line("RestrictRealtime=yes");
-    line("LockPersonality=yes");
-    if !container {
-        line("ProtectHome=read-only");
-        line("RestrictSUIDSGID=yes");
+    if container && spec.user {
+        // Rootless podman maps its containers' users with the setuid newuidmap and the
+        // owner's subordinate ids. In a user unit every file-system sandboxing option
+        // turns on PrivateUsers= (a namespace where only the owner's own id exists, so
+        // newuidmap cannot map the subordinate ids) and every seccomp-based one turns on
+        // NoNewPrivileges= (so newuidmap is not setuid): neither may be set here. The
+        // containers are the sandbox.
+        line(
+            "# Rootless podman: no systemd sandbox (it would break newuidmap; see docs/operations.md).",
+        );
+        line("NoNewPrivileges=no");
+    } else {
+        line("NoNewPrivileges=yes");
+        line("ProtectSystem=strict");
+        line(&format!(
+            "ReadWritePaths={}",
+            writable
+                .iter()
+                .map(|w| quote(w))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+        line("PrivateTmp=yes");
+        line("ProtectKernelModules=yes");
+        line("RestrictRealtime=yes");
+        line("LockPersonality=yes");
+        if !container {
+            line("ProtectHome=read-only");
+            line("RestrictSUIDSGID=yes");
+        }
     }
     line("");
     line("[Install]");
@@ -239,7 +246,7 @@ fn checked(user: bool, args: &[&str]) -> Result<(), CliError> {
     }
 }
 
-pub fn run(ctx: &Context, args: ServiceArgs) -> Result<(), CliError> {
+pub(crate) fn run(ctx: &Context, args: ServiceArgs) -> Result<(), CliError> {
     match args.action {
         ServiceAction::Install(a) => install(ctx, a),
         ServiceAction::Uninstall(a) => uninstall(a),
@@ -387,15 +394,38 @@ mod tests {
             system.contains("After=network-online.target podman.socket"),
             "{system}"
         );
-        assert!(system.contains("-/var/lib/containers"), "{system}");
+        // Rootful podman: storage, run root, the OCI runtime's state, network state.
+        for path in ROOTFUL_PODMAN_PATHS {
+            assert!(system.contains(&format!(" {path}")), "{path}: {system}");
+        }
+        for want in ["-/run/runc", "-/run/crun", "ProtectSystem=strict"] {
+            assert!(system.contains(want), "{want}: {system}");
+        }
         assert!(system.contains("NoNewPrivileges=yes"), "{system}");
+        // Rootless podman: nothing that implies PrivateUsers= or NoNewPrivileges= in a
+        // user unit (newuidmap needs the subordinate ids and its setuid bit).
         let user = unit_text(&spec(true, Some("podman")));
         assert!(user.contains("NoNewPrivileges=no"), "{user}");
         assert!(user.contains("WantedBy=default.target"), "{user}");
+        for banned in [
+            "ProtectSystem",
+            "ReadWritePaths",
+            "PrivateTmp",
+            "ProtectHome",
+            "ProtectKernelModules",
+            "RestrictRealtime",
+            "LockPersonality",
+            "RestrictSUIDSGID",
+        ] {
+            assert!(!user.contains(&format!("{banned}=")), "{banned}: {user}");
+        }
+        // docker: dockerd does the work; none of podman's directories are opened up.
         let docker = unit_text(&spec(false, Some("docker")));
         assert!(
             docker.contains("Wants=network-online.target docker.service"),
             "{docker}"
         );
+        assert!(!docker.contains("/var/lib/containers"), "{docker}");
+        assert!(docker.contains("ProtectSystem=strict"), "{docker}");
     }
 }

@@ -10,18 +10,18 @@ use serde::Serialize;
 use super::output::print_listing;
 use super::{CliError, Context};
 use crate::actions;
-use crate::control::{self, Topic};
+use crate::bus::{self, Topic};
 use crate::model::FolderName;
 use crate::store::{groups, skills as skill_store};
 
 #[derive(Debug, Args)]
-pub struct SkillsArgs {
+pub(crate) struct SkillsArgs {
     #[command(subcommand)]
-    pub command: SkillsCommand,
+    pub(crate) command: SkillsCommand,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum SkillsCommand {
+pub(crate) enum SkillsCommand {
     /// List the skills available to a group and whether each is enabled.
     List {
         #[arg(long)]
@@ -52,7 +52,7 @@ struct SkillRow {
     source: &'static str,
 }
 
-pub fn run(ctx: &Context, a: SkillsArgs) -> Result<(), CliError> {
+pub(crate) fn run(ctx: &Context, a: SkillsArgs) -> Result<(), CliError> {
     match a.command {
         SkillsCommand::List { group, json } => list(ctx, &group, json),
         SkillsCommand::Enable { group, name } => set(ctx, &group, &name, true),
@@ -98,7 +98,7 @@ fn set(ctx: &Context, folder: &FolderName, name: &str, on: bool) -> Result<(), C
     require_group(&store, folder)?;
     let available = crate::skills::available(&ctx.paths, folder);
     store.write(|tx| actions::set_skill(tx, folder, name, on, &available, chrono::Utc::now()))?;
-    control::notify(&ctx.paths, Topic::Skills);
+    bus::notify(&ctx.paths, Topic::Skills);
     println!(
         "{} skill {name} for group {folder} (takes effect at its next agent session)",
         if on { "enabled" } else { "disabled" }

@@ -19,10 +19,10 @@ use crate::store::{Store, groups};
 const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -61,7 +61,7 @@ struct GroupLine {
     pending_runs: usize,
 }
 
-pub fn status(ctx: &Context, args: StatusArgs) -> Result<(), CliError> {
+pub(crate) fn status(ctx: &Context, args: StatusArgs) -> Result<(), CliError> {
     let pid = status::daemon_pid(&ctx.paths);
     let live = match pid {
         Some(_) => status::ask(&ctx.paths, ANSWER_WITHIN)?,

@@ -8,36 +8,36 @@ use clap::Args;
 use super::output::{JsonArray, clip, finished, print_listing, when, when_secs};
 use super::{CliError, Context};
 use crate::actions::{self, NewTask};
-use crate::control::{self, Topic};
+use crate::bus::{self, Topic};
 use crate::model::{ContextMode, FolderName, Jid, ScheduleType, TaskId, TaskStatus};
 use crate::store::tasks::{self, Task};
 
 #[derive(Debug, Args)]
-pub struct CreateTaskArgs {
+pub(crate) struct CreateTaskArgs {
     /// Task id (default: generated).
     #[arg(long)]
-    pub id: Option<TaskId>,
+    pub(crate) id: Option<TaskId>,
     /// The group the task belongs to.
     #[arg(long)]
-    pub group_folder: FolderName,
+    pub(crate) group_folder: FolderName,
     /// The chat the output goes to; must be the group's registered chat.
     #[arg(long)]
-    pub chat_jid: Jid,
+    pub(crate) chat_jid: Jid,
     /// What the agent is asked to do at each run.
     #[arg(long)]
-    pub prompt: String,
+    pub(crate) prompt: String,
     /// cron | interval | once
     #[arg(long)]
-    pub schedule_type: ScheduleType,
+    pub(crate) schedule_type: ScheduleType,
     /// cron: 5-field crontab; interval: milliseconds; once: RFC 3339 or local YYYY-MM-DDTHH:MM.
     #[arg(long, allow_hyphen_values = true)]
-    pub schedule_value: String,
+    pub(crate) schedule_value: String,
     /// group (the group's ongoing session) | isolated (a fresh one).
     #[arg(long, default_value = "group")]
-    pub context_mode: ContextMode,
+    pub(crate) context_mode: ContextMode,
     /// IANA timezone for the schedule (default: TIMEZONE).
     #[arg(long, value_parser = parse_tz)]
-    pub timezone: Option<Tz>,
+    pub(crate) timezone: Option<Tz>,
 }
 
 fn parse_tz(s: &str) -> Result<Tz, String> {
@@ -46,37 +46,37 @@ fn parse_tz(s: &str) -> Result<Tz, String> {
 }
 
 #[derive(Debug, Args)]
-pub struct ListTasksArgs {
+pub(crate) struct ListTasksArgs {
     /// Only this group's tasks.
     #[arg(long)]
-    pub group: Option<FolderName>,
+    pub(crate) group: Option<FolderName>,
     /// Only tasks with this status (active | paused | completed | failed).
     #[arg(long)]
-    pub status: Option<TaskStatus>,
+    pub(crate) status: Option<TaskStatus>,
     /// Print JSON instead of a table.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct TaskIdArgs {
+pub(crate) struct TaskIdArgs {
     #[arg(long)]
-    pub id: TaskId,
+    pub(crate) id: TaskId,
 }
 
 #[derive(Debug, Args)]
-pub struct TaskRunsArgs {
+pub(crate) struct TaskRunsArgs {
     #[arg(long)]
-    pub id: TaskId,
+    pub(crate) id: TaskId,
     /// How many of the latest runs to show.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub limit: u32,
+    pub(crate) limit: u32,
     /// Print JSON instead of a table.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
-pub fn create(ctx: &Context, a: CreateTaskArgs) -> Result<(), CliError> {
+pub(crate) fn create(ctx: &Context, a: CreateTaskArgs) -> Result<(), CliError> {
     let mut store = ctx.open_store()?;
     let req = NewTask {
         id: a.id,
@@ -90,7 +90,7 @@ pub fn create(ctx: &Context, a: CreateTaskArgs) -> Result<(), CliError> {
     };
     let tz = ctx.config.timezone;
     let task = store.write(|tx| actions::create_task(tx, req, "cli", tz, chrono::Utc::now()))?;
-    control::notify(&ctx.paths, Topic::Tasks);
+    bus::notify(&ctx.paths, Topic::Tasks);
     println!(
         "created task {} (next run {})",
         task.id,
@@ -103,7 +103,7 @@ fn schedule_cell(t: &Task) -> String {
     format!("{} {}", t.schedule_type, clip(&t.schedule_value, 30))
 }
 
-pub fn list(ctx: &Context, a: ListTasksArgs) -> Result<(), CliError> {
+pub(crate) fn list(ctx: &Context, a: ListTasksArgs) -> Result<(), CliError> {
     let store = ctx.open_store()?;
     if a.json {
         // Streamed: each task is written as it is read, never all held at once.
@@ -149,7 +149,7 @@ fn change(
 ) -> Result<(), CliError> {
     let mut store = ctx.open_store()?;
     let task = store.write(f)?;
-    control::notify(&ctx.paths, Topic::Tasks);
+    bus::notify(&ctx.paths, Topic::Tasks);
     println!(
         "{verb} task {id} (status {}, next run {})",
         task.status,
@@ -158,25 +158,25 @@ fn change(
     Ok(())
 }
 
-pub fn pause(ctx: &Context, a: TaskIdArgs) -> Result<(), CliError> {
+pub(crate) fn pause(ctx: &Context, a: TaskIdArgs) -> Result<(), CliError> {
     change(ctx, &a.id, "paused", |tx| actions::pause_task(tx, &a.id))
 }
 
-pub fn resume(ctx: &Context, a: TaskIdArgs) -> Result<(), CliError> {
+pub(crate) fn resume(ctx: &Context, a: TaskIdArgs) -> Result<(), CliError> {
     change(ctx, &a.id, "resumed", |tx| {
         actions::resume_task(tx, &a.id, chrono::Utc::now())
     })
 }
 
-pub fn cancel(ctx: &Context, a: TaskIdArgs) -> Result<(), CliError> {
+pub(crate) fn cancel(ctx: &Context, a: TaskIdArgs) -> Result<(), CliError> {
     let mut store = ctx.open_store()?;
     store.write(|tx| actions::cancel_task(tx, &a.id))?;
-    control::notify(&ctx.paths, Topic::Tasks);
+    bus::notify(&ctx.paths, Topic::Tasks);
     println!("cancelled task {} (deleted with its run history)", a.id);
     Ok(())
 }
 
-pub fn runs(ctx: &Context, a: TaskRunsArgs) -> Result<(), CliError> {
+pub(crate) fn runs(ctx: &Context, a: TaskRunsArgs) -> Result<(), CliError> {
     let store = ctx.open_store()?;
     let task = actions::get_task(store.conn(), &a.id)?;
     let runs = tasks::runs(store.conn(), &a.id, a.limit as usize)?;

@@ -18,14 +18,16 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use rusqlite::Connection;
 
-use super::effects::{Fail, effect};
-use super::protocol::{self, MAX_REQUEST_BYTES, Response, Status};
+use super::outcome::Outcome;
+use super::protocol::{Response, Status};
 use super::quarantine::Quarantine;
+use super::reader::{Input, Prepared, read_files};
+use super::requests::Ctx;
 use super::watcher::{GroupDirs, RESPONSES};
-use crate::control::Topic;
+use crate::bus::Topic;
 use crate::model::FolderName;
 use crate::paths::Paths;
-use crate::safe_dir::{Durability, ReadError, SafeDir};
+use crate::safe_dir::{Durability, SafeDir};
 use crate::store::{SharedStore, StoreError, groups, ipc_ledger};
 
 /// What the watcher needs to apply requests.
@@ -43,15 +45,15 @@ pub struct Env {
 /// What a committed request changed: topics for the daemon's bus, and whose
 /// snapshots to re-render.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Changes {
+pub(crate) struct Changes {
     /// Committed changes, published on the bus.
-    pub topics: Vec<Topic>,
+    pub(crate) topics: Vec<Topic>,
     /// Groups whose task snapshot changed (the main group's always does too).
-    pub task_folders: Vec<FolderName>,
+    pub(crate) task_folders: Vec<FolderName>,
     /// Groups whose skills snapshot must be re-rendered.
-    pub skill_folders: Vec<FolderName>,
+    pub(crate) skill_folders: Vec<FolderName>,
     /// The main group asked for its groups snapshot to be re-rendered.
-    pub refresh_groups: bool,
+    pub(crate) refresh_groups: bool,
 }
 
 impl Changes {
@@ -60,7 +62,7 @@ impl Changes {
         self
     }
 
-    pub fn merge(&mut self, other: Changes) {
+    pub(crate) fn merge(&mut self, other: Changes) {
         for t in other.topics {
             if !self.topics.contains(&t) {
                 self.topics.push(t);
@@ -78,162 +80,82 @@ impl Changes {
         }
         self.refresh_groups |= other.refresh_groups;
     }
-
-    pub fn is_empty(&self) -> bool {
-        *self == Changes::default()
-    }
 }
 
 /// What happens to the request file once its response is written.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Disposition {
+pub(crate) enum Disposition {
     Remove,
     Quarantine(String),
 }
 
-/// A request file whose transaction has committed (or that needed none), waiting
-/// for [`finish`]: the response file and the removal of the request.
+/// What became of one request file in [`commit_batch`].
 #[derive(Debug)]
-pub enum Committed {
+pub(crate) enum Committed {
     /// The file was already gone.
     Gone,
     /// Refused without an answer (unusable id, or the folder is not registered); the
     /// file has been quarantined.
     Refused,
+    /// Its outcome is committed; [`finish`] writes the response file and removes the
+    /// request.
     Answered(Box<Answer>),
+    /// A host-side failure before any outcome could be recorded: the file stays, to
+    /// be retried.
+    Retry(Retry),
 }
 
 #[derive(Debug)]
-pub struct Answer {
-    pub folder: FolderName,
-    pub sub: &'static str,
-    pub name: OsString,
-    pub response: Response,
-    pub changes: Changes,
-    pub disposition: Disposition,
-    /// The ledger already had this id: the effect was applied before a restart.
-    pub replay: bool,
+pub(crate) struct Answer {
+    pub(crate) folder: FolderName,
+    pub(crate) sub: &'static str,
+    pub(crate) name: OsString,
+    pub(crate) response: Response,
+    pub(crate) changes: Changes,
+    pub(crate) disposition: Disposition,
 }
 
-/// A host-side failure that leaves the file in place to be retried.
+/// A host-side failure that leaves the request file in place to be retried.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct Retry(pub String);
-
-/// A request file read and ready for its transaction.
-struct Prepared {
-    slot: usize,
-    sub: &'static str,
-    name: OsString,
-    id: String,
-    input: Input,
-}
+pub(crate) struct Retry(pub(crate) String);
 
 /// What the watcher hands over: `(sub, file name)` of one group's request files.
-pub type Files = Vec<(&'static str, OsString)>;
+pub(crate) type Files = Vec<(&'static str, OsString)>;
 
 /// Reads, authorises and applies several request files of one group, in order, in
 /// ONE transaction: each request still gets its own savepoint and its own ledger row,
 /// so a failure affects only that request, but the group pays for one commit. Takes
 /// the store lock only for the transaction; reading files happens before. Runs on a
 /// blocking thread.
-pub fn commit_batch(
+pub(crate) fn commit_batch(
     store: &SharedStore,
     env: &Env,
     dirs: &GroupDirs,
     q: &Quarantine,
     files: Files,
-) -> Vec<Result<Committed, Retry>> {
-    let mut out: Vec<Option<Result<Committed, Retry>>> = Vec::with_capacity(files.len());
+) -> Vec<Committed> {
+    let mut out: Vec<Option<Committed>> = Vec::with_capacity(files.len());
     let prepared = read_files(dirs, q, files, &mut out);
     if !prepared.is_empty() {
         let now = Utc::now();
         match store.blocking(|s| s.write(|tx| apply_all(tx, env, &dirs.folder, &prepared, now))) {
             Ok(applied) => {
                 for (p, a) in prepared.into_iter().zip(applied) {
-                    out[p.slot] = Some(Ok(committed(dirs, q, p.sub, p.name, a)));
+                    out[p.slot] = Some(committed(dirs, q, p.sub, p.name, a));
                 }
             }
             Err(e) => {
                 for p in prepared {
-                    out[p.slot] = Some(Err(Retry(format!("cannot apply request {}: {e}", p.id))));
+                    out[p.slot] = Some(Committed::Retry(Retry(format!(
+                        "cannot apply request {}: {e}",
+                        p.id
+                    ))));
                 }
             }
         }
     }
     out.into_iter().map(|o| o.expect("filled")).collect()
-}
-
-/// The id a request file name carries, or why it carries none.
-fn request_id(name: &OsStr) -> Result<String, String> {
-    let Some(text) = name.to_str() else {
-        return Err("the file name is not UTF-8; request ids are ASCII".into());
-    };
-    let Some(id) = text.strip_suffix(".json") else {
-        return Err("request files must end in \".json\" (lower case)".into());
-    };
-    protocol::validate_request_id(id).map_err(|e| e.to_string())?;
-    Ok(id.to_owned())
-}
-
-/// Reads each file; fills `out` for files that need no transaction (gone, refused
-/// without an answer, unreadable for now) and returns the others.
-fn read_files(
-    dirs: &GroupDirs,
-    q: &Quarantine,
-    files: Files,
-    out: &mut Vec<Option<Result<Committed, Retry>>>,
-) -> Vec<Prepared> {
-    let folder = dirs.folder.as_str();
-    let mut prepared: Vec<Prepared> = Vec::new();
-    for (slot, (sub, name)) in files.into_iter().enumerate() {
-        let dir = dirs.sub(sub);
-        let id = request_id(&name).and_then(|id| {
-            // The same id in both request directories at once: one is applied, the
-            // other refused (its answer would overwrite the first's).
-            let twin = if sub == "tasks" { &dirs.messages } else { &dirs.tasks };
-            let dup = prepared.iter().any(|p| p.id == id)
-                || (sub == "tasks" && twin.stat(&name).is_ok());
-            if dup {
-                Err(format!("request id {id} is already in flight in the other request directory; ids must be unique per group"))
-            } else {
-                Ok(id)
-            }
-        });
-        let id = match id {
-            Ok(id) => id,
-            Err(reason) => {
-                if dir.stat(&name).is_ok() {
-                    q.put(folder, dir, &name, &reason);
-                }
-                out.push(Some(Ok(Committed::Refused)));
-                continue;
-            }
-        };
-        let input = match dir.read_file(&name, MAX_REQUEST_BYTES) {
-            Ok(bytes) => Input::Parsed(protocol::parse(&bytes)),
-            Err(ReadError::Gone) => {
-                out.push(Some(Ok(Committed::Gone)));
-                continue;
-            }
-            Err(ReadError::Refused(reason)) => Input::Refused(reason),
-            Err(ReadError::Io(e)) => {
-                out.push(Some(Err(Retry(format!(
-                    "cannot read {sub}/{id}.json: {e}"
-                )))));
-                continue;
-            }
-        };
-        out.push(None);
-        prepared.push(Prepared {
-            slot,
-            sub,
-            name,
-            id,
-            input,
-        });
-    }
-    prepared
 }
 
 /// The transaction body: each request in its own savepoint, ledger row included.
@@ -270,7 +192,6 @@ fn apply_all(
                     response,
                     changes: Changes::default(),
                     disposition: Disposition::Remove,
-                    replay: false,
                 });
             }
         }
@@ -295,7 +216,6 @@ fn committed(
             response,
             changes,
             disposition,
-            replay,
         } => Committed::Answered(Box::new(Answer {
             folder: dirs.folder.clone(),
             sub,
@@ -303,7 +223,6 @@ fn committed(
             response,
             changes,
             disposition,
-            replay,
         })),
     }
 }
@@ -313,7 +232,7 @@ fn committed(
 /// The response is written through the verified `responses/` descriptor; if an agent
 /// has replaced `responses/` since, a fresh real directory is made first (the
 /// impostor quarantined) — never a write through its link.
-pub fn finish(dirs: &GroupDirs, q: &Quarantine, a: &Answer) -> Result<(), Retry> {
+pub(crate) fn finish(dirs: &GroupDirs, q: &Quarantine, a: &Answer) -> Result<(), Retry> {
     let bytes = serde_json::to_vec(&a.response).unwrap_or_default();
     let target = format!("{}.json", a.response.id);
     let write = |d: &SafeDir| d.write_atomic(&target, &bytes, Durability::Atomic);
@@ -347,20 +266,6 @@ pub fn finish(dirs: &GroupDirs, q: &Quarantine, a: &Answer) -> Result<(), Retry>
     Ok(())
 }
 
-enum Input {
-    Parsed(protocol::Parsed),
-    Refused(String),
-}
-
-impl Input {
-    fn kind(&self) -> &str {
-        match self {
-            Input::Parsed(p) => &p.kind,
-            Input::Refused(_) => "unknown",
-        }
-    }
-}
-
 // Built and consumed once per request; boxing would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 enum Applied {
@@ -369,7 +274,6 @@ enum Applied {
         response: Response,
         changes: Changes,
         disposition: Disposition,
-        replay: bool,
     },
 }
 
@@ -405,64 +309,60 @@ fn apply_in_tx(
             response,
             changes: Changes::default(),
             disposition,
-            replay: true,
         });
     }
     let Some(sender) = groups::get_by_folder(tx, folder)? else {
         return Ok(Applied::Unregistered);
     };
     let outcome = match input {
-        Input::Refused(reason) => Err(Fail::hostile(reason.clone())),
+        Input::Refused(reason) => Outcome::hostile(reason.clone()),
         Input::Parsed(p) => match &p.request {
-            Err(e) => Err(Fail::hostile(e.to_string())),
+            Err(e) => Outcome::hostile(e.to_string()),
             Ok(req) => {
                 tx.execute_batch("SAVEPOINT ipc_effect")?;
-                let r = effect(tx, env, &sender, req, now);
-                match &r {
-                    Ok(Ok(_)) => tx.execute_batch("RELEASE ipc_effect")?,
-                    _ => tx.execute_batch("ROLLBACK TO ipc_effect; RELEASE ipc_effect")?,
+                let cx = Ctx {
+                    tx,
+                    env,
+                    sender: &sender,
+                    now,
+                };
+                let outcome = req.apply(&cx);
+                if outcome.status == Status::Ok {
+                    tx.execute_batch("RELEASE ipc_effect")?;
+                } else {
+                    tx.execute_batch("ROLLBACK TO ipc_effect; RELEASE ipc_effect")?;
                 }
-                r?
+                outcome
             }
         },
     };
-    let (response, changes, disposition) = match outcome {
-        Ok(done) => (
-            Response {
-                id: id.to_owned(),
-                kind: input.kind().to_owned(),
-                status: Status::Ok,
-                message: done.message,
-                result: done.result,
-            },
-            done.changes,
-            Disposition::Remove,
-        ),
-        Err(mut fail) => {
-            fail.message = crate::text::clip(&fail.message, 2 * crate::text::QUOTE_CHARS);
-            let disposition = if fail.quarantine {
-                Disposition::Quarantine(fail.message.clone())
-            } else {
-                Disposition::Remove
-            };
-            if fail.status == Status::Denied {
-                tracing::warn!(%folder, request = id, kind = input.kind(), reason = %fail.message, "IPC request denied");
-            }
-            let response = Response {
-                id: id.to_owned(),
-                kind: input.kind().to_owned(),
-                status: fail.status,
-                message: fail.message,
-                result: None,
-            };
-            (response, Changes::default(), disposition)
-        }
+    let message = crate::text::clip(&outcome.message, 2 * crate::text::QUOTE_CHARS);
+    let disposition = if outcome.quarantine {
+        Disposition::Quarantine(message.clone())
+    } else {
+        Disposition::Remove
     };
+    match outcome.status {
+        Status::Denied => {
+            tracing::warn!(%folder, request = id, kind = input.kind(), reason = %message, "IPC request denied")
+        }
+        Status::Error => {
+            tracing::error!(%folder, request = id, error = %message, "cannot apply an IPC request")
+        }
+        Status::Ok | Status::Invalid => {}
+    }
+    let response = Response {
+        id: id.to_owned(),
+        kind: input.kind().to_owned(),
+        status: outcome.status,
+        message,
+        result: outcome.result,
+    };
+    let changes = *outcome.changes;
     insert_ledger(tx, folder, &response, now)?;
     Ok(Applied::Done {
         response,
         changes,
         disposition,
-        replay: false,
     })
 }

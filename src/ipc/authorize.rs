@@ -1,4 +1,6 @@
-//! Who may ask for what: the permission table, as a pure function.
+//! Who may ask for what: the permission table, as a pure function. Each request
+//! type's module (`super::requests`) says which row it is and resolves the facts the
+//! row needs; the table stays here, whole, so it reads (and is tested) as one.
 //!
 //! The sender is the group whose IPC directory the request file was found in — never
 //! a payload field. The caller resolves the facts the table needs (which folder a chat

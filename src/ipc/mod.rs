@@ -2,18 +2,22 @@
 //! `data/ipc/<folder>/{messages,tasks}/`; the host answers in `responses/`.
 //!
 //! The flow is one way: [`watcher`] (inotify + rescans, fair per-group batches) →
-//! [`protocol`] (parse) → [`authorize`] (the permission table; the sender is the
-//! directory) → [`apply`] (effect + ledger row in one transaction, then the response
-//! file) → [`snapshots`]. Hostile entries go to [`quarantine`]. The full reference is
-//! `docs/ipc.md`.
+//! `reader` (the untrusting read: id from the file name, bounded read through a
+//! verified descriptor) → [`protocol`] (parse the file) → [`requests`] (one module per request type: its
+//! fields, its row of the permission table in `authorize` — the sender is the
+//! directory — and its effect) → [`apply`] (effect and ledger row in one transaction,
+//! then the response file) → `snapshots`. Every request ends in one `outcome`;
+//! hostile entries go to `quarantine`. The full reference is `docs/ipc.md`.
 
 pub mod apply;
-pub mod authorize;
-mod effects;
+pub(crate) mod authorize;
+mod outcome;
 pub mod protocol;
-pub mod quarantine;
+pub(crate) mod quarantine;
+mod reader;
+pub mod requests;
 mod service;
-pub mod snapshots;
+pub(crate) mod snapshots;
 pub mod watcher;
 
 pub use quarantine::QuarantineLimits;

@@ -1,8 +1,8 @@
 //! Moving refused request files aside, within bounds.
 //!
 //! A request directory is writable by an agent, so anything can be in it: a symlink
-//! to `/etc/shadow`, a FIFO, a 10 GiB file, a directory named `x.json`. Files are read
-//! with [`SafeDir::read_file`] (never through a link, never blocking, bounded).
+//! to `/etc/shadow`, a FIFO, a 10 GiB file, a directory named `x.json`. The reader
+//! (`reader.rs`) refuses such entries; this module only moves them aside.
 //!
 //! Refused entries are moved (`renameat`, a link is moved, never followed) to
 //! `data/ipc/errors/<folder>/<stem>.json` with a `<stem>.reason` beside it, so the
@@ -11,6 +11,7 @@
 //! the oldest are dropped (said once in the log), so refused requests cannot fill the
 //! disk. Reasons quote at most [`crate::text::QUOTE_CHARS`] characters.
 
+use crate::sync::LockExt as _;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::sync::{Arc, Mutex};
@@ -108,7 +109,7 @@ impl Quarantine {
     pub fn put_as(&self, folder: &str, from: &SafeDir, name: &OsStr, stem: &str, reason: &str) {
         let reason = quote(reason);
         tracing::warn!(folder, request = %quote(&name.to_string_lossy()), %reason, "IPC request refused and quarantined");
-        let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tallies = self.tallies.lock_ignoring_poison();
         let tally = match self.tally(&mut tallies, folder) {
             Ok(t) => t,
             Err(e) => {

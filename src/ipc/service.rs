@@ -6,6 +6,7 @@
 //! daemon's change bus, shutdown) — there is no timer unless a host-side failure asked
 //! for a retry, so an idle daemon with any number of groups costs no CPU.
 
+use crate::sync::LockExt as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,8 +21,8 @@ use super::apply::{self, Changes, Committed, Env};
 use super::quarantine::Quarantine;
 use super::snapshots::{self, Kinds, Rendered};
 use super::watcher::{self, GroupDirs, Pending, Signal, Watcher};
+use crate::bus::Topic;
 use crate::config::Config;
-use crate::control::Topic;
 use crate::model::FolderName;
 use crate::paths::Paths;
 use crate::safe_dir::SafeDir;
@@ -368,10 +369,7 @@ impl Service {
             self.retry_at = Some(Instant::now() + RETRY_AFTER);
         }
         self.dirs = Arc::new(dirs);
-        self.writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .forget(folder);
+        self.writer.lock_ignoring_poison().forget(folder);
         ok
     }
 
@@ -444,7 +442,7 @@ impl Service {
         let store = self.store.clone();
         let dirs = self.dirs.clone();
         let r = tokio::task::spawn_blocking(move || {
-            let mut writer = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut writer = writer.lock_ignoring_poison();
             let (rendered, main) = store.blocking(
                 |s| -> Result<(Rendered, Option<FolderName>), crate::store::StoreError> {
                     let list = groups::list(s.conn())?;
@@ -564,12 +562,12 @@ fn run_pass(ctx: &PassCtx, batch: watcher::Batch) -> (Changes, usize) {
         let results = apply::commit_batch(&ctx.store, &ctx.env, &dirs, &ctx.quarantine, items);
         for (result, name) in results.into_iter().zip(names) {
             match result {
-                Ok(Committed::Answered(a)) => {
+                Committed::Answered(a) => {
                     changes.merge(a.changes.clone());
                     answers.push((dirs.clone(), a));
                 }
-                Ok(Committed::Gone | Committed::Refused) => {}
-                Err(e) => {
+                Committed::Gone | Committed::Refused => {}
+                Committed::Retry(e) => {
                     tracing::error!(folder = %dirs.folder, request = ?name, error = %e, "IPC request will be retried");
                     retries += 1;
                 }
@@ -618,7 +616,7 @@ fn render_changed<'a>(
     let mut later: Rendered = Vec::new();
     let mut main_later = None;
     if task_change || groups_change || !changes.skill_folders.is_empty() {
-        let mut writer = ctx.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writer = ctx.writer.lock_ignoring_poison();
         let rendered = ctx.store.blocking(
             |s| -> Result<(Rendered, Option<FolderName>), crate::store::StoreError> {
                 let list = groups::list(s.conn())?;
@@ -678,7 +676,7 @@ fn render_changed<'a>(
         if later.is_empty() && main_later.is_none() {
             return;
         }
-        let mut writer = ctx.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writer = ctx.writer.lock_ignoring_poison();
         writer.write(&ctx.dirs, later);
         if let Some(main) = main_later {
             writer.write_main_tasks(&ctx.dirs, &main);

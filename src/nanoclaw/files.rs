@@ -16,11 +16,11 @@ use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
 
 /// The largest file copied.
-pub const MAX_FILE_BYTES: u64 = 16 << 20;
+pub(crate) const MAX_FILE_BYTES: u64 = 16 << 20;
 
 /// What happened to one entry (relative path, outcome).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Copied {
+pub(crate) enum Copied {
     Written(String),
     /// Already present in the target: left as it is.
     Present(String),
@@ -34,13 +34,13 @@ fn dir_flags() -> OFlag {
 }
 
 /// Opens `path` as a directory, refusing a symlink at its last component.
-pub fn open_dir(path: &Path) -> nix::Result<OwnedFd> {
+pub(crate) fn open_dir(path: &Path) -> nix::Result<OwnedFd> {
     nix::fcntl::open(path, dir_flags(), Mode::empty())
 }
 
 /// Opens (or, unless `dry_run`, creates with mode 0700) the directory `name` in `parent`.
 /// `Ok(None)`: it does not exist and `dry_run` is set.
-pub fn open_or_make_dir(
+pub(crate) fn open_or_make_dir(
     parent: impl AsFd,
     name: &OsStr,
     dry_run: bool,
@@ -57,7 +57,7 @@ pub fn open_or_make_dir(
 }
 
 /// Reads the regular file `name` in `dir` (no links, no FIFOs, at most MAX_FILE_BYTES).
-pub fn read_file(dir: impl AsFd, name: &OsStr) -> Result<Vec<u8>, String> {
+pub(crate) fn read_file(dir: impl AsFd, name: &OsStr) -> Result<Vec<u8>, String> {
     let fd = openat(
         dir.as_fd(),
         name,
@@ -84,7 +84,7 @@ pub fn read_file(dir: impl AsFd, name: &OsStr) -> Result<Vec<u8>, String> {
 }
 
 /// What is at `name` in `dir`, without following a link: `None` if nothing.
-pub fn kind_at(dir: impl AsFd, name: &OsStr) -> nix::Result<Option<SFlag>> {
+pub(crate) fn kind_at(dir: impl AsFd, name: &OsStr) -> nix::Result<Option<SFlag>> {
     match nix::sys::stat::fstatat(dir.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => Ok(Some(SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT)),
         Err(nix::errno::Errno::ENOENT) => Ok(None),
@@ -94,7 +94,7 @@ pub fn kind_at(dir: impl AsFd, name: &OsStr) -> nix::Result<Option<SFlag>> {
 
 /// Creates the file `name` in `dir` with `bytes` (mode 0600). Fails if anything,
 /// including a link, is already there.
-pub fn write_new(dir: impl AsFd, name: &OsStr, bytes: &[u8]) -> nix::Result<()> {
+pub(crate) fn write_new(dir: impl AsFd, name: &OsStr, bytes: &[u8]) -> nix::Result<()> {
     let fd = openat(
         dir.as_fd(),
         name,
@@ -110,7 +110,7 @@ pub fn write_new(dir: impl AsFd, name: &OsStr, bytes: &[u8]) -> nix::Result<()> 
 /// Copies the tree under `src` into `dst` (both verified directory descriptors),
 /// skipping names in `skip` at the top level. Never overwrites; with `dry_run`, only
 /// reports. `rel` prefixes the reported paths.
-pub fn copy_tree(
+pub(crate) fn copy_tree(
     src: &OwnedFd,
     dst: Option<&OwnedFd>,
     rel: &str,
@@ -180,7 +180,7 @@ pub fn copy_tree(
 }
 
 /// Copies `from` in `src` to `to` in `dst`, never overwriting.
-pub fn copy_file(
+pub(crate) fn copy_file(
     src: &OwnedFd,
     dst: Option<&OwnedFd>,
     from: &OsStr,

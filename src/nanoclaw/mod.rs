@@ -6,11 +6,12 @@
 //! left alone and reported as present. Groups and tasks go in through the same
 //! validation the CLI uses, in one transaction (rolled back under `--dry-run`).
 
-pub mod files;
-pub mod source;
+pub(crate) mod files;
+pub(crate) mod source;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -26,7 +27,7 @@ use source::{NcGroup, NcTask};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Taken as it was.
     Imported,
     /// Taken with a change (a jid, folder or file name translated); `detail` says which.
@@ -38,18 +39,18 @@ pub enum Outcome {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Item {
+pub(crate) struct Item {
     /// `group`, `task`, `file`, `allowlist`, `history`.
-    pub kind: &'static str,
-    pub source: String,
-    pub outcome: Outcome,
-    pub detail: String,
+    pub(crate) kind: &'static str,
+    pub(crate) source: String,
+    pub(crate) outcome: Outcome,
+    pub(crate) detail: String,
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct Report {
-    pub dry_run: bool,
-    pub items: Vec<Item>,
+pub(crate) struct Report {
+    pub(crate) dry_run: bool,
+    pub(crate) items: Vec<Item>,
 }
 
 impl Report {
@@ -69,18 +70,18 @@ impl Report {
     }
 }
 
-pub struct Options {
-    pub from: PathBuf,
+pub(crate) struct Options {
+    pub(crate) from: PathBuf,
     /// NanoClaw's sender allowlist (default `~/.config/nanoclaw/sender-allowlist.json`).
-    pub allowlist: Option<PathBuf>,
+    pub(crate) allowlist: Option<PathBuf>,
     /// Where ours goes (default `~/.config/rust-claw/sender-allowlist.json`).
-    pub allowlist_target: Option<PathBuf>,
-    pub dry_run: bool,
+    pub(crate) allowlist_target: Option<PathBuf>,
+    pub(crate) dry_run: bool,
 }
 
 /// NanoClaw's jid → ours: `dc:<channel id>` → `<channel id>@discord`; other platforms
 /// (WhatsApp `…@g.us`, Telegram `tg:…`) have no channel here.
-pub fn map_jid(jid: &str) -> Result<Jid, String> {
+pub(crate) fn map_jid(jid: &str) -> Result<Jid, String> {
     match jid.strip_prefix("dc:") {
         Some(id) => Jid::parse(&format!("{id}@discord")).map_err(|e| e.reason),
         None if jid.ends_with("@g.us") || jid.ends_with("@s.whatsapp.net") => {
@@ -93,7 +94,7 @@ pub fn map_jid(jid: &str) -> Result<Jid, String> {
     }
 }
 
-pub fn run(paths: &Paths, config: &Config, opts: &Options) -> anyhow::Result<Report> {
+pub(crate) fn run(paths: &Paths, config: &Config, opts: &Options) -> anyhow::Result<Report> {
     let install = source::read(&opts.from)?;
     let mut report = Report {
         dry_run: opts.dry_run,
@@ -154,8 +155,8 @@ pub fn run(paths: &Paths, config: &Config, opts: &Options) -> anyhow::Result<Rep
         ),
     );
     if !opts.dry_run && !install.groups.is_empty() {
-        crate::control::notify(paths, crate::control::Topic::Groups);
-        crate::control::notify(paths, crate::control::Topic::Tasks);
+        crate::bus::notify(paths, crate::bus::Topic::Groups);
+        crate::bus::notify(paths, crate::bus::Topic::Tasks);
     }
     Ok(report)
 }
@@ -404,53 +405,65 @@ fn import_folders(
                 continue;
             }
         };
-        let mut copied = Vec::new();
-        let memory = files::copy_file(
-            &src,
-            dst.as_ref(),
-            OsStr::new("CLAUDE.md"),
-            OsStr::new("AGENTS.md"),
-            format!("groups/{nc}/CLAUDE.md"),
-            opts.dry_run,
-        );
-        let memory = replace_starter_memory(dst.as_ref(), &src, memory, opts.dry_run);
-        copied.push(memory);
-        files::copy_tree(
-            &src,
-            dst.as_ref(),
-            &format!("groups/{nc}/"),
-            &["CLAUDE.md", "logs"],
-            opts.dry_run,
-            &mut copied,
-        );
-        for c in copied {
-            match c {
-                Copied::Written(p) if p.ends_with("CLAUDE.md") => report.add(
+        let copied = copy_group_folder(&src, dst.as_ref(), &nc, opts.dry_run);
+        report_copied(report, copied, &ours);
+    }
+}
+
+/// Copies one NanoClaw group folder (`groups/<nc>/`): its CLAUDE.md becomes
+/// AGENTS.md (replacing our starter memory), the rest is copied but `logs/`.
+fn copy_group_folder(src: &OwnedFd, dst: Option<&OwnedFd>, nc: &str, dry_run: bool) -> Vec<Copied> {
+    let mut copied = Vec::new();
+    let memory = files::copy_file(
+        src,
+        dst,
+        OsStr::new("CLAUDE.md"),
+        OsStr::new("AGENTS.md"),
+        format!("groups/{nc}/CLAUDE.md"),
+        dry_run,
+    );
+    let memory = replace_starter_memory(dst, src, memory, dry_run);
+    copied.push(memory);
+    files::copy_tree(
+        src,
+        dst,
+        &format!("groups/{nc}/"),
+        &["CLAUDE.md", "logs"],
+        dry_run,
+        &mut copied,
+    );
+    copied
+}
+
+/// One report line per file copied (or not) into `groups/<ours>/`.
+fn report_copied(report: &mut Report, copied: Vec<Copied>, ours: &str) {
+    for c in copied {
+        match c {
+            Copied::Written(p) if p.ends_with("CLAUDE.md") => report.add(
+                "file",
+                p,
+                Outcome::Mapped,
+                format!("→ groups/{ours}/AGENTS.md"),
+            ),
+            Copied::Written(p) => {
+                let rel = p
+                    .split_once('/')
+                    .and_then(|(_, r)| r.split_once('/'))
+                    .map_or("", |(_, r)| r)
+                    .to_owned();
+                report.add(
                     "file",
                     p,
-                    Outcome::Mapped,
-                    format!("→ groups/{ours}/AGENTS.md"),
-                ),
-                Copied::Written(p) => {
-                    let rel = p
-                        .split_once('/')
-                        .and_then(|(_, r)| r.split_once('/'))
-                        .map_or("", |(_, r)| r)
-                        .to_owned();
-                    report.add(
-                        "file",
-                        p,
-                        Outcome::Imported,
-                        format!("→ groups/{ours}/{rel}"),
-                    )
-                }
-                Copied::Present(p) => {
-                    report.add("file", p, Outcome::Present, "the target exists; left alone")
-                }
-                // A group folder without a CLAUDE.md: nothing to say.
-                Copied::Missing(_) => {}
-                Copied::Skipped(p, why) => report.add("file", p, Outcome::Skipped, why),
+                    Outcome::Imported,
+                    format!("→ groups/{ours}/{rel}"),
+                )
             }
+            Copied::Present(p) => {
+                report.add("file", p, Outcome::Present, "the target exists; left alone")
+            }
+            // A group folder without a CLAUDE.md: nothing to say.
+            Copied::Missing(_) => {}
+            Copied::Skipped(p, why) => report.add("file", p, Outcome::Skipped, why),
         }
     }
 }
@@ -458,8 +471,8 @@ fn import_folders(
 /// `register-group` writes a starter AGENTS.md; NanoClaw's memory replaces that one
 /// (and only that one).
 fn replace_starter_memory(
-    dst: Option<&std::os::fd::OwnedFd>,
-    src: &std::os::fd::OwnedFd,
+    dst: Option<&OwnedFd>,
+    src: &OwnedFd,
     result: Copied,
     dry_run: bool,
 ) -> Copied {

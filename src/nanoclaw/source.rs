@@ -9,37 +9,36 @@ use rusqlite::{Connection, OpenFlags};
 
 /// A registered group as NanoClaw stored it.
 #[derive(Debug, Clone)]
-pub struct NcGroup {
-    pub jid: String,
-    pub name: String,
-    pub folder: String,
-    pub trigger: String,
-    pub requires_trigger: bool,
-    pub is_main: bool,
-    pub container_config: Option<String>,
+pub(crate) struct NcGroup {
+    pub(crate) jid: String,
+    pub(crate) name: String,
+    pub(crate) folder: String,
+    pub(crate) trigger: String,
+    pub(crate) requires_trigger: bool,
+    pub(crate) is_main: bool,
+    pub(crate) container_config: Option<String>,
 }
 
 /// A scheduled task as NanoClaw stored it.
 #[derive(Debug, Clone)]
-pub struct NcTask {
-    pub id: String,
-    pub group_folder: String,
-    pub chat_jid: String,
-    pub prompt: String,
-    pub schedule_type: String,
-    pub schedule_value: String,
-    pub status: String,
-    pub context_mode: String,
-    pub script: Option<String>,
+pub(crate) struct NcTask {
+    pub(crate) id: String,
+    pub(crate) group_folder: String,
+    pub(crate) prompt: String,
+    pub(crate) schedule_type: String,
+    pub(crate) schedule_value: String,
+    pub(crate) status: String,
+    pub(crate) context_mode: String,
+    pub(crate) script: Option<String>,
 }
 
 /// What was read, and where from.
-pub struct Install {
-    pub groups: Vec<NcGroup>,
+pub(crate) struct Install {
+    pub(crate) groups: Vec<NcGroup>,
     /// `store/messages.db` or `data/registered_groups.json`.
-    pub groups_from: String,
-    pub tasks: Vec<NcTask>,
-    pub messages: i64,
+    pub(crate) groups_from: String,
+    pub(crate) tasks: Vec<NcTask>,
+    pub(crate) messages: i64,
 }
 
 fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
@@ -58,7 +57,7 @@ fn columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
 }
 
 /// Reads the install at `from`.
-pub fn read(from: &Path) -> anyhow::Result<Install> {
+pub(crate) fn read(from: &Path) -> anyhow::Result<Install> {
     let db = from.join("store").join("messages.db");
     let conn = if db.exists() {
         Some(
@@ -171,11 +170,14 @@ fn read_groups_json(path: &Path) -> anyhow::Result<Vec<NcGroup>> {
 fn read_tasks(conn: &Connection) -> anyhow::Result<Vec<NcTask>> {
     let cols = columns(conn, "scheduled_tasks")?;
     let has = |c: &str| cols.iter().any(|x| x == c);
-    let sql =
-        format!(
-        "SELECT id, group_folder, chat_jid, prompt, schedule_type, schedule_value, status, {}, {}
+    let sql = format!(
+        "SELECT id, group_folder, prompt, schedule_type, schedule_value, status, {}, {}
          FROM scheduled_tasks ORDER BY created_at, id",
-        if has("context_mode") { "context_mode" } else { "'isolated'" },
+        if has("context_mode") {
+            "context_mode"
+        } else {
+            "'isolated'"
+        },
         if has("script") { "script" } else { "NULL" },
     );
     let mut stmt = conn.prepare(&sql)?;
@@ -183,18 +185,17 @@ fn read_tasks(conn: &Connection) -> anyhow::Result<Vec<NcTask>> {
         Ok(NcTask {
             id: r.get(0)?,
             group_folder: r.get(1)?,
-            chat_jid: r.get(2)?,
-            prompt: r.get(3)?,
-            schedule_type: r.get(4)?,
-            schedule_value: r.get(5)?,
+            prompt: r.get(2)?,
+            schedule_type: r.get(3)?,
+            schedule_value: r.get(4)?,
             status: r
-                .get::<_, Option<String>>(6)?
+                .get::<_, Option<String>>(5)?
                 .unwrap_or_else(|| "active".into()),
             context_mode: r
-                .get::<_, Option<String>>(7)?
+                .get::<_, Option<String>>(6)?
                 .unwrap_or_else(|| "isolated".into()),
             script: r
-                .get::<_, Option<String>>(8)?
+                .get::<_, Option<String>>(7)?
                 .filter(|s| !s.trim().is_empty()),
         })
     })?;

@@ -22,7 +22,7 @@ use chrono::{DateTime, Duration, Utc};
 use tokio::sync::watch;
 
 /// A boxed future borrowing the clock.
-pub type Sleep<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+pub(crate) type Sleep<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// "What time is it" and "wake me at this time".
 pub trait Clock: Send + Sync + 'static {
@@ -34,7 +34,7 @@ pub trait Clock: Send + Sync + 'static {
 }
 
 /// The longest single timer [`SystemClock`] arms before re-reading the wall clock.
-pub const WALL_CLOCK_RESYNC: StdDuration = StdDuration::from_secs(30);
+pub(crate) const WALL_CLOCK_RESYNC: StdDuration = StdDuration::from_secs(30);
 
 /// The real clock: the system's wall clock and tokio timers.
 #[derive(Debug, Clone, Copy, Default)]

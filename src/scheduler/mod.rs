@@ -7,7 +7,7 @@
 //! index in one lookup however many tasks exist. There are no per-task timers: 10,000
 //! tasks cost one timer and one row lookup per pass. The sleep ends early when a
 //! [`Topic::Tasks`] arrives on the daemon's broadcast channel — published by the IPC
-//! watcher, by in-process callers, and by [`crate::control::watch`] when a CLI process
+//! watcher, by in-process callers, and by [`crate::bus::watch`] when a CLI process
 //! changed tasks — because the earliest time may have moved.
 //!
 //! Wake-ups are never lost: the receiver exists for the scheduler's whole life, so a
@@ -18,7 +18,7 @@
 //! Exactly once, and what a crash does, are decided in [`runs`]; the rules for users
 //! are in `docs/scheduling.md`.
 
-pub mod clock;
+pub(crate) mod clock;
 pub mod runs;
 
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use runs::{Completion, DueRun, RunOutcome};
 
-use crate::control::Topic;
+use crate::bus::Topic;
 use crate::shutdown::Shutdown;
 use crate::store::{SharedStore, StoreError};
 
@@ -49,7 +49,7 @@ pub trait TaskSink: Send + Sync + 'static {
 
 /// How many due tasks one claiming transaction takes; a larger backlog is claimed
 /// in several transactions back to back, so no write lock is held for long.
-pub const CLAIM_BATCH: usize = 500;
+pub(crate) const CLAIM_BATCH: usize = 500;
 
 /// The longest wait before retrying after a store error.
 const MAX_BACKOFF: StdDuration = StdDuration::from_secs(30);
@@ -58,17 +58,17 @@ const MAX_BACKOFF: StdDuration = StdDuration::from_secs(30);
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SchedulerStatus {
     /// Start-up recovery is done (runs left `running` by a dead daemon are marked).
-    pub started: bool,
+    pub(crate) started: bool,
     /// Runs found in flight at start-up and marked `interrupted`.
     pub interrupted_at_start: usize,
     /// Completed passes (claiming transactions).
     pub passes: u64,
     /// Runs handed to the sink since start.
-    pub handed_over: u64,
+    pub(crate) handed_over: u64,
     /// Occurrences skipped because the previous run was still in flight.
     pub skipped: u64,
     /// Store errors since start (each retried after a back-off).
-    pub errors: u64,
+    pub(crate) errors: u64,
     /// Between passes, sleeping.
     pub waiting: bool,
     /// What the sleep is until (`None`: no active task has a next run).
@@ -110,7 +110,7 @@ impl Scheduler {
 
     /// [`spawn`](Self::spawn), stopping between passes when `stop` fires (the daemon's
     /// shutdown) or when [`SchedulerHandle::shutdown`] is called.
-    pub fn spawn_until(self, stop: Shutdown) -> SchedulerHandle {
+    pub(crate) fn spawn_until(self, stop: Shutdown) -> SchedulerHandle {
         let (status_tx, status_rx) = watch::channel(SchedulerStatus::default());
         let task = tokio::spawn(self.run(status_tx, stop.clone()));
         SchedulerHandle {
@@ -130,27 +130,8 @@ impl Scheduler {
         let mut wake = Some(wake);
         let mut backoff = Backoff::default();
 
-        // Start-up recovery, retried until the store answers.
-        loop {
-            let now = clock.now();
-            match store.call(move |s| runs::recover_interrupted(s, now)).await {
-                Ok(interrupted) => {
-                    for i in &interrupted {
-                        tracing::warn!(run = i.run_id, task = %i.task_id, status = ?i.task_status,
-                            "run was in flight when the daemon stopped: marked interrupted, not re-run");
-                    }
-                    status.send_modify(|s| {
-                        s.started = true;
-                        s.interrupted_at_start = interrupted.len();
-                    });
-                    break;
-                }
-                Err(e) => {
-                    if !retry_after_error(&e, &*clock, &mut backoff, &status, &stop).await {
-                        return;
-                    }
-                }
-            }
+        if !recover_at_start(&store, &*clock, &mut backoff, &status, &stop).await {
+            return;
         }
 
         loop {
@@ -170,21 +151,8 @@ impl Scheduler {
                     continue;
                 }
             };
-            // Counted on the blocking run (`task-runs` shows it), not a line each.
-            if !pass.skipped.is_empty() {
-                tracing::debug!(
-                    skipped = pass.skipped.len(),
-                    "occurrences skipped: their task's previous run is still in flight"
-                );
-            }
-            let handed = pass.runs.len() as u64;
-            for run in pass.runs {
-                let late_ms = (run.started_at - run.due_at).num_milliseconds();
-                tracing::info!(task = %run.task.id, run = run.run_id, group = %run.task.group_folder,
-                    due = %run.due_at, late_ms, "task due: handing the run to the queue");
-                sink.submit(run);
-            }
-            let skipped = pass.skipped.len() as u64;
+            let (handed, skipped) = (pass.runs.len() as u64, pass.skipped.len() as u64);
+            hand_over(&*sink, pass.runs, pass.skipped.len());
             if pass.more {
                 status.send_modify(|s| {
                     s.passes += 1;
@@ -212,6 +180,55 @@ impl Scheduler {
                 return;
             }
         }
+    }
+}
+
+/// Start-up recovery ([`runs::recover_interrupted`]), retried until the store
+/// answers; false when asked to stop first.
+async fn recover_at_start(
+    store: &SharedStore,
+    clock: &dyn Clock,
+    backoff: &mut Backoff,
+    status: &watch::Sender<SchedulerStatus>,
+    stop: &Shutdown,
+) -> bool {
+    loop {
+        let now = clock.now();
+        match store.call(move |s| runs::recover_interrupted(s, now)).await {
+            Ok(interrupted) => {
+                for i in &interrupted {
+                    tracing::warn!(run = i.run_id, task = %i.task_id, status = ?i.task_status,
+                        "run was in flight when the daemon stopped: marked interrupted, not re-run");
+                }
+                status.send_modify(|s| {
+                    s.started = true;
+                    s.interrupted_at_start = interrupted.len();
+                });
+                return true;
+            }
+            Err(e) => {
+                if !retry_after_error(&e, clock, backoff, status, stop).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Gives a pass's claimed runs to the sink, in due order.
+fn hand_over(sink: &dyn TaskSink, runs: Vec<DueRun>, skipped: usize) {
+    // Counted on the blocking run (`task-runs` shows it), not a line each.
+    if skipped > 0 {
+        tracing::debug!(
+            skipped,
+            "occurrences skipped: their task's previous run is still in flight"
+        );
+    }
+    for run in runs {
+        let late_ms = (run.started_at - run.due_at).num_milliseconds();
+        tracing::info!(task = %run.task.id, run = run.run_id, group = %run.task.group_folder,
+            due = %run.due_at, late_ms, "task due: handing the run to the queue");
+        sink.submit(run);
     }
 }
 

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 
 use crate::model::{ScheduleType, TaskStatus};
-use crate::schedule::Schedule;
+use crate::recurrence::Schedule;
 use crate::store::tasks::{self, RunStatus, Task, bounded};
 use crate::store::{Store, StoreError, groups};
 
@@ -58,30 +58,30 @@ pub enum Completion {
 pub const INTERRUPTED_BY_RESTART: &str = "the daemon stopped while this run was in flight (crash, kill or power loss); it was not re-run";
 
 /// The error recorded for runs stopped by a clean shutdown.
-pub const INTERRUPTED_BY_SHUTDOWN: &str =
+pub(crate) const INTERRUPTED_BY_SHUTDOWN: &str =
     "the daemon shut down before this run finished; it was not re-run";
 
 /// An occurrence skipped because the task's previous run was still in flight.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SkippedRun {
-    pub task_id: crate::model::TaskId,
+pub(crate) struct SkippedRun {
+    pub(crate) task_id: crate::model::TaskId,
     pub due_at: DateTime<Utc>,
     /// The run still in flight.
-    pub blocking_run_id: i64,
+    pub(crate) blocking_run_id: i64,
 }
 
 /// The result of one claiming transaction.
 #[derive(Debug, Default)]
-pub struct Pass {
+pub(crate) struct Pass {
     /// Claimed runs, to hand to the queue in this order (earliest due first).
-    pub runs: Vec<DueRun>,
-    pub skipped: Vec<SkippedRun>,
+    pub(crate) runs: Vec<DueRun>,
+    pub(crate) skipped: Vec<SkippedRun>,
     /// Tasks whose stored schedule could not be read; marked `failed`.
-    pub broken: usize,
+    pub(crate) broken: usize,
     /// The earliest `next_run` of an active task after this pass.
-    pub next_wake: Option<DateTime<Utc>>,
+    pub(crate) next_wake: Option<DateTime<Utc>>,
     /// The batch limit was reached: more tasks may be due right now.
-    pub more: bool,
+    pub(crate) more: bool,
 }
 
 /// Claims every active task due at `now` (at most `limit`), in ONE transaction:
@@ -89,7 +89,11 @@ pub struct Pass {
 /// [`Schedule::next_after_run`] (anchored intervals; an overdue task fires once and
 /// continues from now — no catch-up burst). A task whose previous run is still in
 /// flight gets a `skipped` row instead and moves on to its next time.
-pub fn claim_due(store: &mut Store, now: DateTime<Utc>, limit: usize) -> Result<Pass, StoreError> {
+pub(crate) fn claim_due(
+    store: &mut Store,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<Pass, StoreError> {
     store.write(|tx| claim_due_in(tx, now, limit))
 }
 
@@ -234,11 +238,11 @@ fn settle_once(task: &mut Task, success: bool) {
 
 /// A run found `running` at start-up, now marked `interrupted`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Interrupted {
-    pub run_id: i64,
-    pub task_id: crate::model::TaskId,
+pub(crate) struct Interrupted {
+    pub(crate) run_id: i64,
+    pub(crate) task_id: crate::model::TaskId,
     /// The task's status afterwards (`failed` for a once task).
-    pub task_status: Option<TaskStatus>,
+    pub(crate) task_status: Option<TaskStatus>,
 }
 
 /// Start-up recovery, before the first claim. Runs still `running` belonged to a
@@ -247,7 +251,7 @@ pub struct Interrupted {
 /// written files), and replaying could do it twice. Recurring tasks keep their
 /// `next_run` (advanced when the run was claimed); a once task becomes `failed`
 /// with the reason in `last_result`.
-pub fn recover_interrupted(
+pub(crate) fn recover_interrupted(
     store: &mut Store,
     now: DateTime<Utc>,
 ) -> Result<Vec<Interrupted>, StoreError> {

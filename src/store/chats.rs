@@ -5,29 +5,30 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use super::{Result, from_ms, to_ms};
+use crate::model::Jid;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Chat {
     pub jid: String,
     pub name: Option<String>,
-    pub channel: String,
+    pub(crate) channel: String,
     #[serde(serialize_with = "super::rfc3339::option::serialize")]
-    pub last_message_at: Option<DateTime<Utc>>,
+    pub(crate) last_message_at: Option<DateTime<Utc>>,
 }
 
-/// Records that a chat exists (and its latest name and activity).
-pub fn upsert(
+/// Records that a chat exists (and its latest name and activity), under the channel
+/// its jid belongs to.
+pub(crate) fn upsert(
     conn: &Connection,
-    jid: &str,
+    jid: &Jid,
     name: Option<&str>,
-    channel: &str,
     at: DateTime<Utc>,
 ) -> Result<()> {
     conn.execute(
         "INSERT INTO chats (jid, name, channel, last_message_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(jid) DO UPDATE SET name = COALESCE(excluded.name, chats.name),
              last_message_at = MAX(COALESCE(chats.last_message_at, 0), excluded.last_message_at)",
-        params![jid, name, channel, to_ms(at)],
+        params![jid, name, jid.channel(), to_ms(at)],
     )?;
     Ok(())
 }

@@ -9,16 +9,16 @@ use crate::model::{FolderName, Jid};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Group {
-    pub jid: Jid,
-    pub name: String,
-    pub folder: FolderName,
-    pub trigger: String,
-    pub requires_trigger: bool,
-    pub is_main: bool,
+    pub(crate) jid: Jid,
+    pub(crate) name: String,
+    pub(crate) folder: FolderName,
+    pub(crate) trigger: String,
+    pub(crate) requires_trigger: bool,
+    pub(crate) is_main: bool,
     /// Per-group container settings (JSON), `None` for the defaults.
-    pub container_config: Option<serde_json::Value>,
+    pub(crate) container_config: Option<serde_json::Value>,
     #[serde(serialize_with = "super::rfc3339::serialize")]
-    pub added_at: DateTime<Utc>,
+    pub(crate) added_at: DateTime<Utc>,
 }
 
 const COLUMNS: &str =
@@ -39,7 +39,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Group> {
     })
 }
 
-pub fn insert(conn: &Connection, g: &Group) -> Result<()> {
+pub(crate) fn insert(conn: &Connection, g: &Group) -> Result<()> {
     conn.execute(
         &format!(
             "INSERT INTO registered_groups ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
@@ -67,15 +67,15 @@ fn query_one(conn: &Connection, filter: &str, arg: &str) -> Result<Option<Group>
         .optional()?)
 }
 
-pub fn get_by_jid(conn: &Connection, jid: &Jid) -> Result<Option<Group>> {
+pub(crate) fn get_by_jid(conn: &Connection, jid: &Jid) -> Result<Option<Group>> {
     query_one(conn, "jid = ?1", &jid.to_string())
 }
 
-pub fn get_by_folder(conn: &Connection, folder: &FolderName) -> Result<Option<Group>> {
+pub(crate) fn get_by_folder(conn: &Connection, folder: &FolderName) -> Result<Option<Group>> {
     query_one(conn, "folder = ?1", folder.as_str())
 }
 
-pub fn get_main(conn: &Connection) -> Result<Option<Group>> {
+pub(crate) fn get_main(conn: &Connection) -> Result<Option<Group>> {
     Ok(conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM registered_groups WHERE is_main = 1"),
@@ -86,7 +86,7 @@ pub fn get_main(conn: &Connection) -> Result<Option<Group>> {
 }
 
 /// All groups, main first, then by folder.
-pub fn list(conn: &Connection) -> Result<Vec<Group>> {
+pub(crate) fn list(conn: &Connection) -> Result<Vec<Group>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM registered_groups ORDER BY is_main DESC, folder"
     ))?;
@@ -95,7 +95,7 @@ pub fn list(conn: &Connection) -> Result<Vec<Group>> {
 }
 
 /// Removes a group; returns whether it existed.
-pub fn delete(conn: &Connection, jid: &Jid) -> Result<bool> {
+pub(crate) fn delete(conn: &Connection, jid: &Jid) -> Result<bool> {
     Ok(conn.execute(
         "DELETE FROM registered_groups WHERE jid = ?1",
         [jid.to_string()],

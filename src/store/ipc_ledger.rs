@@ -7,7 +7,11 @@ use super::{Result, to_ms};
 use crate::model::FolderName;
 
 /// The stored response of a request already applied, if any.
-pub fn get(conn: &Connection, folder: &FolderName, request_id: &str) -> Result<Option<String>> {
+pub(crate) fn get(
+    conn: &Connection,
+    folder: &FolderName,
+    request_id: &str,
+) -> Result<Option<String>> {
     Ok(conn
         .prepare_cached(
             "SELECT response FROM ipc_ledger WHERE group_folder = ?1 AND request_id = ?2",
@@ -16,7 +20,7 @@ pub fn get(conn: &Connection, folder: &FolderName, request_id: &str) -> Result<O
         .optional()?)
 }
 
-pub fn insert(
+pub(crate) fn insert(
     conn: &Connection,
     folder: &FolderName,
     request_id: &str,

@@ -1,38 +1,39 @@
-//! Chat messages and the router's per-chat cursors.
+//! Chat messages and the per-chat cursors of what was answered.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Result, from_ms, to_ms};
+use super::{Result, from_ms, parse_col, to_ms};
+use crate::model::Jid;
 
 /// A message to store. `external_id` (the platform's id) de-duplicates redeliveries.
 #[derive(Debug, Clone)]
-pub struct NewMessage<'a> {
-    pub chat_jid: &'a str,
-    pub external_id: Option<&'a str>,
-    pub sender_id: &'a str,
-    pub sender_name: &'a str,
-    pub content: &'a str,
-    pub sent_at: DateTime<Utc>,
-    pub is_from_bot: bool,
-    pub mentions_bot: bool,
+pub(crate) struct NewMessage<'a> {
+    pub(crate) chat_jid: &'a Jid,
+    pub(crate) external_id: Option<&'a str>,
+    pub(crate) sender_id: &'a str,
+    pub(crate) sender_name: &'a str,
+    pub(crate) content: &'a str,
+    pub(crate) sent_at: DateTime<Utc>,
+    pub(crate) is_from_bot: bool,
+    pub(crate) mentions_bot: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Message {
-    pub id: i64,
-    pub chat_jid: String,
-    pub sender_id: String,
-    pub sender_name: String,
-    pub content: String,
-    pub sent_at: DateTime<Utc>,
-    pub is_from_bot: bool,
-    pub mentions_bot: bool,
+    pub(crate) id: i64,
+    pub(crate) chat_jid: Jid,
+    pub(crate) sender_id: String,
+    pub(crate) sender_name: String,
+    pub(crate) content: String,
+    pub(crate) sent_at: DateTime<Utc>,
+    pub(crate) is_from_bot: bool,
+    pub(crate) mentions_bot: bool,
 }
 
 /// Stores a message; returns its id, or `None` if this external id was already stored.
-pub fn insert(conn: &Connection, m: &NewMessage<'_>) -> Result<Option<i64>> {
+pub(crate) fn insert(conn: &Connection, m: &NewMessage<'_>) -> Result<Option<i64>> {
     let n = conn.execute(
         "INSERT INTO messages (chat_jid, external_id, sender_id, sender_name, content, sent_at, is_from_bot, mentions_bot)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -52,7 +53,7 @@ pub fn insert(conn: &Connection, m: &NewMessage<'_>) -> Result<Option<i64>> {
 }
 
 /// Messages of `chat_jid` with id greater than `after`, oldest first, at most `limit`.
-pub fn since(conn: &Connection, chat_jid: &str, after: i64, limit: usize) -> Result<Vec<Message>> {
+pub fn since(conn: &Connection, chat_jid: &Jid, after: i64, limit: usize) -> Result<Vec<Message>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, chat_jid, sender_id, sender_name, content, sent_at, is_from_bot, mentions_bot
          FROM messages WHERE chat_jid = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
@@ -60,7 +61,7 @@ pub fn since(conn: &Connection, chat_jid: &str, after: i64, limit: usize) -> Res
     let rows = stmt.query_map(params![chat_jid, after, limit as i64], |r| {
         Ok(Message {
             id: r.get(0)?,
-            chat_jid: r.get(1)?,
+            chat_jid: parse_col(r, 1, Jid::parse)?,
             sender_id: r.get(2)?,
             sender_name: r.get(3)?,
             content: r.get(4)?,
@@ -72,8 +73,8 @@ pub fn since(conn: &Connection, chat_jid: &str, after: i64, limit: usize) -> Res
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The router's cursor for a chat: the last message id answered (0 if none).
-pub fn cursor(conn: &Connection, chat_jid: &str) -> Result<i64> {
+/// The answered-up-to cursor for a chat: the last message id answered (0 if none).
+pub fn cursor(conn: &Connection, chat_jid: &Jid) -> Result<i64> {
     Ok(conn
         .query_row(
             "SELECT last_message_id FROM router_cursors WHERE chat_jid = ?1",
@@ -85,9 +86,9 @@ pub fn cursor(conn: &Connection, chat_jid: &str) -> Result<i64> {
 }
 
 /// Moves a chat's cursor forward (never backward).
-pub fn advance_cursor(
+pub(crate) fn advance_cursor(
     conn: &Connection,
-    chat_jid: &str,
+    chat_jid: &Jid,
     to: i64,
     now: DateTime<Utc>,
 ) -> Result<()> {
@@ -102,7 +103,7 @@ pub fn advance_cursor(
 }
 
 /// The newest message id of a chat (0 if none).
-pub fn latest_id(conn: &Connection, chat_jid: &str) -> Result<i64> {
+pub(crate) fn latest_id(conn: &Connection, chat_jid: &Jid) -> Result<i64> {
     Ok(conn.query_row(
         "SELECT COALESCE(MAX(id), 0) FROM messages WHERE chat_jid = ?1",
         [chat_jid],

@@ -17,22 +17,25 @@
 
 pub mod chats;
 pub mod groups;
-pub mod ipc_ledger;
+pub(crate) mod ipc_ledger;
 pub mod messages;
-pub mod outbox;
-pub mod overview;
+pub(crate) mod outbox;
+pub(crate) mod overview;
 pub mod retention;
-pub mod rfc3339;
+pub(crate) mod rfc3339;
 pub mod sessions;
-pub mod skills;
+pub(crate) mod skills;
 pub mod tasks;
 
+use crate::sync::LockExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::Connection;
+
+use crate::model::Jid;
 
 /// Migrations in order; `user_version` = how many have been applied.
 const MIGRATIONS: &[&str] = &[
@@ -43,7 +46,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -85,7 +88,7 @@ impl From<rusqlite::Error> for StoreError {
 /// How long a connection waits for another one's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// An open database connection with the schema at [`SCHEMA_VERSION`].
 pub struct Store {
@@ -165,7 +168,7 @@ impl Store {
         &self.conn
     }
 
-    pub fn conn_mut(&mut self) -> &mut Connection {
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
     }
 
@@ -210,7 +213,7 @@ impl SharedStore {
         let job = tokio::task::spawn_blocking(move || {
             // A panic while holding the lock poisons it; the connection itself is still
             // consistent (SQLite rolled back any open transaction), so keep going.
-            let mut guard = inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = inner.lock_ignoring_poison();
             f(&mut guard)
         });
         match job.await {
@@ -224,7 +227,7 @@ impl SharedStore {
 
     /// Synchronous access, for code already on a blocking thread.
     pub fn blocking<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
-        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.inner.lock_ignoring_poison();
         f(&mut guard)
     }
 }
@@ -263,6 +266,13 @@ pub fn to_ms(t: DateTime<Utc>) -> i64 {
 /// A stored time back as a `DateTime`.
 pub fn from_ms(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// A chat's jid is stored as its text form (`<id>@discord`, `<name>@local`).
+impl rusqlite::ToSql for Jid {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.to_string().into())
+    }
 }
 
 /// Reads a validated value out of a text column, reporting bad data as a conversion

@@ -4,24 +4,25 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
-use super::{Result, from_ms, to_ms};
+use super::{Result, from_ms, parse_col, to_ms};
+use crate::model::Jid;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct OutboxItem {
-    pub id: i64,
-    pub chat_jid: String,
-    pub text: String,
+pub(crate) struct OutboxItem {
+    pub(crate) id: i64,
+    pub(crate) chat_jid: Jid,
+    pub(crate) text: String,
     /// Stable across retries, so the channel can de-duplicate a re-sent create.
-    pub nonce: String,
-    pub origin: String,
-    pub created_at: DateTime<Utc>,
-    pub attempts: i64,
+    pub(crate) nonce: String,
+    pub(crate) origin: String,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) attempts: i64,
 }
 
 /// Queues a reply; returns its row id.
-pub fn enqueue(
+pub(crate) fn enqueue(
     conn: &Connection,
-    chat_jid: &str,
+    chat_jid: &Jid,
     text: &str,
     origin: &str,
     now: DateTime<Utc>,
@@ -37,7 +38,7 @@ pub fn enqueue(
 }
 
 /// Unsent items, oldest first.
-pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<OutboxItem>> {
+pub(crate) fn pending(conn: &Connection, limit: usize) -> Result<Vec<OutboxItem>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, chat_jid, text, nonce, origin, created_at, attempts FROM outbox
          WHERE sent_at IS NULL ORDER BY id LIMIT ?1",
@@ -45,7 +46,7 @@ pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<OutboxItem>> {
     let rows = stmt.query_map([limit as i64], |r| {
         Ok(OutboxItem {
             id: r.get(0)?,
-            chat_jid: r.get(1)?,
+            chat_jid: parse_col(r, 1, Jid::parse)?,
             text: r.get(2)?,
             nonce: r.get(3)?,
             origin: r.get(4)?,
@@ -56,7 +57,7 @@ pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<OutboxItem>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn mark_sent(conn: &Connection, id: i64, now: DateTime<Utc>) -> Result<()> {
+pub(crate) fn mark_sent(conn: &Connection, id: i64, now: DateTime<Utc>) -> Result<()> {
     conn.execute(
         "UPDATE outbox SET sent_at = ?2, attempts = attempts + 1 WHERE id = ?1",
         params![id, to_ms(now)],
@@ -64,7 +65,7 @@ pub fn mark_sent(conn: &Connection, id: i64, now: DateTime<Utc>) -> Result<()> {
     Ok(())
 }
 
-pub fn record_failure(conn: &Connection, id: i64, error: &str) -> Result<()> {
+pub(crate) fn record_failure(conn: &Connection, id: i64, error: &str) -> Result<()> {
     conn.execute(
         "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
         params![id, error],
@@ -72,16 +73,8 @@ pub fn record_failure(conn: &Connection, id: i64, error: &str) -> Result<()> {
     Ok(())
 }
 
-/// Deletes sent rows older than `before`; returns how many.
-pub fn prune_sent(conn: &Connection, before: DateTime<Utc>) -> Result<usize> {
-    Ok(conn.execute(
-        "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?1",
-        [to_ms(before)],
-    )?)
-}
-
 /// Gives up on an item that can never be sent (kept, with the reason, for inspection).
-pub fn give_up(conn: &Connection, id: i64, error: &str, now: DateTime<Utc>) -> Result<()> {
+pub(crate) fn give_up(conn: &Connection, id: i64, error: &str, now: DateTime<Utc>) -> Result<()> {
     conn.execute(
         "UPDATE outbox SET sent_at = ?3, attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
         params![id, error, to_ms(now)],
@@ -90,7 +83,7 @@ pub fn give_up(conn: &Connection, id: i64, error: &str, now: DateTime<Utc>) -> R
 }
 
 /// How many items for `chat_jid` are still unsent.
-pub fn pending_for(conn: &Connection, chat_jid: &str) -> Result<i64> {
+pub(crate) fn pending_for(conn: &Connection, chat_jid: &Jid) -> Result<i64> {
     Ok(conn.query_row(
         "SELECT COUNT(*) FROM outbox WHERE chat_jid = ?1 AND sent_at IS NULL",
         [chat_jid],

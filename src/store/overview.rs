@@ -8,16 +8,16 @@ use serde::Serialize;
 use super::{Result, from_ms};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct OutboxBacklog {
+pub(crate) struct OutboxBacklog {
     /// Replies queued and not sent yet.
-    pub pending: i64,
+    pub(crate) pending: i64,
     /// Of those, how many failed at least once.
-    pub failing: i64,
+    pub(crate) failing: i64,
     #[serde(serialize_with = "super::rfc3339::option::serialize")]
-    pub oldest: Option<DateTime<Utc>>,
+    pub(crate) oldest: Option<DateTime<Utc>>,
 }
 
-pub fn outbox_backlog(conn: &Connection) -> Result<OutboxBacklog> {
+pub(crate) fn outbox_backlog(conn: &Connection) -> Result<OutboxBacklog> {
     Ok(conn.query_row(
         "SELECT count(*), count(last_error), min(created_at) FROM outbox WHERE sent_at IS NULL",
         [],
@@ -32,17 +32,17 @@ pub fn outbox_backlog(conn: &Connection) -> Result<OutboxBacklog> {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NextRun {
-    pub task_id: String,
-    pub group_folder: String,
-    pub schedule_type: String,
-    pub schedule_value: String,
+pub(crate) struct NextRun {
+    pub(crate) task_id: String,
+    pub(crate) group_folder: String,
+    pub(crate) schedule_type: String,
+    pub(crate) schedule_value: String,
     #[serde(serialize_with = "super::rfc3339::serialize")]
-    pub next_run: DateTime<Utc>,
+    pub(crate) next_run: DateTime<Utc>,
 }
 
 /// The active tasks due soonest.
-pub fn next_runs(conn: &Connection, limit: usize) -> Result<Vec<NextRun>> {
+pub(crate) fn next_runs(conn: &Connection, limit: usize) -> Result<Vec<NextRun>> {
     let mut stmt = conn.prepare(
         "SELECT id, group_folder, schedule_type, schedule_value, next_run FROM scheduled_tasks
          WHERE status = 'active' AND next_run IS NOT NULL ORDER BY next_run, id LIMIT ?1",
@@ -60,16 +60,16 @@ pub fn next_runs(conn: &Connection, limit: usize) -> Result<Vec<NextRun>> {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RecentError {
+pub(crate) struct RecentError {
     #[serde(serialize_with = "super::rfc3339::serialize")]
-    pub at: DateTime<Utc>,
+    pub(crate) at: DateTime<Utc>,
     /// `task:<id>`, `outbox:<chat>` or `ipc:<folder>/<request>`.
-    pub source: String,
-    pub error: String,
+    pub(crate) source: String,
+    pub(crate) error: String,
 }
 
 /// The latest errors of scheduled runs, unsent replies and IPC requests, newest first.
-pub fn recent_errors(conn: &Connection, limit: usize) -> Result<Vec<RecentError>> {
+pub(crate) fn recent_errors(conn: &Connection, limit: usize) -> Result<Vec<RecentError>> {
     let mut stmt = conn.prepare(
         "SELECT at, source, error FROM (
             SELECT coalesce(finished_at, started_at) AS at, 'task:' || task_id AS source,
@@ -97,6 +97,7 @@ pub fn recent_errors(conn: &Connection, limit: usize) -> Result<Vec<RecentError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Jid;
     use crate::store::{Store, outbox};
 
     #[test]
@@ -110,9 +111,9 @@ mod tests {
         assert!(recent_errors(c, 5).unwrap().is_empty());
 
         let now = Utc::now();
-        let id = outbox::enqueue(c, "1@discord", "hi", "reply", now).unwrap();
+        let id = outbox::enqueue(c, &Jid::Discord(1), "hi", "reply", now).unwrap();
         outbox::record_failure(c, id, "503 from Discord").unwrap();
-        outbox::enqueue(c, "1@discord", "again", "reply", now).unwrap();
+        outbox::enqueue(c, &Jid::Discord(1), "again", "reply", now).unwrap();
         let b = outbox_backlog(c).unwrap();
         assert_eq!((b.pending, b.failing), (2, 1));
         let errs = recent_errors(c, 5).unwrap();

@@ -29,10 +29,10 @@ pub const BATCH: usize = 5_000;
 /// How long each table keeps its rows (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
-    pub messages: Duration,
-    pub outbox: Duration,
-    pub ipc_ledger: Duration,
-    pub task_runs: Duration,
+    pub(crate) messages: Duration,
+    pub(crate) outbox: Duration,
+    pub(crate) ipc_ledger: Duration,
+    pub(crate) task_runs: Duration,
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -53,10 +53,10 @@ impl Default for Retention {
 /// Rows one pass deleted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Pruned {
-    pub messages: usize,
-    pub outbox: usize,
-    pub ipc_ledger: usize,
-    pub task_runs: usize,
+    pub(crate) messages: usize,
+    pub(crate) outbox: usize,
+    pub(crate) ipc_ledger: usize,
+    pub(crate) task_runs: usize,
 }
 
 impl Pruned {
@@ -65,13 +65,13 @@ impl Pruned {
     }
 
     /// A table filled its batch: there may be more to delete.
-    pub fn more(&self) -> bool {
+    pub(crate) fn more(&self) -> bool {
         [self.messages, self.outbox, self.ipc_ledger, self.task_runs]
             .iter()
             .any(|&n| n >= BATCH)
     }
 
-    pub fn add(&mut self, other: &Pruned) {
+    pub(crate) fn add(&mut self, other: &Pruned) {
         self.messages += other.messages;
         self.outbox += other.outbox;
         self.ipc_ledger += other.ipc_ledger;
@@ -100,7 +100,11 @@ const PRUNE_TASK_RUNS: &str = "DELETE FROM task_run_logs WHERE id IN (
 
 /// Deletes at most [`BATCH`] rows from each table, in one short transaction. The
 /// pass is over when [`Pruned::more`] is false.
-pub fn prune_step(store: &mut Store, keep: &Retention, now: DateTime<Utc>) -> Result<Pruned> {
+pub(crate) fn prune_step(
+    store: &mut Store,
+    keep: &Retention,
+    now: DateTime<Utc>,
+) -> Result<Pruned> {
     store.write(|tx| -> Result<Pruned> {
         let delete = |sql: &str, keep: Duration| -> Result<usize> {
             Ok(tx

@@ -7,7 +7,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::Serializer;
 
 /// `t` as `YYYY-MM-DDTHH:MM:SS[.mmm]Z` (years 0 to 9999; others fall back to chrono).
-pub fn format(t: &DateTime<Utc>) -> String {
+pub(crate) fn format(t: &DateTime<Utc>) -> String {
     with_text(t, str::to_owned)
 }
 
@@ -45,7 +45,7 @@ fn format_into<'a>(t: &DateTime<Utc>, buf: &'a mut [u8; 24]) -> Option<&'a str> 
 }
 
 /// Calls `f` with `t`'s text, without allocating in the common case.
-pub fn with_text<R>(t: &DateTime<Utc>, f: impl FnOnce(&str) -> R) -> R {
+pub(crate) fn with_text<R>(t: &DateTime<Utc>, f: impl FnOnce(&str) -> R) -> R {
     let mut buf = [0u8; 24];
     match format_into(t, &mut buf) {
         Some(text) => f(text),
@@ -53,15 +53,18 @@ pub fn with_text<R>(t: &DateTime<Utc>, f: impl FnOnce(&str) -> R) -> R {
     }
 }
 
-pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     with_text(t, |text| s.serialize_str(text))
 }
 
 /// For `Option<DateTime<Utc>>` fields: `null` or the text.
-pub mod option {
+pub(crate) mod option {
     use super::*;
 
-    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        t: &Option<DateTime<Utc>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match t {
             Some(t) => super::serialize(t, s),
             None => s.serialize_none(),

@@ -29,11 +29,3 @@ pub fn set(
     )?;
     Ok(())
 }
-
-pub fn clear(conn: &Connection, folder: &FolderName) -> Result<()> {
-    conn.execute(
-        "DELETE FROM sessions WHERE group_folder = ?1",
-        [folder.as_str()],
-    )?;
-    Ok(())
-}

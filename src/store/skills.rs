@@ -7,7 +7,7 @@ use super::{Result, to_ms};
 use crate::model::FolderName;
 
 /// The names of the skills enabled for `folder`, sorted.
-pub fn enabled(conn: &Connection, folder: &FolderName) -> Result<Vec<String>> {
+pub(crate) fn enabled(conn: &Connection, folder: &FolderName) -> Result<Vec<String>> {
     let mut stmt = conn.prepare_cached(
         "SELECT skill_name FROM group_skills WHERE group_folder = ?1 AND enabled = 1 ORDER BY skill_name",
     )?;
@@ -15,7 +15,7 @@ pub fn enabled(conn: &Connection, folder: &FolderName) -> Result<Vec<String>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn set(
+pub(crate) fn set(
     conn: &Connection,
     folder: &FolderName,
     skill: &str,

@@ -13,23 +13,23 @@ use crate::model::{ContextMode, FolderName, Jid, ScheduleType, TaskId, TaskStatu
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Task {
     pub id: TaskId,
-    pub group_folder: FolderName,
-    pub chat_jid: Jid,
+    pub(crate) group_folder: FolderName,
+    pub(crate) chat_jid: Jid,
     pub prompt: String,
-    pub schedule_type: ScheduleType,
-    pub schedule_value: String,
+    pub(crate) schedule_type: ScheduleType,
+    pub(crate) schedule_value: String,
     pub context_mode: ContextMode,
     #[serde(serialize_with = "ser_tz")]
-    pub timezone: Tz,
+    pub(crate) timezone: Tz,
     #[serde(serialize_with = "super::rfc3339::option::serialize")]
     pub next_run: Option<DateTime<Utc>>,
     #[serde(serialize_with = "super::rfc3339::option::serialize")]
     pub last_run: Option<DateTime<Utc>>,
     pub last_result: Option<String>,
     pub status: TaskStatus,
-    pub created_by: String,
+    pub(crate) created_by: String,
     #[serde(serialize_with = "super::rfc3339::serialize")]
-    pub created_at: DateTime<Utc>,
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 fn ser_tz<S: serde::Serializer>(tz: &Tz, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -60,7 +60,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     })
 }
 
-pub fn insert(conn: &Connection, t: &Task) -> Result<()> {
+pub(crate) fn insert(conn: &Connection, t: &Task) -> Result<()> {
     conn.execute(
         &format!(
             "INSERT INTO scheduled_tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
@@ -137,7 +137,7 @@ pub fn list(
 /// Order: tasks without a next run last, then by next run, then by id (byte order).
 /// The `scheduled_tasks_listing` index (migration 3) has exactly that order, so SQLite
 /// walks it instead of sorting every row into a temporary b-tree.
-pub fn for_each(
+pub(crate) fn for_each(
     conn: &Connection,
     group: Option<&FolderName>,
     status: Option<TaskStatus>,
@@ -182,12 +182,12 @@ pub fn folders(conn: &Connection) -> Result<Vec<FolderName>> {
 }
 
 /// Deletes a task and (by cascade) its run log; returns whether it existed.
-pub fn delete(conn: &Connection, id: &TaskId) -> Result<bool> {
+pub(crate) fn delete(conn: &Connection, id: &TaskId) -> Result<bool> {
     Ok(conn.execute("DELETE FROM scheduled_tasks WHERE id = ?1", [id.as_str()])? > 0)
 }
 
 /// Pauses every active task of `folder`; returns how many.
-pub fn pause_group(conn: &Connection, folder: &FolderName) -> Result<usize> {
+pub(crate) fn pause_group(conn: &Connection, folder: &FolderName) -> Result<usize> {
     Ok(conn.execute(
         "UPDATE scheduled_tasks SET status = 'paused' WHERE group_folder = ?1 AND status = 'active'",
         [folder.as_str()],
@@ -195,7 +195,7 @@ pub fn pause_group(conn: &Connection, folder: &FolderName) -> Result<usize> {
 }
 
 /// How many active tasks `folder` has (the per-group limit counts these).
-pub fn count_active(conn: &Connection, folder: &FolderName) -> Result<usize> {
+pub(crate) fn count_active(conn: &Connection, folder: &FolderName) -> Result<usize> {
     let n: i64 = conn.query_row(
         "SELECT COUNT(*) FROM scheduled_tasks WHERE group_folder = ?1 AND status = 'active'",
         [folder.as_str()],
@@ -205,7 +205,7 @@ pub fn count_active(conn: &Connection, folder: &FolderName) -> Result<usize> {
 }
 
 /// The earliest `next_run` of any active task: when the scheduler must wake next.
-pub fn earliest_due(conn: &Connection) -> Result<Option<DateTime<Utc>>> {
+pub(crate) fn earliest_due(conn: &Connection) -> Result<Option<DateTime<Utc>>> {
     let ms: Option<i64> = conn.query_row(
         "SELECT MIN(next_run) FROM scheduled_tasks WHERE status = 'active' AND next_run IS NOT NULL",
         [],
@@ -215,7 +215,7 @@ pub fn earliest_due(conn: &Connection) -> Result<Option<DateTime<Utc>>> {
 }
 
 /// Active tasks due at or before `now`, earliest first.
-pub fn due(conn: &Connection, now: DateTime<Utc>, limit: usize) -> Result<Vec<Task>> {
+pub(crate) fn due(conn: &Connection, now: DateTime<Utc>, limit: usize) -> Result<Vec<Task>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM scheduled_tasks
          WHERE status = 'active' AND next_run IS NOT NULL AND next_run <= ?1
@@ -238,7 +238,7 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RunStatus::Running => "running",
             RunStatus::Success => "success",
@@ -263,23 +263,23 @@ impl RunStatus {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskRun {
     pub run_id: i64,
-    pub task_id: TaskId,
+    pub(crate) task_id: TaskId,
     #[serde(serialize_with = "super::rfc3339::serialize")]
-    pub due_at: DateTime<Utc>,
+    pub(crate) due_at: DateTime<Utc>,
     #[serde(serialize_with = "super::rfc3339::serialize")]
-    pub started_at: DateTime<Utc>,
+    pub(crate) started_at: DateTime<Utc>,
     pub duration_ms: Option<i64>,
     pub status: RunStatus,
-    pub result: Option<String>,
+    pub(crate) result: Option<String>,
     pub error: Option<String>,
     /// Occurrences not started because this run was still in flight.
     pub skipped: i64,
 }
 
 /// The longest result or error text kept in a run log row.
-pub const MAX_RUN_TEXT: usize = 4_000;
+pub(crate) const MAX_RUN_TEXT: usize = 4_000;
 
-pub fn bounded(text: Option<&str>) -> Option<String> {
+pub(crate) fn bounded(text: Option<&str>) -> Option<String> {
     text.map(|t| {
         if t.len() <= MAX_RUN_TEXT {
             t.to_owned()
@@ -294,7 +294,7 @@ pub fn bounded(text: Option<&str>) -> Option<String> {
 }
 
 /// Records that a run started; returns its run id.
-pub fn start_run(
+pub(crate) fn start_run(
     conn: &Connection,
     id: &TaskId,
     due: DateTime<Utc>,
@@ -309,7 +309,7 @@ pub fn start_run(
 
 /// Finishes a run row that is still `running` (bounded text); returns false if the row
 /// is gone (task cancelled) or was already finished.
-pub fn finish_run(
+pub(crate) fn finish_run(
     conn: &Connection,
     run_id: i64,
     status: RunStatus,
@@ -333,7 +333,7 @@ pub fn finish_run(
 }
 
 /// The run of task `id` still in flight (`running`), if any.
-pub fn in_flight_run(conn: &Connection, id: &TaskId) -> Result<Option<i64>> {
+pub(crate) fn in_flight_run(conn: &Connection, id: &TaskId) -> Result<Option<i64>> {
     Ok(conn
         .query_row(
             "SELECT id FROM task_run_logs WHERE task_id = ?1 AND status = 'running' LIMIT 1",
@@ -345,7 +345,7 @@ pub fn in_flight_run(conn: &Connection, id: &TaskId) -> Result<Option<i64>> {
 
 /// Counts an occurrence that was not started because run `run_id` of the task was
 /// still in flight, on that run (no row of its own).
-pub fn count_skipped(conn: &Connection, run_id: i64) -> Result<()> {
+pub(crate) fn count_skipped(conn: &Connection, run_id: i64) -> Result<()> {
     conn.execute(
         "UPDATE task_run_logs SET skipped = skipped + 1 WHERE id = ?1",
         [run_id],
@@ -355,7 +355,7 @@ pub fn count_skipped(conn: &Connection, run_id: i64) -> Result<()> {
 
 /// Marks a run found `running` after a crash as `interrupted`. Its duration is
 /// unknown (the process died at some point after it started), so it stays NULL.
-pub fn interrupt_run(
+pub(crate) fn interrupt_run(
     conn: &Connection,
     run_id: i64,
     at: DateTime<Utc>,
@@ -370,7 +370,7 @@ pub fn interrupt_run(
 }
 
 /// One run by id.
-pub fn get_run(conn: &Connection, run_id: i64) -> Result<Option<TaskRun>> {
+pub(crate) fn get_run(conn: &Connection, run_id: i64) -> Result<Option<TaskRun>> {
     Ok(conn
         .query_row(
             "SELECT id, task_id, due_at, started_at, duration_ms, status, result, error, skipped
@@ -406,7 +406,7 @@ pub fn runs(conn: &Connection, id: &TaskId, limit: usize) -> Result<Vec<TaskRun>
 }
 
 /// Runs still marked `running`: after a crash, these were interrupted.
-pub fn running_runs(conn: &Connection) -> Result<Vec<(i64, TaskId)>> {
+pub(crate) fn running_runs(conn: &Connection) -> Result<Vec<(i64, TaskId)>> {
     let mut stmt =
         conn.prepare_cached("SELECT id, task_id FROM task_run_logs WHERE status = 'running'")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, parse_col(r, 1, TaskId::parse)?)))?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rust_claw::actions::{self, RegisterGroup};
-use rust_claw::control::Topic;
+use rust_claw::bus::Topic;
 use rust_claw::ipc::apply::Env;
 use rust_claw::ipc::protocol::Response;
 use rust_claw::ipc::{IpcHandle, IpcService};

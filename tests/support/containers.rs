@@ -87,3 +87,19 @@ pub fn podman_ok(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Starts a container that stands in for an orphan a killed daemon left: labelled
+/// with installation `install` (or unlabelled), running `sleep 600` until removed.
+/// (Whether a killed daemon's own container outlives it is up to timing: once its
+/// stdin closes codex exits and `--rm` removes it.)
+pub fn stand_in_container(name: &str, install: Option<&str>) {
+    let mut args = vec!["run", "-d", "--rm", "--init", "--name", name];
+    let label;
+    if let Some(i) = install {
+        label = format!("{LABEL_INSTALL}={i}");
+        args.extend(["--label", &label]);
+    }
+    let img = image();
+    args.extend(["--network", "none", &img, "sleep", "600"]);
+    podman_ok(&args);
+}

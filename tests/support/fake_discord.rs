@@ -2,10 +2,12 @@
 //! A fake Discord on 127.0.0.1 for the real serenity client: REST (axum) and the
 //! gateway (websocket, tokio-tungstenite), each on its own port.
 //!
-//! REST answers what RustClaw uses — `/gateway`, `/users/@me`, typing, message
+//! REST answers what RustClaw uses — `/gateway`, `/users/@me`, `/applications/@me`
+//! (the intent `doctor` checks), typing, message
 //! creates (recorded; a repeated nonce with `enforce_nonce` returns the first message,
 //! as Discord does) — and serves attachment bytes. It can be told to answer the next
-//! creates with 429, or refuse them all (Discord unreachable).
+//! creates with 429, refuse them all (Discord unreachable), or refuse `/gateway` and
+//! `/users/@me` too (Discord down while a client starts).
 //!
 //! The gateway speaks JSON text frames: HELLO, READY on IDENTIFY, HEARTBEAT_ACK,
 //! RESUME (replaying what came after the client's `seq`, then RESUMED). Tests inject
@@ -66,6 +68,14 @@ struct Inner {
     identify_close: Mutex<Option<u16>>,
     refuse_gateway: AtomicBool,
     refuse_rest: AtomicBool,
+    /// `/gateway` and `/users/@me` answer 503 (Discord down as a client starts).
+    offline: AtomicBool,
+    /// `/users/@me` answers 401 (an invalid token).
+    reject_token: AtomicBool,
+    /// The application's flags `/applications/@me` answers, if not the default.
+    app_flags: Mutex<Option<u64>>,
+    /// `users/@me` and `applications/@me` requests: (path, Authorization header).
+    identity_requests: Mutex<Vec<(String, String)>>,
     identifies: AtomicU32,
     resumes: AtomicU32,
     /// REST message creates answered with 429 before accepting again.
@@ -112,6 +122,7 @@ impl FakeDiscord {
             .route("/api/v10/gateway", get(gateway_url))
             .route("/api/v10/gateway/bot", get(gateway_url))
             .route("/api/v10/users/@me", get(me))
+            .route("/api/v10/applications/@me", get(application))
             .route("/api/v10/channels/{id}/typing", post(typing))
             .route("/api/v10/channels/{id}/messages", post(create_message))
             .route("/files/{name}", get(file))
@@ -238,6 +249,27 @@ impl FakeDiscord {
         self.inner.refuse_rest.store(refuse, Ordering::SeqCst);
     }
 
+    /// While set, `/gateway` and `/users/@me` answer 503: a client cannot start.
+    pub fn set_offline(&self, offline: bool) {
+        self.inner.offline.store(offline, Ordering::SeqCst);
+    }
+
+    /// While set, `/users/@me` answers 401 Unauthorized, as for an invalid token.
+    pub fn reject_token(&self, reject: bool) {
+        self.inner.reject_token.store(reject, Ordering::SeqCst);
+    }
+
+    /// The flags `/applications/@me` answers (default: MESSAGE_CONTENT on, 1 << 18).
+    pub fn set_application_flags(&self, flags: u64) {
+        *self.inner.app_flags.lock().unwrap() = Some(flags);
+    }
+
+    /// The `users/@me` and `applications/@me` requests since the last call, as (path,
+    /// Authorization header).
+    pub fn take_identity_requests(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.inner.identity_requests.lock().unwrap())
+    }
+
     /// The next `n` message creates get 429 (retry after 300 ms).
     pub fn rate_limit_next(&self, n: u32) {
         self.inner.pending_429.store(n, Ordering::SeqCst);
@@ -306,13 +338,49 @@ impl FakeDiscord {
 }
 
 async fn gateway_url(State(inner): State<Arc<Inner>>) -> Response {
+    if inner.offline.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "unavailable").into_response();
+    }
     let addr = inner.gw_addr.lock().unwrap().unwrap();
     json_response(json!({"url": format!("ws://{addr}"), "shards": 1,
         "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}}))
 }
 
-async fn me() -> Response {
+fn record_identity(inner: &Inner, path: &str, headers: &HeaderMap) {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    inner
+        .identity_requests
+        .lock()
+        .unwrap()
+        .push((path.to_owned(), auth));
+}
+
+async fn me(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    record_identity(&inner, "/api/v10/users/@me", &headers);
+    if inner.offline.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "unavailable").into_response();
+    }
+    if inner.reject_token.load(Ordering::SeqCst) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"message": "401: Unauthorized", "code": 0}"#,
+        )
+            .into_response();
+    }
     json_response(user(BOT_ID, "andy", true))
+}
+
+/// The bot's application, by default with the MESSAGE_CONTENT intent enabled (flag
+/// 1 << 18), as `rust_claw doctor` reads it.
+async fn application(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    record_identity(&inner, "/api/v10/applications/@me", &headers);
+    let flags = inner.app_flags.lock().unwrap().unwrap_or(1 << 18);
+    json_response(json!({"id": BOT_ID.to_string(), "name": "andy", "flags": flags}))
 }
 
 async fn typing(State(inner): State<Arc<Inner>>, Path(id): Path<u64>) -> Response {

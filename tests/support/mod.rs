@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod containers;
+pub mod files;
 pub mod mock_model;
+pub mod process;
 pub mod rig;
 
 use std::path::{Path, PathBuf};
@@ -93,6 +95,23 @@ pub fn codex_bin() -> PathBuf {
     path
 }
 
+/// Writes `root/codex-fragment.toml` (the `CODEX_CONFIG` a root's agents get): codex
+/// talks to `mock` and never retries on its own. Returns its path.
+pub fn write_codex_fragment(root: &Path, mock: &MockModel) -> PathBuf {
+    let fragment = root.join("codex-fragment.toml");
+    std::fs::write(
+        &fragment,
+        format!(
+            "model = \"mock-model\"\nmodel_provider = \"mock\"\n\n[model_providers.mock]\n\
+             name = \"Local mock\"\nbase_url = \"{}\"\nwire_api = \"responses\"\n\
+             request_max_retries = 0\nstream_max_retries = 0\n",
+            mock.base_url()
+        ),
+    )
+    .unwrap();
+    fragment
+}
+
 /// A RustClaw root under target/ (never under /tmp: codex refuses to set up its
 /// sandbox when CODEX_HOME is under TMPDIR), removed on drop.
 pub struct TestRoot {
@@ -138,24 +157,7 @@ impl TestRoot {
         std::fs::create_dir_all(paths.store_dir()).unwrap();
         let store = SharedStore::new(Store::open(&paths.database()).unwrap());
         let mock = MockModel::start().await;
-        let fragment = root.join("codex-fragment.toml");
-        std::fs::write(
-            &fragment,
-            format!(
-                r#"model = "mock-model"
-model_provider = "mock"
-
-[model_providers.mock]
-name = "Local mock"
-base_url = "{}"
-wire_api = "responses"
-request_max_retries = 0
-stream_max_retries = 0
-"#,
-                mock.base_url()
-            ),
-        )
-        .unwrap();
+        let fragment = write_codex_fragment(&root, &mock);
         let owner_auth = root.join("owner-codex");
         std::fs::create_dir_all(&owner_auth).unwrap();
         let settings = AgentSettings {

@@ -210,9 +210,15 @@ impl DaemonRig {
         if let Some(d) = self.daemon.take() {
             d.shutdown().await;
         }
-        let store = Store::open(&self.t.paths.database()).unwrap();
         let channel: Arc<dyn Channel> = self.channel.clone();
-        let d = Daemon::start_with(
+        self.daemon = Some(self.start_daemon(channel).await);
+    }
+
+    /// A daemon on this root (its store, config, settings and runner) with `channel`
+    /// as its only channel; the caller owns it (stop the rig's own daemon first).
+    pub async fn start_daemon(&self, channel: Arc<dyn Channel>) -> Daemon {
+        let store = Store::open(&self.t.paths.database()).unwrap();
+        Daemon::start_with(
             &self.t.paths,
             self.config.clone(),
             store,
@@ -221,8 +227,7 @@ impl DaemonRig {
             self.runner.clone(),
         )
         .await
-        .unwrap();
-        self.daemon = Some(d);
+        .unwrap()
     }
 
     pub fn daemon(&self) -> &Daemon {

@@ -18,6 +18,7 @@
 //! so in the log. No file at start-up means no restriction. Changes are picked up
 //! through inotify, not polling.
 
+use crate::sync::RwLockExt as _;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -26,7 +27,7 @@ use serde::Deserialize;
 
 /// What to do with one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The sender may wake the agent.
     Allowed,
     /// Keep it as context; it cannot wake the agent.
@@ -68,7 +69,7 @@ struct File {
 
 /// A parsed allowlist.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Allowlist {
+pub(crate) struct Allowlist {
     /// `None`: no file, everyone may trigger everywhere.
     file: Option<File>,
 }
@@ -76,13 +77,13 @@ pub struct Allowlist {
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {reason}")]
 pub struct AllowlistError {
-    pub path: PathBuf,
-    pub reason: String,
+    pub(crate) path: PathBuf,
+    pub(crate) reason: String,
 }
 
 impl Allowlist {
     /// Parses the file's text; `path` only names it in errors.
-    pub fn parse(text: &str, path: &Path) -> Result<Allowlist, AllowlistError> {
+    pub(crate) fn parse(text: &str, path: &Path) -> Result<Allowlist, AllowlistError> {
         let err = |reason: String| AllowlistError {
             path: path.to_owned(),
             reason,
@@ -110,7 +111,7 @@ impl Allowlist {
 
     /// Reads `path`: a missing file is an empty (unrestricted) list; anything else
     /// that cannot be read or parsed is an error.
-    pub fn load(path: &Path) -> Result<Allowlist, AllowlistError> {
+    pub(crate) fn load(path: &Path) -> Result<Allowlist, AllowlistError> {
         match std::fs::read_to_string(path) {
             Ok(text) => Allowlist::parse(&text, path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Allowlist::default()),
@@ -122,7 +123,7 @@ impl Allowlist {
     }
 
     /// The verdict on a message from `sender` in `chat`.
-    pub fn check(&self, chat: &str, sender: &str) -> Verdict {
+    pub(crate) fn check(&self, chat: &str, sender: &str) -> Verdict {
         let Some(file) = &self.file else {
             return Verdict::Allowed;
         };
@@ -139,13 +140,13 @@ impl Allowlist {
     }
 
     /// Whether denied senders are logged.
-    pub fn log_denied(&self) -> bool {
+    pub(crate) fn log_denied(&self) -> bool {
         self.file.as_ref().is_some_and(|f| f.log_denied)
     }
 }
 
 /// The default location: `~/.config/rust-claw/sender-allowlist.json`.
-pub fn default_path() -> PathBuf {
+pub(crate) fn default_path() -> PathBuf {
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/root"));
@@ -153,9 +154,10 @@ pub fn default_path() -> PathBuf {
 }
 
 /// The current allowlist, reloaded when its file changes. Dropping it stops watching.
-pub struct LiveAllowlist {
+pub(crate) struct LiveAllowlist {
     current: Arc<RwLock<Arc<Allowlist>>>,
     /// Bumped after every reload attempt (tests wait on it).
+    #[cfg(test)]
     reloads: tokio::sync::watch::Receiver<u64>,
     _watcher: notify::RecommendedWatcher,
 }
@@ -163,14 +165,14 @@ pub struct LiveAllowlist {
 impl LiveAllowlist {
     /// Watches `path`'s directory (made if missing, so a list written later is picked
     /// up), then loads it: an error if it is broken.
-    pub fn start(path: &Path) -> Result<LiveAllowlist, AllowlistError> {
+    pub(crate) fn start(path: &Path) -> Result<LiveAllowlist, AllowlistError> {
         use notify::{EventKind, RecursiveMode, Watcher as _};
         let err = |reason: String| AllowlistError {
             path: path.to_owned(),
             reason,
         };
         let current = Arc::new(RwLock::new(Arc::new(Allowlist::default())));
-        let (tx, reloads) = tokio::sync::watch::channel(0u64);
+        let (tx, _reloads) = tokio::sync::watch::channel(0u64);
         let dir = path
             .parent()
             .ok_or_else(|| err("has no parent directory".into()))?;
@@ -197,7 +199,7 @@ impl LiveAllowlist {
             };
             match loaded {
                 Ok(list) => {
-                    let mut slot = cur.write().unwrap_or_else(|e| e.into_inner());
+                    let mut slot = cur.write_ignoring_poison();
                     if **slot != list {
                         tracing::info!(path = %p.display(), "sender allowlist reloaded");
                         *slot = Arc::new(list);
@@ -214,23 +216,22 @@ impl LiveAllowlist {
         watcher
             .watch(dir, RecursiveMode::NonRecursive)
             .map_err(|e| err(format!("cannot watch: {e}")))?;
-        *current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Allowlist::load(path)?);
+        *current.write_ignoring_poison() = Arc::new(Allowlist::load(path)?);
         Ok(LiveAllowlist {
             current,
-            reloads,
+            #[cfg(test)]
+            reloads: _reloads,
             _watcher: watcher,
         })
     }
 
-    pub fn get(&self) -> Arc<Allowlist> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    pub(crate) fn get(&self) -> Arc<Allowlist> {
+        self.current.read_ignoring_poison().clone()
     }
 
     /// A receiver bumped after every reload attempt.
-    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+    #[cfg(test)]
+    fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
         self.reloads.clone()
     }
 }

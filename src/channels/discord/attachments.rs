@@ -31,7 +31,7 @@ const IMAGE_EXTENSIONS: &[(&str, &str)] = &[
 ];
 
 /// The extension to store an attachment under, if it is an image we take.
-pub fn image_extension(a: &Attachment) -> Option<&'static str> {
+pub(crate) fn image_extension(a: &Attachment) -> Option<&'static str> {
     let from_type = a.content_type.as_deref().and_then(|t| match t {
         "image/png" => Some("png"),
         "image/jpeg" => Some("jpg"),
@@ -49,13 +49,13 @@ pub fn image_extension(a: &Attachment) -> Option<&'static str> {
 }
 
 /// The text line for an attachment the agent gets as name + URL.
-pub fn link_line(a: &Attachment, note: &str) -> String {
+pub(crate) fn link_line(a: &Attachment, note: &str) -> String {
     format!("[attachment: {}{note}] {}", a.filename, a.url)
 }
 
 /// The client attachments are downloaded with, made on first use (serenity's own is
 /// private). It uses the system's TLS roots, like serenity's.
-pub fn client() -> &'static reqwest::Client {
+pub(crate) fn client() -> &'static reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     CLIENT.get_or_init(|| {
         reqwest::Client::builder()
@@ -67,7 +67,7 @@ pub fn client() -> &'static reqwest::Client {
 
 /// Downloads `a` into the group folder's attachments as `name`. Returns `Err` with a
 /// short reason on any failure (the caller then sends the link instead).
-pub async fn download_image(
+pub(crate) async fn download_image(
     client: &reqwest::Client,
     a: &Attachment,
     group_dir: PathBuf,

@@ -8,6 +8,7 @@
 //! (yielding to the tasks already spawned) and takes them in message-id order —
 //! Discord's ids grow with time — before storing them.
 
+use crate::sync::LockExt as _;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -56,13 +57,13 @@ impl Names {
 /// State shared by the channel and its event handler.
 pub(super) struct Shared {
     /// Set before the client starts: no event is handled without it.
-    pub bot_id: OnceLock<UserId>,
-    pub inbound: Mutex<Option<mpsc::Sender<Inbound>>>,
+    pub(crate) bot_id: OnceLock<UserId>,
+    pub(crate) inbound: Mutex<Option<mpsc::Sender<Inbound>>>,
     /// Bumped on every READY and RESUMED: a sender that found Discord unreachable
     /// waits for the next one.
-    pub sessions: watch::Sender<u64>,
-    pub allowlist: LiveAllowlist,
-    pub group_dirs: watch::Sender<Option<GroupDirs>>,
+    pub(crate) sessions: watch::Sender<u64>,
+    pub(crate) allowlist: LiveAllowlist,
+    pub(crate) group_dirs: watch::Sender<Option<GroupDirs>>,
     names: Mutex<Names>,
     /// Received messages, to the single consumer that orders and converts them.
     queue: mpsc::UnboundedSender<Message>,
@@ -70,7 +71,7 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub fn new(allowlist: LiveAllowlist) -> Shared {
+    pub(crate) fn new(allowlist: LiveAllowlist) -> Shared {
         let (queue, queue_rx) = mpsc::unbounded_channel();
         Shared {
             bot_id: OnceLock::new(),
@@ -85,19 +86,15 @@ impl Shared {
     }
 
     /// Starts the consumer of received messages (once).
-    pub fn spawn_consumer(self: &Arc<Self>) {
-        let rx = self
-            .queue_rx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+    pub(crate) fn spawn_consumer(self: &Arc<Self>) {
+        let rx = self.queue_rx.lock_ignoring_poison().take();
         if let Some(rx) = rx {
             tokio::spawn(consume(self.clone(), rx));
         }
     }
 
     fn names(&self) -> std::sync::MutexGuard<'_, Names> {
-        self.names.lock().unwrap_or_else(|p| p.into_inner())
+        self.names.lock_ignoring_poison()
     }
 
     async fn group_dir(&self, jid: &Jid) -> Option<PathBuf> {
@@ -243,11 +240,7 @@ async fn take_in(shared: &Shared, msg: Message) {
         // A DM is addressed to the assistant, like the terminal.
         direct: msg.guild_id.is_none(),
     };
-    let tx = shared
-        .inbound
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let tx = shared.inbound.lock_ignoring_poison().clone();
     if let Some(tx) = tx
         && tx.send(inbound).await.is_err()
     {

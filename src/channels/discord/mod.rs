@@ -13,20 +13,28 @@
 //! disconnects are resumed by serenity; a reply that finds Discord unreachable waits
 //! for the gateway to be back (READY or RESUMED) and is retried then, in order.
 //!
+//! Discord unreachable at start-up (the `/users/@me` or `/gateway` request cannot get
+//! through) does not stop the daemon: [`Channel::connect`] returns and the channel
+//! keeps trying in the background, 1 s apart doubling to 60 s, one WARN line per
+//! attempt. Meanwhile replies wait in the outbox (a send waits for the first READY);
+//! a permanent answer on a later attempt (401) resolves [`DiscordChannel::fatal`].
+//!
 //! `DISCORD_API_BASE` (default `https://discord.com/api`) moves REST — and, through its
 //! `/gateway` answer, the gateway — elsewhere (a proxy, or a fake Discord in tests).
 //! serenity's rate limiter cannot follow a moved base, so it is then turned off and
 //! a 429 is waited out here (one retry) instead; with the default base serenity's
 //! rate limiter stays on and handles 429s itself.
 
-pub mod allowlist;
+pub(crate) mod allowlist;
 mod attachments;
 mod gateway;
-pub mod send;
-pub mod split;
+pub(crate) mod send;
+pub(crate) mod split;
 
+use crate::sync::LockExt as _;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use serenity::all::{ChannelId, GatewayError, GatewayIntents, ShardManager};
@@ -40,10 +48,15 @@ use crate::paths::Paths;
 use crate::store::SharedStore;
 
 /// Discord's own API base.
-pub const DEFAULT_API_BASE: &str = "https://discord.com/api";
+pub(crate) const DEFAULT_API_BASE: &str = "https://discord.com/api";
+
+/// The first wait before connecting again after Discord was unreachable at start-up;
+/// it doubles with every failed attempt up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Finds the folder of the group a chat is registered to (`None`: not registered).
-pub type GroupDirs = Arc<dyn Fn(Jid) -> BoxFuture<'static, Option<PathBuf>> + Send + Sync>;
+pub(crate) type GroupDirs = Arc<dyn Fn(Jid) -> BoxFuture<'static, Option<PathBuf>> + Send + Sync>;
 
 /// How the channel connects and behaves.
 #[derive(Clone)]
@@ -63,7 +76,7 @@ pub struct DiscordOptions {
 
 impl DiscordOptions {
     /// The options from the configuration; `None` without a token.
-    pub fn from_config(config: &Config) -> Option<DiscordOptions> {
+    pub(crate) fn from_config(config: &Config) -> Option<DiscordOptions> {
         let token = config.discord_bot_token.as_ref()?.expose().to_owned();
         Some(DiscordOptions {
             token,
@@ -77,7 +90,7 @@ impl DiscordOptions {
 }
 
 /// Validates a `DISCORD_API_BASE` value; returns it without a trailing slash.
-pub fn parse_api_base(value: &str) -> Result<String, String> {
+pub(crate) fn parse_api_base(value: &str) -> Result<String, String> {
     let v = value.trim_end_matches('/');
     let scheme_ok = v.starts_with("https://") || v.starts_with("http://");
     if !scheme_ok || !v.ends_with("/api") || v.contains('?') || v.contains('#') {
@@ -87,6 +100,8 @@ pub fn parse_api_base(value: &str) -> Result<String, String> {
 }
 
 pub struct DiscordChannel {
+    /// This channel, for the background connection attempts.
+    me: Weak<DiscordChannel>,
     opts: DiscordOptions,
     shared: Arc<gateway::Shared>,
     http: OnceLock<Arc<Http>>,
@@ -94,13 +109,18 @@ pub struct DiscordChannel {
     ws_url: OnceLock<String>,
     fatal: watch::Sender<Option<String>>,
     typing: send::Typing,
+    /// Connection attempts go on in the background (Discord was unreachable).
+    retrying: AtomicBool,
+    /// Set by `disconnect`: no more connection attempts, no more waiting to send.
+    closed: watch::Sender<bool>,
 }
 
 impl DiscordChannel {
     /// Reads the sender allowlist (a broken one is an error) and prepares the client.
     pub fn new(opts: DiscordOptions) -> Result<Arc<DiscordChannel>, allowlist::AllowlistError> {
         let live = allowlist::LiveAllowlist::start(&opts.allowlist_path)?;
-        Ok(Arc::new(DiscordChannel {
+        Ok(Arc::new_cyclic(|me| DiscordChannel {
+            me: me.clone(),
             opts,
             shared: Arc::new(gateway::Shared::new(live)),
             http: OnceLock::new(),
@@ -108,6 +128,8 @@ impl DiscordChannel {
             ws_url: OnceLock::new(),
             fatal: watch::channel(None).0,
             typing: send::Typing::default(),
+            retrying: AtomicBool::new(false),
+            closed: watch::channel(false).0,
         }))
     }
 
@@ -117,7 +139,7 @@ impl DiscordChannel {
     }
 
     /// Resolves with a message when the connection ended for good (4004, 4014, ...).
-    pub async fn fatal(&self) -> String {
+    pub(crate) async fn fatal(&self) -> String {
         let mut rx = self.fatal.subscribe();
         match rx.wait_for(|f| f.is_some()).await {
             Ok(f) => f.clone().unwrap_or_default(),
@@ -130,14 +152,14 @@ impl DiscordChannel {
         self.ws_url.get().map(String::as_str)
     }
 
+    /// Whether Discord was unreachable at start-up and the channel is still trying.
+    pub fn retrying(&self) -> bool {
+        self.retrying.load(Ordering::SeqCst)
+    }
+
     /// Gateway sessions so far (READY and RESUMED), as a watch.
     pub fn sessions(&self) -> watch::Receiver<u64> {
         self.shared.sessions.subscribe()
-    }
-
-    /// Reloads of the sender allowlist (tests wait on it).
-    pub fn allowlist_reloads(&self) -> watch::Receiver<u64> {
-        self.shared.allowlist.reloads()
     }
 
     fn build_http(&self) -> Http {
@@ -177,27 +199,29 @@ impl DiscordChannel {
         if self.opts.api_base != DEFAULT_API_BASE && ws_url.starts_with("wss://gateway.discord.gg")
         {
             // serenity's silent fallback when the /gateway request failed.
-            return Err(ChannelError::Permanent(format!(
+            return Err(ChannelError::Transient(format!(
                 "cannot reach {}/v10/gateway (DISCORD_API_BASE)",
                 self.opts.api_base
             )));
         }
-        let _ = self.ws_url.set(ws_url);
         let me = client.http.get_current_user().await.map_err(|e| match &e {
             serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) if r.status_code == 401 => {
                 ChannelError::Permanent(token_invalid(None))
             }
             _ => ChannelError::Transient(format!("cannot reach Discord: {e}")),
         })?;
+        // Under the lock `disconnect` takes: a client never starts after it.
+        let mut shards = self.shards.lock_ignoring_poison();
+        if *self.closed.borrow() {
+            return Ok(());
+        }
+        let _ = self.ws_url.set(ws_url);
         let _ = self.shared.bot_id.set(me.id);
-        *self
-            .shared
-            .inbound
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(inbound);
+        *self.shared.inbound.lock_ignoring_poison() = Some(inbound);
         let _ = self.http.set(client.http.clone());
         self.shared.spawn_consumer();
-        *self.shards.lock().unwrap_or_else(|p| p.into_inner()) = Some(client.shard_manager.clone());
+        *shards = Some(client.shard_manager.clone());
+        drop(shards);
         let fatal = self.fatal.clone();
         tokio::spawn(async move {
             if let Err(e) = client.start().await {
@@ -208,6 +232,70 @@ impl DiscordChannel {
         });
         tracing::info!(bot = %me.name, "Discord client started");
         Ok(())
+    }
+
+    /// Connects, retrying in the background when Discord is unreachable (returns then).
+    async fn connect_or_retry(&self, inbound: mpsc::Sender<Inbound>) -> Result<(), ChannelError> {
+        match self.start(inbound.clone()).await {
+            Err(ChannelError::Transient(why)) => {
+                let me = self
+                    .me
+                    .upgrade()
+                    .ok_or(ChannelError::Transient(why.clone()))?;
+                self.retrying.store(true, Ordering::SeqCst);
+                tokio::spawn(me.keep_connecting(inbound, why));
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Attempts to connect, with capped exponential backoff, until connected, refused
+    /// for good (`fatal`), or disconnected.
+    async fn keep_connecting(self: Arc<Self>, inbound: mpsc::Sender<Inbound>, mut why: String) {
+        let mut closed = self.closed.subscribe();
+        let mut delay = RETRY_FIRST;
+        loop {
+            tracing::warn!(error = %why, retry_in = ?delay,
+                "Discord is unreachable; trying again (the daemon serves meanwhile, replies wait in the outbox)");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = closed.wait_for(|c| *c) => break,
+            }
+            match self.start(inbound.clone()).await {
+                Ok(()) => {
+                    crate::sd_notify::notify("STATUS=serving");
+                    break;
+                }
+                Err(ChannelError::Transient(e)) => {
+                    why = e;
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+                Err(ChannelError::Permanent(e)) => {
+                    tracing::error!("{e}");
+                    self.fatal.send_replace(Some(e));
+                    break;
+                }
+            }
+        }
+        self.retrying.store(false, Ordering::SeqCst);
+    }
+
+    /// The REST client, once connected: waits for the first READY while the channel
+    /// is still connecting (the reply stays in the outbox until then).
+    async fn connected_http(&self) -> Result<&Arc<Http>, ChannelError> {
+        if let Some(http) = self.http.get() {
+            return Ok(http);
+        }
+        let mut sessions = self.shared.sessions.subscribe();
+        let mut closed = self.closed.subscribe();
+        tokio::select! {
+            _ = sessions.wait_for(|n| *n > 0) => {}
+            _ = closed.wait_for(|c| *c) => {}
+        }
+        self.http
+            .get()
+            .ok_or_else(|| ChannelError::Transient("Discord is not connected yet".into()))
     }
 }
 
@@ -245,7 +333,7 @@ impl Channel for DiscordChannel {
     }
 
     fn connect(&self, inbound: mpsc::Sender<Inbound>) -> BoxFuture<'_, Result<(), ChannelError>> {
-        Box::pin(self.start(inbound))
+        Box::pin(self.connect_or_retry(inbound))
     }
 
     fn send<'a>(
@@ -260,11 +348,7 @@ impl Channel for DiscordChannel {
                     "{jid} is not a Discord chat"
                 )));
             };
-            let Some(http) = self.http.get() else {
-                return Err(ChannelError::Transient(
-                    "Discord is not connected yet".into(),
-                ));
-            };
+            let http = self.connected_http().await?;
             let channel = ChannelId::new(*id);
             let wait = self.opts.rate_limit_wait;
             let mut sessions = self.shared.sessions.subscribe();
@@ -272,9 +356,18 @@ impl Channel for DiscordChannel {
             match send::send_reply(http, channel, text, nonce, wait).await {
                 Err(ChannelError::Transient(e)) => {
                     // Discord unreachable: wait for the gateway to be back, then retry
-                    // (the nonces make a partly sent reply safe to send again).
-                    let back = tokio::time::timeout(self.opts.reconnect_wait, sessions.changed());
-                    if !matches!(back.await, Ok(Ok(()))) {
+                    // (the nonces make a partly sent reply safe to send again). Shutdown
+                    // ends the wait: the reply stays in the outbox for the next start.
+                    tracing::warn!(chat = %jid, error = %e, wait = ?self.opts.reconnect_wait,
+                        "Discord is unreachable; the reply waits for the gateway to come back");
+                    let mut closed = self.closed.subscribe();
+                    let back = tokio::select! {
+                        r = tokio::time::timeout(self.opts.reconnect_wait, sessions.changed()) => {
+                            matches!(r, Ok(Ok(())))
+                        }
+                        _ = closed.wait_for(|c| *c) => false,
+                    };
+                    if !back {
                         return Err(ChannelError::Transient(e));
                     }
                     tracing::info!(chat = %jid, "Discord is back; sending the waiting reply");
@@ -303,16 +396,9 @@ impl Channel for DiscordChannel {
     fn disconnect(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.typing.stop_all();
-            self.shared
-                .inbound
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            let shards = self
-                .shards
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            self.closed.send_replace(true);
+            self.shared.inbound.lock_ignoring_poison().take();
+            let shards = self.shards.lock_ignoring_poison().clone();
             if let Some(s) = shards {
                 s.shutdown_all().await;
             }
@@ -337,7 +423,7 @@ pub fn group_dirs(store: SharedStore, paths: Paths) -> GroupDirs {
 
 /// The Discord channel `run` uses, if a token is configured. A broken sender
 /// allowlist is an error.
-pub fn from_config(config: &Config) -> anyhow::Result<Option<Arc<DiscordChannel>>> {
+pub(crate) fn from_config(config: &Config) -> anyhow::Result<Option<Arc<DiscordChannel>>> {
     let Some(opts) = DiscordOptions::from_config(config) else {
         return Ok(None);
     };

@@ -7,6 +7,7 @@
 //! message it already created. `allowed_mentions` lets the agent mention users, never
 //! `@everyone`, `@here` or roles.
 
+use crate::sync::LockExt as _;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +30,7 @@ fn allowed_mentions() -> CreateAllowedMentions {
 }
 
 /// The nonce of chunk `k` of a reply (Discord allows 25 characters).
-pub fn chunk_nonce(nonce: &str, k: usize) -> String {
+pub(crate) fn chunk_nonce(nonce: &str, k: usize) -> String {
     let head: String = nonce.chars().take(20).collect();
     format!("{head}-{k}")
 }
@@ -57,7 +58,7 @@ fn classify(e: &serenity::Error) -> (ChannelError, bool) {
 /// Sends `text` to `channel` as one or more messages. A 429 (seen only when
 /// serenity's own rate limiter is off, i.e. with a custom `DISCORD_API_BASE`) is
 /// waited out for `rate_limit_wait` and the chunk retried once.
-pub async fn send_reply(
+pub(crate) async fn send_reply(
     http: &Http,
     channel: ChannelId,
     text: &str,
@@ -94,13 +95,13 @@ pub async fn send_reply(
 
 /// The typing indicators being kept alive, per channel.
 #[derive(Default)]
-pub struct Typing {
+pub(crate) struct Typing {
     tasks: Mutex<HashMap<ChannelId, JoinHandle<()>>>,
 }
 
 impl Typing {
     /// Shows typing in `channel` now and every `every` until [`Typing::stop`].
-    pub fn start(&self, http: Arc<Http>, channel: ChannelId, every: Duration) {
+    pub(crate) fn start(&self, http: Arc<Http>, channel: ChannelId, every: Duration) {
         let task = tokio::spawn(async move {
             loop {
                 if let Err(e) = http.broadcast_typing(channel).await {
@@ -109,29 +110,21 @@ impl Typing {
                 tokio::time::sleep(every).await;
             }
         });
-        let old = self
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(channel, task);
+        let old = self.tasks.lock_ignoring_poison().insert(channel, task);
         if let Some(old) = old {
             old.abort();
         }
     }
 
-    pub fn stop(&self, channel: ChannelId) {
-        let task = self
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&channel);
+    pub(crate) fn stop(&self, channel: ChannelId) {
+        let task = self.tasks.lock_ignoring_poison().remove(&channel);
         if let Some(t) = task {
             t.abort();
         }
     }
 
-    pub fn stop_all(&self) {
-        for (_, t) in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+    pub(crate) fn stop_all(&self) {
+        for (_, t) in self.tasks.lock_ignoring_poison().drain() {
             t.abort();
         }
     }

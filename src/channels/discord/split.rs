@@ -8,7 +8,7 @@
 //! on its own.
 
 /// Discord's limit on a message's content, in characters.
-pub const MAX_CHARS: usize = 2000;
+pub(crate) const MAX_CHARS: usize = 2000;
 
 /// The longest info string (language) carried over to a reopened fence; a longer one
 /// is not a language anyone highlights, and reopening it would eat the chunk.
@@ -50,7 +50,7 @@ impl Fence {
 }
 
 /// Splits `text` into chunks of at most `max` characters each (`max` ≥ 64).
-pub fn split(text: &str, max: usize) -> Vec<String> {
+pub(crate) fn split(text: &str, max: usize) -> Vec<String> {
     assert!(
         max >= 64,
         "a chunk must hold a reopened fence and some text"

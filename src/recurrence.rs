@@ -1,4 +1,4 @@
-//! Schedules: parsing `cron` / `interval` / `once` values and computing the next run.
+//! Recurrence: parsing `cron` / `interval` / `once` schedules and computing the next run.
 //!
 //! Pure functions with the clock passed in, so the scheduler and the tests decide
 //! what "now" is. The rules, which `docs/scheduling.md` documents for users:
@@ -28,11 +28,11 @@ use chrono_tz::Tz;
 use crate::model::{ScheduleType, ValidationError};
 
 /// The longest interval accepted: 366 days.
-pub const MAX_INTERVAL_MS: i64 = 366 * 24 * 60 * 60 * 1000;
+pub(crate) const MAX_INTERVAL_MS: i64 = 366 * 24 * 60 * 60 * 1000;
 
 /// A parsed, validated schedule.
 #[derive(Debug, Clone)]
-pub enum Schedule {
+pub(crate) enum Schedule {
     Cron(CronSchedule),
     Interval { every_ms: i64 },
     Once { at: DateTime<Utc> },
@@ -40,7 +40,7 @@ pub enum Schedule {
 
 /// A crontab expression, compiled into one or two `cron` crate schedules.
 #[derive(Debug, Clone)]
-pub struct CronSchedule {
+pub(crate) struct CronSchedule {
     /// Alternatives: a time matches if any of them matches (the OR rule needs two).
     parts: Vec<cron::Schedule>,
 }
@@ -48,7 +48,7 @@ pub struct CronSchedule {
 impl Schedule {
     /// Parses `value` as a `kind` schedule. `tz` reads local `once` times; `now` refuses
     /// `once` times in the past.
-    pub fn parse(
+    pub(crate) fn parse(
         kind: ScheduleType,
         value: &str,
         tz: Tz,
@@ -88,7 +88,7 @@ impl Schedule {
     }
 
     /// The first run of a task created at `now`.
-    pub fn first_run(&self, tz: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn first_run(&self, tz: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
             Schedule::Cron(c) => c.next_after(tz, now),
             Schedule::Interval { every_ms } => Some(now + Duration::milliseconds(*every_ms)),
@@ -99,7 +99,7 @@ impl Schedule {
     /// The run after one that was due at `due`, given that it is now `now`: the first
     /// scheduled time strictly after `now` (missed runs are skipped, never replayed in a
     /// burst). `None` for `once` schedules, which do not repeat.
-    pub fn next_after_run(
+    pub(crate) fn next_after_run(
         &self,
         tz: Tz,
         due: DateTime<Utc>,
@@ -115,7 +115,7 @@ impl Schedule {
     /// The shortest time between two consecutive runs (looked for among the next 64
     /// runs of a cron schedule, so `0,1 9 * * *` counts as one minute); `None` for
     /// schedules that run once.
-    pub fn min_gap(&self, tz: Tz, now: DateTime<Utc>) -> Option<Duration> {
+    pub(crate) fn min_gap(&self, tz: Tz, now: DateTime<Utc>) -> Option<Duration> {
         match self {
             Schedule::Interval { every_ms } => Some(Duration::milliseconds(*every_ms)),
             Schedule::Once { .. } => None,
@@ -137,7 +137,7 @@ impl Schedule {
 
     /// Refuses a schedule whose runs come closer than `min_ms`, naming the minimum and
     /// where it comes from (`who`).
-    pub fn check_min_gap(
+    pub(crate) fn check_min_gap(
         &self,
         tz: Tz,
         now: DateTime<Utc>,
@@ -157,7 +157,7 @@ impl Schedule {
     }
 
     /// The next run of a task resumed at `now`: recomputed from now.
-    pub fn resume_at(&self, tz: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn resume_at(&self, tz: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
             Schedule::Once { at } => Some((*at).max(now)),
             _ => self.first_run(tz, now),
@@ -166,7 +166,11 @@ impl Schedule {
 }
 
 /// `anchor + k·every` for the smallest k ≥ 1 that lies strictly after `now`.
-pub fn next_interval(anchor: DateTime<Utc>, every_ms: i64, now: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn next_interval(
+    anchor: DateTime<Utc>,
+    every_ms: i64,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
     let every_ms = every_ms.max(1);
     let behind = (now - anchor).num_milliseconds();
     let k = if behind < 0 { 1 } else { behind / every_ms + 1 };
@@ -223,7 +227,7 @@ fn local_to_utc(tz: Tz, naive: NaiveDateTime) -> Option<DateTime<Utc>> {
 const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
 impl CronSchedule {
-    pub fn parse(expr: &str) -> Result<CronSchedule, ValidationError> {
+    pub(crate) fn parse(expr: &str) -> Result<CronSchedule, ValidationError> {
         let bad = |reason: String| {
             ValidationError::new(
                 "schedule_value",
@@ -295,7 +299,7 @@ impl CronSchedule {
     }
 
     /// The first run strictly after `after`, evaluated on `tz`'s wall clock.
-    pub fn next_after(&self, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_after(&self, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let mut cursor = after.with_timezone(&tz).naive_local();
         // Each step moves the naive cursor forward, so this ends; the bound only guards
         // against a pathological expression.

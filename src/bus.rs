@@ -1,4 +1,7 @@
-//! Wake-up notes from CLI processes to a daemon running on the same root.
+//! The daemon-wide change bus: what changed ([`Topic`]), published on one
+//! `tokio::sync::broadcast` by the IPC service, the orchestrator and the scheduler's
+//! callers, and the wake-up notes that carry topics from CLI processes to a daemon
+//! running on the same root.
 //!
 //! The CLI writes straight to SQLite, so a running daemon must hear that something
 //! changed without polling the database. After a successful change the CLI renames a
@@ -20,7 +23,7 @@ pub enum Topic {
 }
 
 impl Topic {
-    pub fn file_name(self) -> &'static str {
+    pub(crate) fn file_name(self) -> &'static str {
         match self {
             Topic::Tasks => "tasks",
             Topic::Groups => "groups",
@@ -29,7 +32,7 @@ impl Topic {
         }
     }
 
-    pub fn from_file_name(name: &str) -> Option<Topic> {
+    pub(crate) fn from_file_name(name: &str) -> Option<Topic> {
         match name {
             "tasks" => Some(Topic::Tasks),
             "groups" => Some(Topic::Groups),
@@ -42,7 +45,7 @@ impl Topic {
 
 /// Leaves a note that `topic` changed. Failure is logged, not fatal: the change itself
 /// is committed, and a daemon re-reads everything when it starts.
-pub fn notify(paths: &Paths, topic: Topic) {
+pub(crate) fn notify(paths: &Paths, topic: Topic) {
     if let Err(e) = write_note(paths, topic) {
         tracing::warn!(error = %e, topic = topic.file_name(), "could not notify a running daemon");
     }
@@ -58,7 +61,7 @@ fn write_note(paths: &Paths, topic: Topic) -> std::io::Result<()> {
 }
 
 /// The daemon's side: an inotify watch on `data/control/`. Dropping it stops watching.
-pub struct ControlWatcher {
+pub(crate) struct NoteWatcher {
     _watcher: notify::RecommendedWatcher,
 }
 
@@ -70,10 +73,10 @@ pub struct ControlWatcher {
 ///
 /// Start it before reading the state it guards: a note left between the read and
 /// the watch would otherwise be missed.
-pub fn watch(
+pub(crate) fn watch(
     paths: &Paths,
     topics: tokio::sync::broadcast::Sender<Topic>,
-) -> anyhow::Result<ControlWatcher> {
+) -> anyhow::Result<NoteWatcher> {
     use anyhow::Context as _;
     use notify::{EventKind, RecursiveMode, Watcher as _};
 
@@ -106,7 +109,7 @@ pub fn watch(
     watcher
         .watch(&dir, RecursiveMode::NonRecursive)
         .with_context(|| format!("cannot watch {}", dir.display()))?;
-    Ok(ControlWatcher { _watcher: watcher })
+    Ok(NoteWatcher { _watcher: watcher })
 }
 
 #[cfg(test)]

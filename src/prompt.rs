@@ -1,5 +1,6 @@
-//! Pure routing rules: which stored messages make the agent answer, and the prompt it
-//! gets. No I/O here; the orchestrator feeds in rows and acts on the result.
+//! Prompts from stored messages: which messages make the agent answer (trigger rules),
+//! which of them go along as context, and the text the agent gets. No I/O here; the
+//! orchestrator feeds in rows and acts on the result.
 //!
 //! * The main group, groups registered with `requires_trigger = false`, and direct
 //!   (terminal) messages answer every message.
@@ -19,12 +20,12 @@ use crate::store::messages::Message;
 use crate::store::tasks::Task;
 
 /// How many messages are read past the cursor at a time.
-pub const PAGE: usize = 100;
+pub(crate) const PAGE: usize = 100;
 /// The most messages one prompt carries.
-pub const CONTEXT_LIMIT: usize = 50;
+pub(crate) const CONTEXT_LIMIT: usize = 50;
 
 /// Whether `content` starts with `trigger` as a whole word (case-insensitive).
-pub fn starts_with_trigger(content: &str, trigger: &str) -> bool {
+pub(crate) fn starts_with_trigger(content: &str, trigger: &str) -> bool {
     let content = content.trim_start();
     let Some(head) = content.get(..trigger.len()) else {
         return false;
@@ -39,7 +40,7 @@ pub fn starts_with_trigger(content: &str, trigger: &str) -> bool {
 }
 
 /// Whether `m` makes `group`'s assistant answer.
-pub fn triggers(group: &Group, m: &Message) -> bool {
+pub(crate) fn triggers(group: &Group, m: &Message) -> bool {
     if m.is_from_bot {
         return false;
     }
@@ -51,7 +52,7 @@ pub fn triggers(group: &Group, m: &Message) -> bool {
 
 /// What to do with a page of messages read past a chat's cursor.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Run a turn with `messages`; when its reply is queued, the cursor moves to `through`.
     Answer {
         messages: Vec<Message>,
@@ -63,7 +64,7 @@ pub enum Decision {
 }
 
 /// Decides on `page` (messages after the cursor, oldest first, at most [`PAGE`]).
-pub fn decide(group: &Group, page: &[Message]) -> Decision {
+pub(crate) fn decide(group: &Group, page: &[Message]) -> Decision {
     let last_trigger = page.iter().rposition(|m| triggers(group, m));
     match last_trigger {
         Some(k) => {
@@ -83,7 +84,7 @@ pub fn decide(group: &Group, page: &[Message]) -> Decision {
 }
 
 /// Escapes text for an XML attribute or element.
-pub fn xml_escape(text: &str) -> String {
+pub(crate) fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -99,7 +100,7 @@ pub fn xml_escape(text: &str) -> String {
 }
 
 /// The prompt for a batch of chat messages (NanoClaw's format).
-pub fn format_messages(messages: &[Message], tz: Tz) -> String {
+pub(crate) fn format_messages(messages: &[Message], tz: Tz) -> String {
     let mut out = format!(
         "<context timezone=\"{}\"/>\n<messages>\n",
         xml_escape(tz.name())
@@ -119,7 +120,7 @@ pub fn format_messages(messages: &[Message], tz: Tz) -> String {
 
 /// The prompt for a scheduled run: clearly marked, so the agent knows nobody is
 /// waiting on the other side and that its reply is posted to the task's chat.
-pub fn format_task(task: &Task, due: chrono::DateTime<chrono::Utc>, tz: Tz) -> String {
+pub(crate) fn format_task(task: &Task, due: chrono::DateTime<chrono::Utc>, tz: Tz) -> String {
     format!(
         "<context timezone=\"{}\"/>\n<scheduled_task id=\"{}\" schedule=\"{} {}\" due=\"{}\">\n{}\n</scheduled_task>\n\
          This is a scheduled task, not a live message. Do what it asks; your reply is posted to the chat.",
@@ -154,7 +155,7 @@ mod tests {
     fn msg(id: i64, content: &str) -> Message {
         Message {
             id,
-            chat_jid: "1@discord".into(),
+            chat_jid: Jid::Discord(1),
             sender_id: "u1".into(),
             sender_name: "Alice".into(),
             content: content.into(),
