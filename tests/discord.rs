@@ -230,7 +230,7 @@ async fn triggers_mentions_and_bots() {
     let name_of = |c: u64| {
         chats
             .iter()
-            .find(|x| x.jid == jid(c))
+            .find(|x| x.jid.to_string() == jid(c))
             .and_then(|x| x.name.clone())
     };
     assert_eq!(name_of(MAIN).as_deref(), Some("Test Guild #general"));

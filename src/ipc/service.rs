@@ -101,12 +101,12 @@ impl IpcService {
             ipc: Arc::new(ipc),
             quarantine: Arc::new(quarantine),
             watcher,
-            mains: BTreeMap::new(),
+            registered: Registered::default(),
             dirs: Arc::new(BTreeMap::new()),
             damaged: BTreeSet::new(),
             pending: Pending::default(),
             writer: Arc::new(Mutex::new(writer)),
-            own: [0; 4],
+            own: OwnEchoes::default(),
             resync: true,
             rescan: true,
             refresh: Kinds::ALL,
@@ -130,8 +130,8 @@ struct Service {
     ipc: Arc<SafeDir>,
     quarantine: Arc<Quarantine>,
     watcher: Watcher,
-    /// Registered groups (is_main), as last read from the store.
-    mains: BTreeMap<FolderName, bool>,
+    /// Registered groups, as last read from the store.
+    registered: Registered,
     /// Verified, watched directories of the registered groups.
     dirs: Arc<BTreeMap<FolderName, Arc<GroupDirs>>>,
     /// Groups whose directories were reported gone: re-verify them.
@@ -139,7 +139,7 @@ struct Service {
     pending: Pending,
     writer: Arc<Mutex<snapshots::Writer>>,
     /// Topics we published and will receive back on our own subscription.
-    own: [usize; 4],
+    own: OwnEchoes,
     resync: bool,
     rescan: bool,
     /// Snapshot kinds to re-render for every group.
@@ -151,12 +151,64 @@ struct Service {
     trim_at: Option<Instant>,
 }
 
-fn slot(t: Topic) -> usize {
-    match t {
-        Topic::Tasks => 0,
-        Topic::Groups => 1,
-        Topic::Skills => 2,
-        Topic::Outbox => 3,
+/// The registered groups the service watches, and which one is main.
+#[derive(Default)]
+pub(crate) struct Registered(BTreeMap<FolderName, bool>);
+
+impl Registered {
+    pub(crate) fn contains(&self, folder: &FolderName) -> bool {
+        self.0.contains_key(folder)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn folders(&self) -> impl Iterator<Item = &FolderName> {
+        self.0.keys()
+    }
+
+    /// Records `folder` (main or not); returns whether that is news.
+    fn set(&mut self, folder: &FolderName, is_main: bool) -> bool {
+        self.0.insert(folder.clone(), is_main) != Some(is_main)
+    }
+
+    fn remove(&mut self, folder: &FolderName) {
+        self.0.remove(folder);
+    }
+}
+
+/// How many of each topic we published and have not yet received back: the bus
+/// echoes our own messages to our own subscription, and those are not news.
+#[derive(Default)]
+struct OwnEchoes {
+    tasks: usize,
+    groups: usize,
+    skills: usize,
+    outbox: usize,
+}
+
+impl OwnEchoes {
+    fn count(&mut self, t: Topic) -> &mut usize {
+        match t {
+            Topic::Tasks => &mut self.tasks,
+            Topic::Groups => &mut self.groups,
+            Topic::Skills => &mut self.skills,
+            Topic::Outbox => &mut self.outbox,
+        }
+    }
+
+    /// We published `t`.
+    fn sent(&mut self, t: Topic) {
+        *self.count(t) += 1;
+    }
+
+    /// `t` arrived: whether it is the echo of one we published.
+    fn is_echo(&mut self, t: Topic) -> bool {
+        let n = self.count(t);
+        let echo = *n > 0;
+        *n = n.saturating_sub(1);
+        echo
     }
 }
 
@@ -170,7 +222,7 @@ impl Service {
         if !self.damaged.is_empty() {
             for folder in std::mem::take(&mut self.damaged) {
                 if let Ok(f) = FolderName::parse(&folder)
-                    && self.mains.contains_key(&f)
+                    && self.registered.contains(&f)
                 {
                     self.repair(&f).await;
                 }
@@ -182,7 +234,7 @@ impl Service {
             for d in self.dirs.values() {
                 d.scan(&mut found);
             }
-            found.extend(watcher::scan_unregistered(&self.ipc, &self.mains));
+            found.extend(watcher::scan_unregistered(&self.ipc, &self.registered));
             for s in found {
                 self.on_signal(s);
             }
@@ -194,7 +246,7 @@ impl Service {
     }
 
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        tracing::info!(groups = self.mains.len(), "IPC watcher running");
+        tracing::info!(groups = self.registered.len(), "IPC watcher running");
         loop {
             if self.pending.is_empty() {
                 let retry_at = self.retry_at;
@@ -303,16 +355,14 @@ impl Service {
         let topic = match t {
             Ok(t) => t,
             Err(RecvError::Lagged(_)) => {
-                self.own = [0; 4];
+                self.own = OwnEchoes::default();
                 self.resync = true;
                 self.refresh = Kinds::ALL;
                 return;
             }
             Err(RecvError::Closed) => return,
         };
-        let own = &mut self.own[slot(topic)];
-        if *own > 0 {
-            *own -= 1;
+        if self.own.is_echo(topic) {
             return;
         }
         match topic {
@@ -329,7 +379,7 @@ impl Service {
     fn publish(&mut self, topics: &[Topic]) {
         for &t in topics {
             if self.bus.send(t).is_ok() {
-                self.own[slot(t)] += 1;
+                self.own.sent(t);
             }
         }
     }
@@ -399,8 +449,8 @@ impl Service {
         let now: BTreeMap<FolderName, bool> =
             list.iter().map(|g| (g.folder.clone(), g.is_main)).collect();
         let gone: Vec<FolderName> = self
-            .mains
-            .keys()
+            .registered
+            .folders()
             .filter(|f| !now.contains_key(*f))
             .cloned()
             .collect();
@@ -409,14 +459,14 @@ impl Service {
             for f in gone {
                 self.watcher.unwatch_group(f.as_str());
                 dirs.remove(&f);
-                self.mains.remove(&f);
+                self.registered.remove(&f);
                 tracing::info!(folder = %f, "stopped watching an unregistered group's IPC directory");
             }
             self.dirs = Arc::new(dirs);
         }
         let mut fresh = Vec::new();
         for (folder, is_main) in now {
-            let changed = self.mains.insert(folder.clone(), is_main) != Some(is_main);
+            let changed = self.registered.set(&folder, is_main);
             // Re-check every group: an agent may have replaced a directory.
             let intact = self.dirs.get(&folder).is_some_and(|d| d.intact());
             if (changed || !intact) && self.attach(&folder) {
@@ -432,7 +482,7 @@ impl Service {
 
     /// Re-renders `kinds` for every registered group.
     async fn refresh_all(&mut self, kinds: Kinds) {
-        let all: Vec<FolderName> = self.mains.keys().cloned().collect();
+        let all: Vec<FolderName> = self.registered.folders().cloned().collect();
         self.render_for(all, kinds).await;
     }
 

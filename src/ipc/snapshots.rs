@@ -26,7 +26,7 @@ use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use super::watcher::GroupDirs;
-use crate::model::FolderName;
+use crate::model::{FolderName, Jid};
 use crate::paths::Paths;
 use crate::safe_dir::{Durability, SafeDir};
 use crate::skills;
@@ -102,23 +102,19 @@ fn known_chats(conn: &Connection) -> Result<Vec<Value>, StoreError> {
     let registered = groups::list(conn)?;
     let mut list: Vec<Value> = Vec::new();
     let seen = chats::list(conn)?;
-    let activity: HashMap<&str, _> = seen
-        .iter()
-        .map(|c| (c.jid.as_str(), c.last_message_at))
-        .collect();
+    let activity: HashMap<&Jid, _> = seen.iter().map(|c| (&c.jid, c.last_message_at)).collect();
     for g in &registered {
-        let jid = g.jid.to_string();
         list.push(json!({
-            "jid": jid,
+            "jid": g.jid,
             "name": g.name,
             "folder": g.folder,
             "isMain": g.is_main,
             "isRegistered": true,
-            "lastActivity": activity.get(jid.as_str()).copied().flatten(),
+            "lastActivity": activity.get(&g.jid).copied().flatten(),
         }));
     }
     for c in &seen {
-        if registered.iter().any(|g| g.jid.to_string() == c.jid) {
+        if registered.iter().any(|g| g.jid == c.jid) {
             continue;
         }
         list.push(json!({

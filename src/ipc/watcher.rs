@@ -26,6 +26,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use super::quarantine::Quarantine;
+use super::service::Registered;
 use crate::model::FolderName;
 use crate::paths::IPC_REQUEST_SUBDIRS;
 use crate::safe_dir::{Lookup, SafeDir};
@@ -151,7 +152,7 @@ fn scan_dir(folder: &str, sub: &'static str, dir: &SafeDir, out: &mut Vec<Signal
 
 /// Request entries of directories under `data/ipc/` that are not registered groups
 /// (so not watched): found by rescans, then quarantined.
-pub fn scan_unregistered(ipc: &SafeDir, registered: &BTreeMap<FolderName, bool>) -> Vec<Signal> {
+pub(crate) fn scan_unregistered(ipc: &SafeDir, registered: &Registered) -> Vec<Signal> {
     let mut out = Vec::new();
     let Ok(entries) = ipc.entries() else {
         return out;
@@ -161,9 +162,7 @@ pub fn scan_unregistered(ipc: &SafeDir, registered: &BTreeMap<FolderName, bool>)
             tracing::warn!(entry = ?name, "ignoring an IPC directory whose name is not UTF-8");
             continue;
         };
-        if folder == "errors"
-            || FolderName::parse(folder).is_ok_and(|f| registered.contains_key(&f))
-        {
+        if folder == "errors" || FolderName::parse(folder).is_ok_and(|f| registered.contains(&f)) {
             continue;
         }
         for sub in IPC_REQUEST_SUBDIRS {

@@ -4,12 +4,12 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
-use super::{Result, from_ms, to_ms};
+use super::{Result, from_ms, parse_col, to_ms};
 use crate::model::Jid;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Chat {
-    pub jid: String,
+    pub jid: Jid,
     pub name: Option<String>,
     pub(crate) channel: String,
     #[serde(serialize_with = "super::rfc3339::option::serialize")]
@@ -40,7 +40,7 @@ pub fn list(conn: &Connection) -> Result<Vec<Chat>> {
     )?;
     let rows = stmt.query_map([], |r| {
         Ok(Chat {
-            jid: r.get(0)?,
+            jid: parse_col(r, 0, Jid::parse)?,
             name: r.get(1)?,
             channel: r.get(2)?,
             last_message_at: r.get::<_, Option<i64>>(3)?.map(from_ms),
