@@ -547,7 +547,19 @@ impl Service {
             quarantine: self.quarantine.clone(),
             ipc: self.ipc.clone(),
         };
-        let result = tokio::task::spawn_blocking(move || run_pass(&ctx, batch)).await;
+        // On the multi-threaded runtime the pass runs right here: block_in_place hands
+        // this worker's other tasks to another thread, and the request is applied by
+        // the thread its inotify event woke. A hop to the blocking pool would add a
+        // wake-up of a parked thread to every request that arrives after quiet.
+        let result = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_pass(&ctx, batch)))
+                    .map_err(|_| "the pass panicked".to_owned())
+            }),
+            _ => tokio::task::spawn_blocking(move || run_pass(&ctx, batch))
+                .await
+                .map_err(|e| e.to_string()),
+        };
         let (changes, retries) = match result {
             Ok(r) => r,
             Err(e) => {
