@@ -372,18 +372,8 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::ipc::requests::{Message, tests::samples};
-
-    fn required(schema: &Value) -> BTreeSet<String> {
-        schema["required"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|r| r.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
+    use crate::ipc::requests::Message;
+    use crate::ipc::requests::tests::{required, samples};
 
     /// Each action tool offers its request struct's fields, and requires what the
     /// struct requires except what the tools fill in.

@@ -261,10 +261,7 @@ async fn main_sees_the_project_read_only_without_env_store_or_data() {
 async fn only_allowlisted_extra_mounts_are_mounted_and_read_only_for_non_main() {
     let t = TestRoot::new("ctr-extra").await;
     // Outside the RustClaw root, as the owner's own directories would be.
-    let outside = tempfile::Builder::new()
-        .prefix("ctr-extra-owner-")
-        .tempdir_in(support::homes_dir())
-        .unwrap();
+    let outside = support::home_tempdir("ctr-extra-owner-");
     let allowed = outside.path().join("work");
     let app = allowed.join("app");
     let secret = outside.path().join("private");
@@ -464,12 +461,7 @@ fn cmdlines_containing(needle: &str) -> Vec<String> {
 
 #[test]
 fn kill_9_then_restart_removes_only_this_installations_orphans_and_no_secret_is_in_argv() {
-    let homes = support::homes_dir();
-    std::fs::create_dir_all(&homes).unwrap();
-    let dir = tempfile::Builder::new()
-        .prefix("ctr-daemon-")
-        .tempdir_in(&homes)
-        .unwrap();
+    let dir = support::home_tempdir("ctr-daemon-");
     let root = dir.path();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -629,10 +621,7 @@ async fn a_missing_image_is_told_to_the_chat_at_once_with_the_fix() {
 async fn an_image_speaking_another_ipc_version_is_refused_with_the_fix() {
     let t = TestRoot::new("ctr-skew").await;
     let tag = format!("localhost/rust-claw-skew-test:{}", std::process::id());
-    let dir = tempfile::Builder::new()
-        .prefix("ctr-skew-")
-        .tempdir_in(support::homes_dir())
-        .unwrap();
+    let dir = support::home_tempdir("ctr-skew-");
     std::fs::write(
         dir.path().join("Containerfile"),
         format!("FROM {}\nLABEL io.rust-claw.ipc-version=0\n", image()),
@@ -653,12 +642,7 @@ async fn an_image_speaking_another_ipc_version_is_refused_with_the_fix() {
 
 #[test]
 fn run_without_a_runtime_says_so_at_start_up_and_names_both_fixes() {
-    let homes = support::homes_dir();
-    std::fs::create_dir_all(&homes).unwrap();
-    let dir = tempfile::Builder::new()
-        .prefix("ctr-noruntime-")
-        .tempdir_in(&homes)
-        .unwrap();
+    let dir = support::home_tempdir("ctr-noruntime-");
     // No AGENT_RUNNER: the default is containers, and nothing falls back silently.
     let mut child = Command::new(BIN)
         .current_dir(dir.path())

@@ -151,12 +151,7 @@ struct AgentRoot {
 impl AgentRoot {
     fn new() -> AgentRoot {
         let codex = support::codex_bin();
-        let homes = support::homes_dir();
-        std::fs::create_dir_all(&homes).unwrap();
-        let dir = tempfile::Builder::new()
-            .prefix("daemon-")
-            .tempdir_in(&homes)
-            .unwrap();
+        let dir = support::home_tempdir("daemon-");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

@@ -49,6 +49,31 @@ async fn notified(sock: &tokio::net::UnixDatagram) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// Creates task `t1` through the CLI: one run in MAIN, a second from now.
+async fn once_task_in_main(root: &Path, prompt: &str) {
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
+    let chat = format!("{MAIN}@discord");
+    process::cli_ok(
+        root,
+        &[
+            "create-task",
+            "--id",
+            "t1",
+            "--group-folder",
+            "main",
+            "--chat-jid",
+            &chat,
+            "--prompt",
+            prompt,
+            "--schedule-type",
+            "once",
+            "--schedule-value",
+            &at,
+        ],
+    )
+    .await;
+}
+
 async fn outbox_pending(root: &Path) -> i64 {
     let live = process::cli_json(root, &["status", "--json"]).await;
     assert_eq!(live["daemon"]["running"], true, "{live}");
@@ -82,27 +107,7 @@ async fn run_serves_while_discord_is_down_and_connects_when_it_is_back() {
     assert_eq!(outbox_pending(&t.root).await, 0);
 
     // The scheduler and agents work meanwhile; the reply waits in the outbox.
-    let at = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
-    let chat = format!("{MAIN}@discord");
-    process::cli_ok(
-        &t.root,
-        &[
-            "create-task",
-            "--id",
-            "t1",
-            "--group-folder",
-            "main",
-            "--chat-jid",
-            &chat,
-            "--prompt",
-            "report while offline",
-            "--schedule-type",
-            "once",
-            "--schedule-value",
-            &at,
-        ],
-    )
-    .await;
+    once_task_in_main(&t.root, "report while offline").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while outbox_pending(&t.root).await == 0 {
         assert!(
@@ -205,27 +210,7 @@ async fn shutdown_ends_a_reply_waiting_for_the_gateway() {
     fake.wait_for("the socket to go", 10, |f| !f.connected())
         .await;
 
-    let at = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
-    let chat = format!("{MAIN}@discord");
-    process::cli_ok(
-        &t.root,
-        &[
-            "create-task",
-            "--id",
-            "t1",
-            "--group-folder",
-            "main",
-            "--chat-jid",
-            &chat,
-            "--prompt",
-            "report during the outage",
-            "--schedule-type",
-            "once",
-            "--schedule-value",
-            &at,
-        ],
-    )
-    .await;
+    once_task_in_main(&t.root, "report during the outage").await;
     // The run's reply was refused and now waits for the gateway (reconnect_wait is the
     // default 30 s: `.env` cannot change it).
     daemon

@@ -326,12 +326,7 @@ fn write_root(root: &Path, mock: &MockModel, fake: &FakeDiscord) {
 async fn the_whole_system_end_to_end() {
     let started = Instant::now();
     require_podman_and_image();
-    let homes = support::homes_dir();
-    std::fs::create_dir_all(&homes).unwrap();
-    let dir = tempfile::Builder::new()
-        .prefix("e2e-")
-        .tempdir_in(&homes)
-        .unwrap();
+    let dir = support::home_tempdir("e2e-");
     let root: PathBuf = dir.path().to_owned();
     let install = install_id(&root);
     let _guard = ContainerGuard(install.clone());

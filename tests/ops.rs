@@ -37,12 +37,7 @@ struct Root {
 impl Root {
     fn new() -> Root {
         let codex = support::codex_bin();
-        let homes = support::homes_dir();
-        std::fs::create_dir_all(&homes).unwrap();
-        let dir = tempfile::Builder::new()
-            .prefix("ops-")
-            .tempdir_in(&homes)
-            .unwrap();
+        let dir = support::home_tempdir("ops-");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

@@ -137,6 +137,16 @@ pub fn homes_dir() -> PathBuf {
     base.parent().unwrap_or(&base).join("test-homes")
 }
 
+/// A fresh directory under [`homes_dir`] (created if missing), removed when dropped.
+pub fn home_tempdir(prefix: &str) -> tempfile::TempDir {
+    let homes = homes_dir();
+    std::fs::create_dir_all(&homes).unwrap();
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&homes)
+        .unwrap()
+}
+
 impl TestRoot {
     pub async fn new(name: &str) -> TestRoot {
         TestRoot::new_in(&homes_dir(), name).await

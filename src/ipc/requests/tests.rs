@@ -43,7 +43,8 @@ fn keys(v: &Value) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-fn required(schema: &Value) -> BTreeSet<String> {
+/// The `required` names of a JSON schema.
+pub(crate) fn required(schema: &Value) -> BTreeSet<String> {
     schema["required"]
         .as_array()
         .map(|a| {
