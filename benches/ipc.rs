@@ -345,6 +345,78 @@ fn report_latency(label: &str, what: &str, stored: usize, mut samples: Vec<Durat
     );
 }
 
+/// The file system the bench's roots are on (`TMPDIR`): device, type, and for ext4
+/// whether it has a journal (without one, every file creation gets slower with the
+/// number of files deleted in the last minutes).
+fn describe_file_system() -> String {
+    let dir = std::env::temp_dir()
+        .canonicalize()
+        .unwrap_or_else(|_| std::env::temp_dir());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let Some((dev, at, kind)) = mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && dir.starts_with(f[1])).then(|| (f[0], f[1], f[2]))
+        })
+        .max_by_key(|(_, at, _)| at.len())
+    else {
+        return format!("{} (file system unknown)", dir.display());
+    };
+    let journal = if kind == "ext4" {
+        let name = dev.rsplit('/').next().unwrap_or(dev);
+        let has = std::fs::read_dir("/proc/fs/jbd2").is_ok_and(|mut d| {
+            d.any(|e| {
+                e.is_ok_and(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("{name}-"))
+                })
+            })
+        });
+        if has {
+            ", with a journal"
+        } else {
+            ", without a journal"
+        }
+    } else {
+        ""
+    };
+    format!(
+        "{} on {dev} mounted at {at} ({kind}{journal})",
+        dir.display()
+    )
+}
+
+/// What the file system charges, right now, for what every answered request needs at
+/// least once: creating a small file and renaming it into place (the response), and
+/// unlinking one (the request). On ext4 without a journal (this project's CI VMs) a
+/// create scans the inodes freed in the last minutes, so this grows with recent churn;
+/// the burst's rate can't beat it.
+fn file_system_floor(label: &str, dir: &Path) {
+    let n = 200;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let (tmp, to) = (
+            dir.join(format!(".f{i}.tmp")),
+            dir.join(format!("f{i}.json")),
+        );
+        let t0 = Instant::now();
+        std::fs::write(&tmp, [b'x'; 300]).unwrap();
+        std::fs::rename(&tmp, &to).unwrap();
+        std::fs::remove_file(&to).unwrap();
+        samples.push(t0.elapsed());
+    }
+    samples.sort();
+    let p50 = pct(&samples, 0.5).as_secs_f64();
+    println!(
+        "[{label}] file system floor: create + write + rename + unlink of a small file p50 {:.0} us, p90 {:.0} us (at most {:.0} req/s from this alone)",
+        p50 * 1e6,
+        pct(&samples, 0.9).as_secs_f64() * 1e6,
+        1.0 / p50,
+    );
+}
+
 /// `schedule_task` as an agent meets it, against a real `rust_claw run` (`exe`,
 /// labelled `label`) with `stored` tasks: `quiet` requests of group g001 each after
 /// 0–1 s of quiet, as many back to back, then a burst of `burst` requests over 10
@@ -381,6 +453,7 @@ fn schedule(label: &str, exe: &Path, stored: usize, quiet: usize, burst: usize, 
     // possible; timed until every request file is gone (inotify on the 10 directories).
     let stage = d.paths.root().join("stage");
     std::fs::create_dir_all(&stage).unwrap();
+    file_system_floor(label, &stage);
     let mut moves = Vec::with_capacity(burst);
     for n in 0..burst {
         let g = 1 + n % 10;
@@ -504,6 +577,7 @@ fn main() {
         }
         // Before and after in one run: IPC_BENCH_BEFORE names a `rust_claw` built from
         // an earlier commit; each case runs against it, then against this build.
+        println!("roots under {}", describe_file_system());
         let before = std::env::var_os("IPC_BENCH_BEFORE").map(std::path::PathBuf::from);
         let this = Path::new(env!("CARGO_BIN_EXE_rust_claw"));
         for stored in [10, 5_000] {

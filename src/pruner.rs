@@ -51,6 +51,9 @@ pub(crate) async fn run(store: SharedStore, keep: Retention, stop: Shutdown) {
                 }
             }
         }
+        // A pass reads through every table: hand back what it cached and allocated.
+        let s = store.clone();
+        let _ = tokio::task::spawn_blocking(move || s.release_memory()).await;
         if total.total() > 0 {
             tracing::info!(
                 messages = total.messages,

@@ -96,7 +96,7 @@ async fn schedule(rig: &Rig, from: &str, id: &str, target: Option<&str>) -> Stri
     r.result.unwrap()["taskId"].as_str().unwrap().to_owned()
 }
 
-/// Main's list is written right after the answers of a pass it did not ask in.
+/// Main's list follows another group's change shortly after that group's answer.
 async fn main_shows(rig: &Rig, task: &str) {
     let p = rig.ipc("main").join("current_tasks.json");
     wait_for(Duration::from_secs(10), || {
@@ -187,4 +187,43 @@ async fn task_snapshots_equal_the_store_after_every_kind_of_change() {
     .await;
     assert_eq!(read(&rig, "main").0, before);
     check_all(&rig);
+}
+
+/// Another group's request never waits for main's list (every task, megabytes with
+/// thousands): the list is written once for the changes of a short while, not once
+/// per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn main_list_is_written_once_for_a_run_of_changes() {
+    use notify::Watcher as _;
+    let rig = Rig::new().await;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut w = notify::recommended_watcher(move |r: notify::Result<notify::Event>| {
+        if let Ok(e) = r
+            && matches!(
+                e.kind,
+                notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+            )
+            && e.paths.iter().any(|p| p.ends_with("current_tasks.json"))
+        {
+            let _ = tx.send(());
+        }
+    })
+    .unwrap();
+    w.watch(&rig.ipc("main"), notify::RecursiveMode::NonRecursive)
+        .unwrap();
+    let n = 30;
+    let mut last = String::new();
+    for i in 0..n {
+        last = schedule(&rig, "ops", &format!("r{i}"), None).await;
+    }
+    main_shows(&rig, &last).await;
+    check_all(&rig);
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("main's list was never replaced");
+    drop(w);
+    let writes = 1 + rx.try_iter().count();
+    assert!(
+        writes <= n / 2,
+        "main's list was written {writes} times for {n} requests of another group"
+    );
 }

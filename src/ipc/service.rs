@@ -35,9 +35,13 @@ const PER_PASS: usize = 1024;
 /// After a host-side failure (disk full, store busy), rescan this much later.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// After this many requests, once the service has been idle for [`TRIM_AFTER`], the
-/// memory a burst left behind is handed back (see [`release_memory`]).
+/// memory a burst left behind is handed back (see [`SharedStore::release_memory`]).
 const TRIM_REQUESTS: usize = 64;
 const TRIM_AFTER: Duration = Duration::from_secs(1);
+/// The main group's task list (every task) is written this long after the first
+/// change it is behind, once for all the changes of that while: another group's
+/// request never waits for it, and a stream of changes costs one write per interval.
+const MAIN_LIST_DELAY: Duration = Duration::from_millis(100);
 
 /// Starts the IPC service.
 pub struct IpcService;
@@ -113,8 +117,12 @@ impl IpcService {
             retry_at: None,
             since_trim: 0,
             trim_at: None,
+            main_due: None,
+            main_job: None,
         };
         svc.prepare().await;
+        // At start-up every snapshot is there before we return, main's list included.
+        let _ = tokio::task::spawn_blocking(svc.main_list_writer()).await;
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(svc.run(stop_rx));
         Ok(IpcHandle { stop, task })
@@ -149,6 +157,10 @@ struct Service {
     since_trim: usize,
     /// When to release memory (set once a burst has gone quiet).
     trim_at: Option<Instant>,
+    /// When to write the main group's task list (it is behind its chunks).
+    main_due: Option<Instant>,
+    /// The main group's task list being written, on the blocking pool.
+    main_job: Option<JoinHandle<()>>,
 }
 
 /// The registered groups the service watches, and which one is main.
@@ -162,6 +174,10 @@ impl Registered {
 
     fn len(&self) -> usize {
         self.0.len()
+    }
+
+    fn main(&self) -> Option<&FolderName> {
+        self.0.iter().find(|(_, is_main)| **is_main).map(|(f, _)| f)
     }
 
     fn folders(&self) -> impl Iterator<Item = &FolderName> {
@@ -249,20 +265,9 @@ impl Service {
         tracing::info!(groups = self.registered.len(), "IPC watcher running");
         loop {
             if self.pending.is_empty() {
-                let retry_at = self.retry_at;
-                let retry = async move {
-                    match retry_at {
-                        Some(t) => tokio::time::sleep_until(t).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                let trim_at = self.trim_at;
-                let trim = async move {
-                    match trim_at {
-                        Some(t) => tokio::time::sleep_until(t).await,
-                        None => std::future::pending().await,
-                    }
-                };
+                let retry = until(self.retry_at);
+                let trim = until(self.trim_at);
+                let main_due = until(self.main_due);
                 tokio::select! {
                     // A dropped handle stops the service like an explicit shutdown.
                     r = stop.changed() => if r.is_err() { break },
@@ -283,7 +288,17 @@ impl Service {
                         self.trim_at = None;
                         self.since_trim = 0;
                         let store = self.store.clone();
-                        let _ = tokio::task::spawn_blocking(move || release_memory(&store)).await;
+                        let _ = tokio::task::spawn_blocking(move || store.release_memory()).await;
+                        continue;
+                    }
+                    _ = main_due => {
+                        self.main_due = None;
+                        self.main_job = Some(tokio::task::spawn_blocking(self.main_list_writer()));
+                        continue;
+                    }
+                    _ = finished(&mut self.main_job) => {
+                        self.main_job = None;
+                        self.schedule_main_list();
                         continue;
                     }
                 }
@@ -309,8 +324,36 @@ impl Service {
                 // Re-armed by every pass: fires once the burst has been quiet a while.
                 self.trim_at = Some(Instant::now() + TRIM_AFTER);
             }
+            self.schedule_main_list();
         }
+        // What the main group's list is behind is written before we stop.
+        if self.main_job.is_some() {
+            finished(&mut self.main_job).await;
+        }
+        let _ = tokio::task::spawn_blocking(self.main_list_writer()).await;
         tracing::info!("IPC watcher stopped");
+    }
+
+    /// Arms the main group's list write if the list is behind and none is due or
+    /// running (one running write at a time; what changes meanwhile is written next).
+    fn schedule_main_list(&mut self) {
+        if self.main_due.is_none()
+            && self.main_job.is_none()
+            && self.writer.lock_ignoring_poison().main_pending()
+        {
+            self.main_due = Some(Instant::now() + MAIN_LIST_DELAY);
+        }
+    }
+
+    /// What writes the main group's task list (on the blocking pool).
+    fn main_list_writer(&self) -> impl FnOnce() + Send + 'static {
+        let (writer, dirs) = (self.writer.clone(), self.dirs.clone());
+        let main = self.registered.main().cloned();
+        move || {
+            if let Some(main) = main {
+                snapshots::Writer::write_main_tasks(&writer, &dirs, &main);
+            }
+        }
     }
 
     fn on_signal(&mut self, s: Signal) {
@@ -493,40 +536,36 @@ impl Service {
         let dirs = self.dirs.clone();
         let r = tokio::task::spawn_blocking(move || {
             let mut writer = writer.lock_ignoring_poison();
-            let (rendered, main) = store.blocking(
-                |s| -> Result<(Rendered, Option<FolderName>), crate::store::StoreError> {
-                    let list = groups::list(s.conn())?;
-                    let main = list.iter().find(|g| g.is_main).map(|g| g.folder.clone());
-                    let mut out = Vec::new();
-                    if kinds.tasks {
-                        let asked = |f: &FolderName| folders.contains(f);
-                        if !writer.built() || main.as_ref().is_some_and(asked) {
-                            // Whose tasks changed is unknown (or main lists them all).
-                            let files = writer.rebuild_tasks(s.conn())?;
-                            for g in list.iter().filter(|g| !g.is_main && asked(&g.folder)) {
-                                let file = files
-                                    .get(&g.folder)
-                                    .cloned()
-                                    .unwrap_or_else(snapshots::Writer::empty_tasks);
-                                out.push((g.folder.clone(), snapshots::TASKS_FILE, file));
-                            }
-                        } else {
-                            for g in list.iter().filter(|g| !g.is_main && asked(&g.folder)) {
-                                let file = writer.update_tasks(s.conn(), &g.folder)?;
-                                out.push((g.folder.clone(), snapshots::TASKS_FILE, file));
-                            }
+            let rendered = store.blocking(|s| -> Result<Rendered, crate::store::StoreError> {
+                let list = groups::list(s.conn())?;
+                let main = list.iter().find(|g| g.is_main).map(|g| g.folder.clone());
+                let mut out = Vec::new();
+                if kinds.tasks {
+                    let asked = |f: &FolderName| folders.contains(f);
+                    if !writer.built() || main.as_ref().is_some_and(asked) {
+                        // Whose tasks changed is unknown (or main lists them all).
+                        let files = writer.rebuild_tasks(s.conn())?;
+                        for g in list.iter().filter(|g| !g.is_main && asked(&g.folder)) {
+                            let file = files
+                                .get(&g.folder)
+                                .cloned()
+                                .unwrap_or_else(snapshots::Writer::empty_tasks);
+                            out.push((g.folder.clone(), snapshots::TASKS_FILE, file));
+                        }
+                    } else {
+                        for g in list.iter().filter(|g| !g.is_main && asked(&g.folder)) {
+                            let file = writer.update_tasks(s.conn(), &g.folder)?;
+                            out.push((g.folder.clone(), snapshots::TASKS_FILE, file));
                         }
                     }
-                    for g in list.iter().filter(|g| folders.contains(&g.folder)) {
-                        snapshots::render(s.conn(), &paths, g, kinds, &mut out)?;
-                    }
-                    Ok((out, main))
-                },
-            )?;
+                }
+                for g in list.iter().filter(|g| folders.contains(&g.folder)) {
+                    snapshots::render(s.conn(), &paths, g, kinds, &mut out)?;
+                }
+                Ok(out)
+            })?;
+            // The main group's list follows (see `Service::schedule_main_list`).
             writer.write(&dirs, rendered);
-            if let Some(main) = main {
-                writer.write_main_tasks(&dirs, &main);
-            }
             Ok::<_, crate::store::StoreError>(())
         })
         .await;
@@ -577,21 +616,23 @@ impl Service {
     }
 }
 
-/// Hands back the memory a burst of requests left behind: SQLite's page cache of the
-/// shared connection, then glibc's free heap pages in every arena (the blocking pool's
-/// threads each allocate from their own arena, which otherwise keep their high-water
-/// mark). Runs once a burst has gone quiet; costs a few ms then, nothing per request.
-fn release_memory(store: &SharedStore) {
-    store.blocking(|s| {
-        if let Err(e) = s.conn().execute_batch("PRAGMA shrink_memory") {
-            tracing::debug!(error = %e, "PRAGMA shrink_memory failed");
+/// Sleeps until `t`; never wakes without one.
+async fn until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for `job` to end (a panic in it is logged); never wakes without one.
+async fn finished(job: &mut Option<JoinHandle<()>>) {
+    match job {
+        Some(h) => {
+            if let Err(e) = h.await {
+                tracing::error!(error = %e, "writing the main group's task list failed");
+            }
         }
-    });
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages to the kernel; it takes the
-    // allocator's own locks and touches no memory the program owns.
-    unsafe {
-        nix::libc::malloc_trim(0);
+        None => std::future::pending().await,
     }
 }
 
@@ -676,7 +717,7 @@ fn render_changed<'a>(
     let task_change = !changes.task_folders.is_empty();
     let groups_change = changes.refresh_groups || changes.topics.contains(&Topic::Groups);
     let mut later: Rendered = Vec::new();
-    let mut main_later = None;
+    let mut main_now = None;
     if task_change || groups_change || !changes.skill_folders.is_empty() {
         let mut writer = ctx.writer.lock_ignoring_poison();
         let rendered = ctx.store.blocking(
@@ -723,25 +764,19 @@ fn render_changed<'a>(
                     r.into_iter().partition(|(f, _, _)| asked.contains(f));
                 writer.write(&ctx.dirs, now);
                 later = rest;
-                if let Some(main) = main {
-                    if asked.contains(&main) {
-                        writer.write_main_tasks(&ctx.dirs, &main);
-                    } else {
-                        main_later = Some(main);
-                    }
-                }
+                // The main group reads its own change after its answer; for anyone
+                // else's, its list follows later (`Service::schedule_main_list`).
+                main_now = main.filter(|m| asked.contains(m));
             }
             Err(e) => tracing::error!(error = %e, "cannot render IPC snapshots"),
         }
     }
+    if let Some(main) = main_now {
+        snapshots::Writer::write_main_tasks(&ctx.writer, &ctx.dirs, &main);
+    }
     move || {
-        if later.is_empty() && main_later.is_none() {
-            return;
-        }
-        let mut writer = ctx.writer.lock_ignoring_poison();
-        writer.write(&ctx.dirs, later);
-        if let Some(main) = main_later {
-            writer.write_main_tasks(&ctx.dirs, &main);
+        if !later.is_empty() {
+            ctx.writer.lock_ignoring_poison().write(&ctx.dirs, later);
         }
     }
 }

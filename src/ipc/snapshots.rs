@@ -12,15 +12,23 @@
 //!
 //! A task snapshot costs what changed, not what exists: each group's tasks are rendered
 //! once into a "chunk" kept in a host-private cache directory (`data/snapshot-cache/`,
-//! derived, rebuilt at start-up, never fsynced); a change to a group's tasks re-renders
-//! that group's chunk only (read through the `group_folder` index), and the main
-//! group's list — every task — is those chunks concatenated by folder, copied from the
-//! page cache instead of re-read from the store and re-serialised. Nothing of it is
-//! held in memory between passes.
+//! derived, rebuilt at start-up, never fsynced, overwritten in place); a change to a
+//! group's tasks re-renders that group's chunk only (read through the `group_folder`
+//! index), and the main group's list — every task — is those chunks concatenated by
+//! folder, copied from the page cache instead of re-read from the store and
+//! re-serialised. Nothing of it is held in memory between passes.
+//!
+//! The main group's list is the one snapshot whose size is every task, so it is not
+//! written on another group's request path: the IPC service writes it a short while
+//! after the first change it is behind ([`Writer::main_pending`]), once for every
+//! change in that while, concurrently with the passes. Only a request of the main
+//! group itself waits for it, so that main reads its own change after its answer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use crate::sync::LockExt as _;
 
 use rusqlite::Connection;
 use serde_json::{Value, json};
@@ -176,20 +184,15 @@ fn render_chunk(conn: &Connection, folder: &FolderName) -> Result<Vec<u8>, Store
             b.id.as_str(),
         ))
     });
-    let mut out = Vec::new();
-    for t in &list {
-        // `[elem]` pretty-printed is "[\n" + the element indented as in the full array
-        // + "\n]": the element's bytes are exactly what the whole array would hold.
-        let one = serde_json::to_vec_pretty(&[TaskView::from(t)]).unwrap_or_default();
-        let inner = one
-            .strip_prefix(b"[\n")
-            .and_then(|b| b.strip_suffix(b"\n]"))
-            .unwrap_or_default();
-        if !out.is_empty() {
-            out.extend_from_slice(b",\n");
-        }
-        out.extend_from_slice(inner);
+    if list.is_empty() {
+        return Ok(Vec::new());
     }
+    // The whole array pretty-printed is "[\n" + the elements joined by ",\n" + "\n]":
+    // without its brackets, exactly what main's list holds for this group.
+    let views: Vec<TaskView> = list.iter().map(TaskView::from).collect();
+    let mut out = serde_json::to_vec_pretty(&views).unwrap_or_default();
+    out.truncate(out.len().saturating_sub(2));
+    out.drain(..2.min(out.len()));
     Ok(out)
 }
 
@@ -223,16 +226,25 @@ fn pretty<T: serde::Serialize + ?Sized>(v: &T) -> Vec<u8> {
 /// Writes snapshot files through each group's verified IPC directory descriptor,
 /// skipping those whose content is unchanged since the last write through this writer,
 /// and keeps the per-group task chunks the main group's task list is assembled from.
+///
+/// Whether a task list changed is decided on its chunk, byte for byte (a length
+/// differs, or the cached bytes differ), not by hashing hundreds of kilobytes per
+/// request; the small snapshots are compared by digest.
 pub struct Writer {
+    /// Digest of the last small snapshot (groups, skills) written, by group and file.
     last: HashMap<(FolderName, &'static str), u64>,
+    /// Groups whose `current_tasks.json` was written from their current chunk.
+    shown: HashSet<FolderName>,
     /// `data/snapshot-cache/` (the owner's, private).
     cache: SafeDir,
-    /// Digest of each non-empty chunk in `cache`, by folder (the folders main lists).
-    chunks: BTreeMap<FolderName, u64>,
+    /// Length of each non-empty chunk in `cache`, by folder (the folders main lists).
+    chunks: BTreeMap<FolderName, usize>,
     /// `chunks` reflects every task in the store (a rebuild has run).
     built: bool,
     /// A chunk changed since the main group's task list was last written.
     main_stale: bool,
+    /// Held while the main group's list is written (see [`Writer::write_main_tasks`]).
+    main_gate: Arc<Mutex<()>>,
 }
 
 impl Writer {
@@ -242,10 +254,12 @@ impl Writer {
         crate::safe_dir::ensure_private_dir(&dir)?;
         Ok(Writer {
             last: HashMap::new(),
+            shown: HashSet::new(),
             cache: SafeDir::open_trusted(&dir, false)?,
             chunks: BTreeMap::new(),
             built: false,
             main_stale: true,
+            main_gate: Arc::default(),
         })
     }
 
@@ -262,26 +276,34 @@ impl Writer {
         folder: &FolderName,
     ) -> Result<Vec<u8>, StoreError> {
         let chunk = render_chunk(conn, folder)?;
-        let d = (!chunk.is_empty()).then(|| digest(&chunk));
-        if self.chunks.get(folder).copied() != d {
+        let same = match self.chunks.get(folder) {
+            None => chunk.is_empty(),
+            Some(&len) => {
+                len == chunk.len()
+                    && self
+                        .cache
+                        .read_file(folder.as_str(), MAX_CHUNK_BYTES)
+                        .is_ok_and(|old| old == chunk)
+            }
+        };
+        if !same {
             self.main_stale = true;
-            let stored = match d {
-                Some(_) => self
-                    .cache
-                    .write_atomic(folder.as_str(), &chunk, Durability::Atomic),
-                None => {
-                    self.cache.remove(folder.as_str());
-                    Ok(())
-                }
+            self.shown.remove(folder);
+            let stored = if chunk.is_empty() {
+                self.cache.remove(folder.as_str());
+                Ok(())
+            } else {
+                // In place: chunks are read only under the writer's lock.
+                self.cache.write_in_place(folder.as_str(), &chunk)
             };
-            match (stored, d) {
-                (Ok(()), Some(d)) => {
-                    self.chunks.insert(folder.clone(), d);
-                }
-                (Ok(()), None) => {
+            match stored {
+                Ok(()) if chunk.is_empty() => {
                     self.chunks.remove(folder);
                 }
-                (Err(e), _) => {
+                Ok(()) => {
+                    self.chunks.insert(folder.clone(), chunk.len());
+                }
+                Err(e) => {
                     tracing::error!(%folder, error = %e, "cannot write a task snapshot chunk; will rebuild");
                     self.chunks.remove(folder);
                     self.built = false;
@@ -329,27 +351,50 @@ impl Writer {
         wrap(&[])
     }
 
+    /// Whether the main group's task list is behind its chunks (a chunk changed since
+    /// it was last written): [`Writer::write_main_tasks`] is due.
+    pub fn main_pending(&self) -> bool {
+        self.built && self.main_stale
+    }
+
     /// Writes the main group's `current_tasks.json` (every task: the chunks in folder
     /// order) if a chunk changed since the last write, or the file is missing.
+    ///
+    /// Takes the writer's lock only to read one chunk at a time, so a pass that
+    /// updates a chunk meanwhile waits for at most one chunk's read, never for the
+    /// whole list (megabytes with thousands of tasks). Each chunk read is one group's
+    /// committed state; a chunk that changes during the write marks the list stale
+    /// again, and the next write includes it. Writes of the list are serialised, so
+    /// an older assembly never lands after a newer one.
     pub fn write_main_tasks(
-        &mut self,
+        writer: &Mutex<Writer>,
         dirs: &BTreeMap<FolderName, Arc<GroupDirs>>,
         main: &FolderName,
     ) {
         let Some(d) = dirs.get(main) else { return };
-        if !self.built || (!self.main_stale && d.base.stat(TASKS_FILE).is_ok()) {
-            return;
-        }
-        let cache = &self.cache;
-        let chunks = &self.chunks;
+        let gate = writer.lock_ignoring_poison().main_gate.clone();
+        let _one_at_a_time = gate.lock_ignoring_poison();
+        let folders: Vec<FolderName> = {
+            let mut w = writer.lock_ignoring_poison();
+            if !w.built || (!w.main_stale && d.base.stat(TASKS_FILE).is_ok()) {
+                return;
+            }
+            w.main_stale = false;
+            w.chunks.keys().cloned().collect()
+        };
         let r = d
             .base
             .write_atomic_with(TASKS_FILE, Durability::Atomic, |f| {
-                // One chunk in memory at a time.
                 let mut any = false;
-                for folder in chunks.keys() {
-                    let chunk = cache
-                        .read_file(folder.as_str(), MAX_CHUNK_BYTES)
+                for folder in &folders {
+                    let chunk = {
+                        let w = writer.lock_ignoring_poison();
+                        if !w.chunks.contains_key(folder) {
+                            continue; // its last task is gone since
+                        }
+                        w.cache.read_file(folder.as_str(), MAX_CHUNK_BYTES)
+                    };
+                    let chunk = chunk
                         .map_err(|e| std::io::Error::other(format!("chunk {folder}: {e:?}")))?;
                     f.write_all(if any { b",\n" } else { b"[\n" })?;
                     f.write_all(&chunk)?;
@@ -357,18 +402,31 @@ impl Writer {
                 }
                 f.write_all(if any { b"\n]\n" } else { b"[]\n" })
             });
-        match r {
-            Ok(()) => self.main_stale = false,
-            Err(e) => {
-                tracing::error!(folder = %main, error = %e, "cannot write the main group's task snapshot; will rebuild");
-                self.built = false;
-            }
+        if let Err(e) = r {
+            tracing::error!(folder = %main, error = %e, "cannot write the main group's task snapshot; will rebuild");
+            let mut w = writer.lock_ignoring_poison();
+            w.built = false;
+            w.main_stale = true;
         }
     }
 
     pub fn write(&mut self, dirs: &BTreeMap<FolderName, Arc<GroupDirs>>, rendered: Rendered) {
         for (folder, file, bytes) in rendered {
             let Some(d) = dirs.get(&folder) else { continue };
+            if file == TASKS_FILE {
+                if self.shown.contains(&folder) && d.base.stat(file).is_ok() {
+                    continue;
+                }
+                match d.base.write_atomic(file, &bytes, Durability::Atomic) {
+                    Ok(()) => {
+                        self.shown.insert(folder);
+                    }
+                    Err(e) => {
+                        tracing::error!(%folder, file, error = %e, "cannot write an IPC snapshot")
+                    }
+                }
+                continue;
+            }
             let digest = digest(&bytes);
             let key = (folder, file);
             if self.last.get(&key) == Some(&digest) && d.base.stat(file).is_ok() {
@@ -388,6 +446,7 @@ impl Writer {
     /// Forgets what was written for `folder` (its directory was removed or recreated).
     pub fn forget(&mut self, folder: &FolderName) {
         self.last.retain(|(f, _), _| f != folder);
+        self.shown.remove(folder);
         // It may be the main group's: write its list again.
         self.main_stale = true;
     }

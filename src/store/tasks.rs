@@ -61,11 +61,10 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
 }
 
 pub(crate) fn insert(conn: &Connection, t: &Task) -> Result<()> {
-    conn.execute(
-        &format!(
-            "INSERT INTO scheduled_tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-        ),
-        params![
+    conn.prepare_cached(&format!(
+        "INSERT INTO scheduled_tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+    ))?
+    .execute(params![
             t.id.as_str(),
             t.group_folder.as_str(),
             t.chat_jid.to_string(),
@@ -80,8 +79,7 @@ pub(crate) fn insert(conn: &Connection, t: &Task) -> Result<()> {
             t.status.as_str(),
             t.created_by,
             to_ms(t.created_at),
-        ],
-    )?;
+    ])?;
     Ok(())
 }
 
@@ -109,11 +107,10 @@ pub fn update(conn: &Connection, t: &Task) -> Result<bool> {
 
 pub fn get(conn: &Connection, id: &TaskId) -> Result<Option<Task>> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM scheduled_tasks WHERE id = ?1"),
-            [id.as_str()],
-            from_row,
-        )
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM scheduled_tasks WHERE id = ?1"
+        ))?
+        .query_row([id.as_str()], from_row)
         .optional()?)
 }
 
@@ -196,11 +193,12 @@ pub(crate) fn pause_group(conn: &Connection, folder: &FolderName) -> Result<usiz
 
 /// How many active tasks `folder` has (the per-group limit counts these).
 pub(crate) fn count_active(conn: &Connection, folder: &FolderName) -> Result<usize> {
-    let n: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM scheduled_tasks WHERE group_folder = ?1 AND status = 'active'",
-        [folder.as_str()],
-        |r| r.get(0),
-    )?;
+    // Kept by triggers (schema 5): one row, however many tasks the group has.
+    let n: Option<i64> = conn
+        .prepare_cached("SELECT active FROM group_active_tasks WHERE group_folder = ?1")?
+        .query_row([folder.as_str()], |r| r.get(0))
+        .optional()?;
+    let n = n.unwrap_or(0);
     Ok(n as usize)
 }
 
@@ -504,6 +502,57 @@ mod tests {
             (RunStatus::Success, Some(9))
         );
         assert_eq!(in_flight_run(c, &id).unwrap(), None);
+    }
+
+    #[test]
+    fn active_counts_follow_every_kind_of_change_and_a_migrated_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("messages.db");
+        {
+            // A version-4 database with tasks: migration 5 counts them.
+            let conn = Connection::open(&path).unwrap();
+            for sql in &super::super::MIGRATIONS[..4] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 4).unwrap();
+            conn.execute_batch(
+                "INSERT INTO scheduled_tasks VALUES ('a', 'ops', '1@discord', 'p', 'interval', '1000',
+                     'group', 'UTC', 5000, NULL, NULL, 'active', 'cli', 0);
+                 INSERT INTO scheduled_tasks VALUES ('b', 'ops', '1@discord', 'p', 'interval', '1000',
+                     'group', 'UTC', 5000, NULL, NULL, 'paused', 'cli', 0);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let c = store.conn();
+        let count = |f: &str| count_active(c, &FolderName::parse(f).unwrap()).unwrap();
+        let truth = |f: &str| -> usize {
+            c.query_row(
+                "SELECT COUNT(*) FROM scheduled_tasks WHERE group_folder = ?1 AND status = 'active'",
+                [f],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap() as usize
+        };
+        assert_eq!((count("ops"), count("dev")), (1, 0));
+        for sql in [
+            "INSERT INTO scheduled_tasks VALUES ('c', 'ops', '1@discord', 'p', 'once', 'x',
+                 'group', 'UTC', NULL, NULL, NULL, 'active', 'cli', 0)",
+            "UPDATE scheduled_tasks SET status = 'active' WHERE id = 'b'",
+            "UPDATE scheduled_tasks SET status = 'paused' WHERE id = 'a'",
+            "UPDATE scheduled_tasks SET next_run = 7, last_run = 6 WHERE id = 'c'",
+            "UPDATE scheduled_tasks SET group_folder = 'dev' WHERE id = 'c'",
+            "UPDATE scheduled_tasks SET status = 'completed' WHERE id = 'b'",
+            "UPDATE scheduled_tasks SET group_folder = 'dev', status = 'active' WHERE id = 'a'",
+            "DELETE FROM scheduled_tasks WHERE id = 'c'",
+            "DELETE FROM scheduled_tasks WHERE id = 'b'",
+        ] {
+            c.execute(sql, []).unwrap();
+            for f in ["ops", "dev"] {
+                assert_eq!(count(f), truth(f), "{f} after {sql}");
+            }
+        }
+        assert_eq!((count("ops"), count("dev")), (0, 1));
     }
 
     #[test]
