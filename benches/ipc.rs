@@ -242,13 +242,24 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(exe: &Path, stored: usize) -> Daemon {
+    fn start(exe: &Path, stored: usize, before: bool) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let (paths, store) = setup(dir.path(), 11);
         drop(store);
         let mut store = Store::open(&paths.database()).unwrap();
         store_tasks(&mut store, stored);
         drop(store);
+        if before {
+            // The earlier build knows schema 4: take back what schema 5 added (a
+            // table of counts and its triggers; nothing else changed).
+            let c = rusqlite::Connection::open(paths.database()).unwrap();
+            c.execute_batch(
+                "DROP TRIGGER group_active_tasks_insert; DROP TRIGGER group_active_tasks_delete;
+                 DROP TRIGGER group_active_tasks_update; DROP TABLE group_active_tasks;
+                 PRAGMA user_version = 4;",
+            )
+            .unwrap();
+        }
         std::fs::write(
             dir.path().join(".env"),
             "TIMEZONE=UTC\nAGENT_RUNNER=host\nMAX_TASKS_PER_GROUP=100000\n",
@@ -422,7 +433,7 @@ fn file_system_floor(label: &str, dir: &Path) {
 /// 0–1 s of quiet, as many back to back, then a burst of `burst` requests over 10
 /// groups; then the daemon's private memory just after the burst and `settle` later.
 fn schedule(label: &str, exe: &Path, stored: usize, quiet: usize, burst: usize, settle: Duration) {
-    let d = Daemon::start(exe, stored);
+    let d = Daemon::start(exe, stored, label == "before");
     let tasks = d.tasks_dir(1);
     let (tx, rx) = mpsc::channel();
     let mut w = notify::recommended_watcher(move |_res| {
