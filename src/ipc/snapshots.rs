@@ -413,31 +413,27 @@ impl Writer {
     pub fn write(&mut self, dirs: &BTreeMap<FolderName, Arc<GroupDirs>>, rendered: Rendered) {
         for (folder, file, bytes) in rendered {
             let Some(d) = dirs.get(&folder) else { continue };
-            if file == TASKS_FILE {
-                if self.shown.contains(&folder) && d.base.stat(file).is_ok() {
-                    continue;
-                }
-                match d.base.write_atomic(file, &bytes, Durability::Atomic) {
-                    Ok(()) => {
-                        self.shown.insert(folder);
-                    }
-                    Err(e) => {
-                        tracing::error!(%folder, file, error = %e, "cannot write an IPC snapshot")
-                    }
-                }
-                continue;
-            }
-            let digest = digest(&bytes);
-            let key = (folder, file);
-            if self.last.get(&key) == Some(&digest) && d.base.stat(file).is_ok() {
+            // A task list is known unchanged from its chunk (`shown`); the small
+            // snapshots by the digest of what was last written.
+            let digest = (file != TASKS_FILE).then(|| digest(&bytes));
+            let unchanged = match digest {
+                None => self.shown.contains(&folder),
+                Some(h) => self.last.get(&(folder.clone(), file)) == Some(&h),
+            };
+            if unchanged && d.base.stat(file).is_ok() {
                 continue;
             }
             match d.base.write_atomic(file, &bytes, Durability::Atomic) {
-                Ok(()) => {
-                    self.last.insert(key, digest);
-                }
+                Ok(()) => match digest {
+                    None => {
+                        self.shown.insert(folder);
+                    }
+                    Some(h) => {
+                        self.last.insert((folder, file), h);
+                    }
+                },
                 Err(e) => {
-                    tracing::error!(folder = %key.0, file, error = %e, "cannot write an IPC snapshot")
+                    tracing::error!(%folder, file, error = %e, "cannot write an IPC snapshot")
                 }
             }
         }
