@@ -19,7 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, openat, renameat};
+use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, renameat, renameat2};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
@@ -307,9 +307,19 @@ impl SafeDir {
     }
 
     /// Writes `name` atomically: a private dot-temp file created with
-    /// `O_EXCL | O_NOFOLLOW` in this directory, then `renameat` over `name` (a link
-    /// planted at `name` is replaced, never followed). Readers see the old content or
-    /// the new, never a torn file.
+    /// `O_EXCL | O_NOFOLLOW` in this directory, then moved to `name` (a link planted
+    /// at `name` is replaced, never followed). Readers see the old content or the new,
+    /// never a torn file.
+    ///
+    /// A [`Durability::Atomic`] write that replaces an existing file swaps the two
+    /// names (`RENAME_EXCHANGE`) and then unlinks the old content, instead of renaming
+    /// over it: ext4 (`auto_da_alloc`, on by default) starts writing back the data of
+    /// a file renamed over another one at the rename, and the next journal commit
+    /// waits for it — 1.1 ms on the request path for a 300 KB task list and megabytes
+    /// in the journal for main's, measured. The price is ext4's old one: after a power
+    /// cut such a file may come back empty, which for `Atomic` files (re-derived by
+    /// the daemon at start-up) is harmless. `Durable` files are synced before the
+    /// rename, so they rename over.
     pub(crate) fn write_atomic(
         &self,
         name: &str,
@@ -347,16 +357,33 @@ impl SafeDir {
                 f.sync_all()?;
             }
             drop(f);
-            renameat(&self.fd, tmp.as_str(), &self.fd, name).map_err(io)?;
             if d == Durability::Durable {
-                nix::unistd::fsync(&self.fd).map_err(io)?;
+                renameat(&self.fd, tmp.as_str(), &self.fd, name).map_err(io)?;
+                return nix::unistd::fsync(&self.fd).map_err(io);
             }
-            Ok(())
+            self.replace_by_exchange(&tmp, name)
         })();
         if result.is_err() {
             let _ = unlinkat(&self.fd, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
         }
         result
+    }
+
+    /// Puts the temp file `tmp` at `name` by exchanging the two (see
+    /// [`SafeDir::write_atomic`]), then removes what was at `name` — now at `tmp`,
+    /// whatever it was (a planted link or directory is removed, never followed).
+    /// Nothing at `name`, or a file system without exchange: a plain rename.
+    fn replace_by_exchange(&self, tmp: &str, name: &str) -> std::io::Result<()> {
+        match renameat2(&self.fd, tmp, &self.fd, name, RenameFlags::RENAME_EXCHANGE) {
+            Ok(()) => {
+                self.remove(tmp);
+                Ok(())
+            }
+            Err(Errno::ENOENT | Errno::EINVAL | Errno::ENOSYS) => {
+                renameat(&self.fd, tmp, &self.fd, name).map_err(io)
+            }
+            Err(e) => Err(io(e)),
+        }
     }
 
     /// Overwrites the regular file `name` in place (created 0600 if missing), keeping
@@ -585,6 +612,24 @@ mod tests {
         root.write_atomic("w", b"new", Durability::Durable).unwrap();
         assert_eq!(std::fs::read(outside.path().join("secret")).unwrap(), b"s");
         assert_eq!(root.read_file("w", 10).unwrap(), b"new");
+        // So does an exchange (Atomic): the link, a planted directory and the old
+        // content are removed, nothing outside is touched, no temp file is left.
+        std::os::unix::fs::symlink(outside.path().join("secret"), tmp.path().join("x")).unwrap();
+        root.write_atomic("x", b"one", Durability::Atomic).unwrap();
+        root.write_atomic("x", b"two", Durability::Atomic).unwrap();
+        std::fs::create_dir_all(tmp.path().join("y/z")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join("y/z/out")).unwrap();
+        root.write_atomic("y", b"three", Durability::Atomic)
+            .unwrap();
+        assert_eq!(root.read_file("x", 10).unwrap(), b"two");
+        assert_eq!(root.read_file("y", 10).unwrap(), b"three");
+        assert_eq!(std::fs::read(outside.path().join("secret")).unwrap(), b"s");
+        let mut names: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["f", "link", "w", "x", "y"]);
         assert!(root.open_dir("..").is_err());
         assert!(matches!(root.read_file("a/b", 10), Err(ReadError::Io(_))));
     }

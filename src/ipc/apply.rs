@@ -12,6 +12,7 @@
 //! it finds the id in the ledger on restart: the stored response is written again and
 //! the file removed, the effect is not repeated.
 
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 
 use chrono::{DateTime, Utc};
@@ -25,7 +26,7 @@ use super::reader::{Input, Prepared, read_files};
 use super::requests::Ctx;
 use super::watcher::{GroupDirs, RESPONSES};
 use crate::bus::Topic;
-use crate::model::FolderName;
+use crate::model::{FolderName, TaskId};
 use crate::paths::Paths;
 use crate::safe_dir::{Durability, SafeDir};
 use crate::store::{SharedStore, StoreError, groups, ipc_ledger};
@@ -48,8 +49,10 @@ pub struct Env {
 pub(crate) struct Changes {
     /// Committed changes, published on the bus.
     pub(crate) topics: Vec<Topic>,
-    /// Groups whose task snapshot changed (the main group's always does too).
-    pub(crate) task_folders: Vec<FolderName>,
+    /// Tasks a request created or changed (updated, paused, resumed, cancelled), each
+    /// with its group: those groups' task snapshots changed (the main group's always
+    /// does too), and only these tasks need reading back.
+    pub(crate) tasks: Vec<(FolderName, TaskId)>,
     /// Groups whose skills snapshot must be re-rendered.
     pub(crate) skill_folders: Vec<FolderName>,
     /// The main group asked for its groups snapshot to be re-rendered.
@@ -68,9 +71,9 @@ impl Changes {
                 self.topics.push(t);
             }
         }
-        for f in other.task_folders {
-            if !self.task_folders.contains(&f) {
-                self.task_folders.push(f);
+        for t in other.tasks {
+            if !self.tasks.contains(&t) {
+                self.tasks.push(t);
             }
         }
         for f in other.skill_folders {
@@ -79,6 +82,15 @@ impl Changes {
             }
         }
         self.refresh_groups |= other.refresh_groups;
+    }
+
+    /// The groups whose tasks changed, each with the ids of its changed tasks.
+    pub(crate) fn task_folders(&self) -> BTreeMap<&FolderName, Vec<&TaskId>> {
+        let mut out: BTreeMap<&FolderName, Vec<&TaskId>> = BTreeMap::new();
+        for (folder, id) in &self.tasks {
+            out.entry(folder).or_default().push(id);
+        }
+        out
     }
 }
 

@@ -714,7 +714,7 @@ fn render_changed<'a>(
     changes: &Changes,
     asked: &BTreeSet<FolderName>,
 ) -> impl FnOnce() + 'a {
-    let task_change = !changes.task_folders.is_empty();
+    let task_change = !changes.tasks.is_empty();
     let groups_change = changes.refresh_groups || changes.topics.contains(&Topic::Groups);
     let mut later: Rendered = Vec::new();
     let mut main_now = None;
@@ -728,15 +728,15 @@ fn render_changed<'a>(
                 if task_change {
                     let own = |f: &FolderName| list.iter().any(|g| !g.is_main && g.folder == *f);
                     if writer.built() {
-                        for f in &changes.task_folders {
-                            let file = writer.update_tasks(s.conn(), f)?;
+                        for (f, ids) in changes.task_folders() {
+                            let file = writer.splice_tasks(s.conn(), f, &ids)?;
                             if own(f) {
                                 out.push((f.clone(), snapshots::TASKS_FILE, file));
                             }
                         }
                     } else {
                         let files = writer.rebuild_tasks(s.conn())?;
-                        for f in changes.task_folders.iter().filter(|f| own(f)) {
+                        for f in changes.task_folders().into_keys().filter(|f| own(f)) {
                             let file = files
                                 .get(f)
                                 .cloned()

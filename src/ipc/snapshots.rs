@@ -12,11 +12,12 @@
 //!
 //! A task snapshot costs what changed, not what exists: each group's tasks are rendered
 //! once into a "chunk" kept in a host-private cache directory (`data/snapshot-cache/`,
-//! derived, rebuilt at start-up, never fsynced, overwritten in place); a change to a
-//! group's tasks re-renders that group's chunk only (read through the `group_folder`
-//! index), and the main group's list — every task — is those chunks concatenated by
-//! folder, copied from the page cache instead of re-read from the store and
-//! re-serialised. Nothing of it is held in memory between passes.
+//! derived, rebuilt at start-up, never fsynced, overwritten in place). A request's
+//! change to a task is spliced into its group's chunk, reading back that task only
+//! ([`chunk::splice`]); a change announced without naming its tasks (the scheduler's,
+//! the CLI's) re-renders the chunks. The main group's list — every task — is the
+//! chunks concatenated by folder, copied from the page cache instead of re-read from
+//! the store and re-serialised. Nothing of it is held in memory between passes.
 //!
 //! The main group's list is the one snapshot whose size is every task, so it is not
 //! written on another group's request path: the IPC service writes it a short while
@@ -34,13 +35,17 @@ use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use super::watcher::GroupDirs;
-use crate::model::{FolderName, Jid};
+use crate::model::{FolderName, Jid, TaskId};
 use crate::paths::Paths;
 use crate::safe_dir::{Durability, SafeDir};
 use crate::skills;
 use crate::store::groups::Group;
 use crate::store::{self, StoreError, chats, groups, tasks};
 use std::io::Write as _;
+
+mod chunk;
+
+use chunk::wrap;
 
 pub const TASKS_FILE: &str = "current_tasks.json";
 pub const GROUPS_FILE: &str = "available_groups.json";
@@ -135,79 +140,6 @@ fn known_chats(conn: &Connection) -> Result<Vec<Value>, StoreError> {
     Ok(list)
 }
 
-/// One task as `current_tasks.json` shows it (NanoClaw's field names), serialised
-/// straight from the row: no intermediate JSON tree for thousands of tasks.
-#[derive(serde::Serialize)]
-struct TaskView<'a> {
-    #[serde(rename = "chatJid")]
-    chat_jid: &'a crate::model::Jid,
-    context_mode: crate::model::ContextMode,
-    #[serde(rename = "groupFolder")]
-    group_folder: &'a FolderName,
-    id: &'a crate::model::TaskId,
-    last_run: Option<chrono::DateTime<chrono::Utc>>,
-    next_run: Option<chrono::DateTime<chrono::Utc>>,
-    prompt: &'a str,
-    schedule_type: crate::model::ScheduleType,
-    schedule_value: &'a str,
-    status: crate::model::TaskStatus,
-    timezone: &'static str,
-}
-
-impl<'a> From<&'a tasks::Task> for TaskView<'a> {
-    fn from(t: &'a tasks::Task) -> Self {
-        TaskView {
-            chat_jid: &t.chat_jid,
-            context_mode: t.context_mode,
-            group_folder: &t.group_folder,
-            id: &t.id,
-            last_run: t.last_run,
-            next_run: t.next_run,
-            prompt: &t.prompt,
-            schedule_type: t.schedule_type,
-            schedule_value: &t.schedule_value,
-            status: t.status,
-            timezone: t.timezone.name(),
-        }
-    }
-}
-
-/// One group's tasks as the inside of a pretty-printed JSON array (elements joined by
-/// `,\n`, without the brackets), in listing order: tasks without a next run last,
-/// then by next run, then by id.
-fn render_chunk(conn: &Connection, folder: &FolderName) -> Result<Vec<u8>, StoreError> {
-    let mut list = tasks::of_group(conn, folder)?;
-    list.sort_by(|a, b| {
-        (a.next_run.is_none(), a.next_run, a.id.as_str()).cmp(&(
-            b.next_run.is_none(),
-            b.next_run,
-            b.id.as_str(),
-        ))
-    });
-    if list.is_empty() {
-        return Ok(Vec::new());
-    }
-    // The whole array pretty-printed is "[\n" + the elements joined by ",\n" + "\n]":
-    // without its brackets, exactly what main's list holds for this group.
-    let views: Vec<TaskView> = list.iter().map(TaskView::from).collect();
-    let mut out = serde_json::to_vec_pretty(&views).unwrap_or_default();
-    out.truncate(out.len().saturating_sub(2));
-    out.drain(..2.min(out.len()));
-    Ok(out)
-}
-
-/// A group's task list file from its chunk (the inside of the array).
-fn wrap(chunk: &[u8]) -> Vec<u8> {
-    if chunk.is_empty() {
-        return b"[]\n".to_vec();
-    }
-    let mut out = Vec::with_capacity(chunk.len() + 6);
-    out.extend_from_slice(b"[\n");
-    out.extend_from_slice(chunk);
-    out.extend_from_slice(b"\n]\n");
-    out
-}
-
 fn digest(bytes: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
@@ -275,42 +207,88 @@ impl Writer {
         conn: &Connection,
         folder: &FolderName,
     ) -> Result<Vec<u8>, StoreError> {
-        let chunk = render_chunk(conn, folder)?;
+        let chunk = chunk::render(conn, folder)?;
         let same = match self.chunks.get(folder) {
             None => chunk.is_empty(),
             Some(&len) => {
-                len == chunk.len()
-                    && self
-                        .cache
-                        .read_file(folder.as_str(), MAX_CHUNK_BYTES)
-                        .is_ok_and(|old| old == chunk)
+                len == chunk.len() && self.cached_chunk(folder).is_some_and(|old| old == chunk)
             }
         };
         if !same {
-            self.main_stale = true;
-            self.shown.remove(folder);
-            let stored = if chunk.is_empty() {
-                self.cache.remove(folder.as_str());
-                Ok(())
-            } else {
-                // In place: chunks are read only under the writer's lock.
-                self.cache.write_in_place(folder.as_str(), &chunk)
-            };
-            match stored {
-                Ok(()) if chunk.is_empty() => {
-                    self.chunks.remove(folder);
-                }
-                Ok(()) => {
-                    self.chunks.insert(folder.clone(), chunk.len());
-                }
-                Err(e) => {
-                    tracing::error!(%folder, error = %e, "cannot write a task snapshot chunk; will rebuild");
-                    self.chunks.remove(folder);
-                    self.built = false;
-                }
-            }
+            self.store_chunk(folder, &chunk);
         }
         Ok(wrap(&chunk))
+    }
+
+    /// Puts the current state of the tasks `ids` of `folder` (call under the store
+    /// lock) into its chunk, reading those tasks only, and returns that group's own
+    /// `current_tasks.json`. Re-renders the group instead when its chunk is not at hand
+    /// or cannot be read as expected.
+    pub fn splice_tasks(
+        &mut self,
+        conn: &Connection,
+        folder: &FolderName,
+        ids: &[&TaskId],
+    ) -> Result<Vec<u8>, StoreError> {
+        let cached = match self.chunks.get(folder) {
+            None => Some(Vec::new()),
+            Some(&len) => self.cached_chunk(folder).filter(|c| c.len() == len),
+        };
+        let Some(mut chunk) = cached.filter(|_| self.built && !ids.is_empty()) else {
+            return self.update_tasks(conn, folder);
+        };
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut now = Vec::with_capacity(ids.len());
+        for id in &ids {
+            now.push(tasks::get(conn, id)?.filter(|t| &t.group_folder == folder));
+        }
+        let changes: Vec<_> = ids
+            .iter()
+            .copied()
+            .zip(now.iter().map(Option::as_ref))
+            .collect();
+        match chunk::splice(&mut chunk, &changes) {
+            None => self.update_tasks(conn, folder),
+            Some(changed) => {
+                if changed {
+                    self.store_chunk(folder, &chunk);
+                }
+                Ok(wrap(&chunk))
+            }
+        }
+    }
+
+    fn cached_chunk(&self, folder: &FolderName) -> Option<Vec<u8>> {
+        self.cache.read_file(folder.as_str(), MAX_CHUNK_BYTES).ok()
+    }
+
+    /// Keeps `chunk` as `folder`'s (a new content: main's list and the group's own
+    /// file are now behind it).
+    fn store_chunk(&mut self, folder: &FolderName, chunk: &[u8]) {
+        self.main_stale = true;
+        self.shown.remove(folder);
+        let stored = if chunk.is_empty() {
+            self.cache.remove(folder.as_str());
+            Ok(())
+        } else {
+            // In place: chunks are read only under the writer's lock.
+            self.cache.write_in_place(folder.as_str(), chunk)
+        };
+        match stored {
+            Ok(()) if chunk.is_empty() => {
+                self.chunks.remove(folder);
+            }
+            Ok(()) => {
+                self.chunks.insert(folder.clone(), chunk.len());
+            }
+            Err(e) => {
+                tracing::error!(%folder, error = %e, "cannot write a task snapshot chunk; will rebuild");
+                self.chunks.remove(folder);
+                self.built = false;
+            }
+        }
     }
 
     /// Re-renders every group's task chunk (start-up, or a change announced without

@@ -234,10 +234,10 @@ impl Ctx<'_> {
     }
 }
 
-/// What a change to a task of `folder` announces.
-pub(crate) fn task_changed(folder: &FolderName) -> Changes {
+/// What a change to task `id` of `folder` announces.
+pub(crate) fn task_changed(folder: &FolderName, id: &TaskId) -> Changes {
     Changes {
-        task_folders: vec![folder.clone()],
+        tasks: vec![(folder.clone(), id.clone())],
         ..Default::default()
     }
     .topic(Topic::Tasks)
@@ -258,7 +258,7 @@ pub(crate) fn task_done(
     Outcome::ok(
         format!("task {id} {verb}"),
         after.map(task_result),
-        task_changed(owner),
+        task_changed(owner, id),
     )
 }
 

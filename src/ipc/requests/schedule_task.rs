@@ -102,7 +102,7 @@ impl RequestType for ScheduleTask {
                     .unwrap_or_else(|| "never".into())
             ),
             Some(json!({ "taskId": task.id, "nextRun": task.next_run })),
-            task_changed(&task.group_folder),
+            task_changed(&task.group_folder, &task.id),
         ))
     }
 }
