@@ -123,6 +123,7 @@ impl IpcService {
         svc.prepare().await;
         // At start-up every snapshot is there before we return, main's list included.
         let _ = tokio::task::spawn_blocking(svc.main_list_writer()).await;
+        svc.arm_trim();
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(svc.run(stop_rx));
         Ok(IpcHandle { stop, task })
@@ -320,10 +321,7 @@ impl Service {
             if !self.pending.is_empty() {
                 self.pass().await;
             }
-            if self.since_trim >= TRIM_REQUESTS {
-                // Re-armed by every pass: fires once the burst has been quiet a while.
-                self.trim_at = Some(Instant::now() + TRIM_AFTER);
-            }
+            self.arm_trim();
             self.schedule_main_list();
         }
         // What the main group's list is behind is written before we stop.
@@ -332,6 +330,14 @@ impl Service {
         }
         let _ = tokio::task::spawn_blocking(self.main_list_writer()).await;
         tracing::info!("IPC watcher stopped");
+    }
+
+    /// Arms the memory release once enough work was done since the last one.
+    fn arm_trim(&mut self) {
+        if self.since_trim >= TRIM_REQUESTS {
+            // Re-armed by every pass: fires once the burst has been quiet a while.
+            self.trim_at = Some(Instant::now() + TRIM_AFTER);
+        }
     }
 
     /// Arms the main group's list write if the list is behind and none is due or
@@ -527,6 +533,11 @@ impl Service {
     async fn refresh_all(&mut self, kinds: Kinds) {
         let all: Vec<FolderName> = self.registered.folders().cloned().collect();
         self.render_for(all, kinds).await;
+        if kinds.tasks {
+            // Every task was read and rendered (megabytes with thousands of tasks, at
+            // start-up too): hand that back once things are quiet, as after a burst.
+            self.since_trim = self.since_trim.max(TRIM_REQUESTS);
+        }
     }
 
     async fn render_for(&mut self, folders: Vec<FolderName>, kinds: Kinds) {
