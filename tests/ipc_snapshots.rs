@@ -198,12 +198,17 @@ async fn main_list_is_written_once_for_a_run_of_changes() {
     let rig = Rig::new().await;
     let (tx, rx) = std::sync::mpsc::channel();
     let mut w = notify::recommended_watcher(move |r: notify::Result<notify::Event>| {
+        // One replacement is one rename *to* the name (a swap of names is two
+        // renames, one of them away from it).
+        use notify::event::{ModifyKind, RenameMode};
         if let Ok(e) = r
             && matches!(
                 e.kind,
-                notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+                notify::EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
             )
-            && e.paths.iter().any(|p| p.ends_with("current_tasks.json"))
+            && e.paths
+                .last()
+                .is_some_and(|p| p.ends_with("current_tasks.json"))
         {
             let _ = tx.send(());
         }

@@ -230,20 +230,24 @@ impl Writer {
         folder: &FolderName,
         ids: &[&TaskId],
     ) -> Result<Vec<u8>, StoreError> {
+        if !self.built || ids.is_empty() {
+            return self.update_tasks(conn, folder);
+        }
         let cached = match self.chunks.get(folder) {
             None => Some(Vec::new()),
             Some(&len) => self.cached_chunk(folder).filter(|c| c.len() == len),
         };
-        let Some(mut chunk) = cached.filter(|_| self.built && !ids.is_empty()) else {
+        let Some(mut chunk) = cached else {
             return self.update_tasks(conn, folder);
         };
+        // Each id once: the splice puts one element per change.
         let mut ids = ids.to_vec();
         ids.sort_unstable();
         ids.dedup();
-        let mut now = Vec::with_capacity(ids.len());
-        for id in &ids {
-            now.push(tasks::get(conn, id)?.filter(|t| &t.group_folder == folder));
-        }
+        let now = ids
+            .iter()
+            .map(|id| Ok(tasks::get(conn, id)?.filter(|t| &t.group_folder == folder)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let changes: Vec<_> = ids
             .iter()
             .copied()

@@ -13,6 +13,7 @@
 
 use std::cmp::Ordering;
 use std::ops::Range;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use memchr::memmem;
@@ -116,30 +117,40 @@ fn elements(chunk: &[u8]) -> Vec<Range<usize>> {
     out
 }
 
-/// The value of the string field `name` on its own line of an element, as rendered.
-fn field<'a>(elem: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    let needle = format!("\n    \"{name}\": ");
-    let at = memmem::find(elem, needle.as_bytes())? + needle.len();
+/// The lines an element's id and next run are read back from (searchers built once:
+/// a splice reads the id of every element of the group).
+static ID_LINE: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\n    \"id\": "));
+static NEXT_RUN_LINE: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\n    \"next_run\": "));
+
+/// The value on an element's own line that `line` starts, as rendered.
+fn field<'a>(elem: &'a [u8], line: &memmem::Finder) -> Option<&'a [u8]> {
+    let at = line.find(elem)? + line.needle().len();
     let rest = &elem[at..];
     let end = memchr::memchr(b'\n', rest)?;
-    let value = rest[..end].strip_suffix(b",").unwrap_or(&rest[..end]);
-    Some(value)
+    Some(rest[..end].strip_suffix(b",").unwrap_or(&rest[..end]))
+}
+
+/// An element's task id (a name token: rendered without escapes).
+fn id_of(elem: &[u8]) -> Option<&[u8]> {
+    field(elem, &ID_LINE)?
+        .strip_prefix(b"\"")?
+        .strip_suffix(b"\"")
 }
 
 /// Reads an element's listing key back from its text; `None` if it does not look like
 /// an element this module rendered.
 fn key_of(elem: &[u8]) -> Option<Key<'_>> {
-    let id = field(elem, "id")?
-        .strip_prefix(b"\"")?
-        .strip_suffix(b"\"")?;
-    let next = match field(elem, "next_run")? {
+    let id = std::str::from_utf8(id_of(elem)?).ok()?;
+    let next = match field(elem, &NEXT_RUN_LINE)? {
         b"null" => None,
         quoted => {
             let s = std::str::from_utf8(quoted.strip_prefix(b"\"")?.strip_suffix(b"\"")?).ok()?;
             Some(DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc))
         }
     };
-    Some((next.is_none(), next, std::str::from_utf8(id).ok()?))
+    Some((next.is_none(), next, id))
 }
 
 /// Puts the current state of some tasks into `chunk`: each change is a task id and
@@ -151,13 +162,11 @@ pub(super) fn splice(
     chunk: &mut Vec<u8>,
     changes: &[(&TaskId, Option<&tasks::Task>)],
 ) -> Option<bool> {
-    let id_line = memmem::Finder::new(b"\n    \"id\": \"");
     let mut parts: Vec<&[u8]> = Vec::new();
     let mut old: Vec<Option<usize>> = vec![None; changes.len()];
     for r in elements(chunk) {
         let elem = &chunk[r];
-        let at = id_line.find(elem)? + id_line.needle().len();
-        let id = &elem[at..at + memchr::memchr(b'"', &elem[at..])?];
+        let id = id_of(elem)?;
         if let Some(c) = changes
             .iter()
             .position(|(cid, _)| cid.as_str().as_bytes() == id)
